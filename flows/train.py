@@ -1,0 +1,135 @@
+"""The `train` flow: collect -> V -> encode -> M -> C in the dream -> evaluate -> profile -> register.
+
+Wiring only: every step is a plain function in `tasks/`, wrapped here as a Prefect task.
+"""
+from __future__ import annotations
+
+import tempfile
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+
+import mlflow
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
+from dreamops.registry import store
+from dreamops.registry.pyfunc import VMCPyfuncModel
+from dreamops.settings import get_settings
+from dreamops.tasks import plots
+from dreamops.tasks.collect import collect
+from dreamops.tasks.config import resolve_config
+from dreamops.tasks.encode import encode
+from dreamops.tasks.evaluate import baseline_factory, evaluate
+from dreamops.tasks.evolve import evolve_controller
+from dreamops.tasks.failures import analyze_failures
+from dreamops.tasks.package import package_version, reference_latents
+from dreamops.tasks.profile import profile_latency
+from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn
+from dreamops.tasks.train_vae import train_vae
+
+AGENTS = ("carracing-vmc",)
+
+# Simulator work can fail transiently (a worker process killed); training is deterministic.
+collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+train_vae_task = task(train_vae, name="train_vae", cache_policy=NONE)
+encode_task = task(encode, name="encode", cache_policy=NONE)
+train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
+starts_task = task(dream_start_states, name="dream_start_states", cache_policy=NONE)
+evolve_task = task(evolve_controller, name="evolve_controller", cache_policy=NONE)
+evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NONE)
+failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
+profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
+
+
+@flow(name="train")
+def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict | None = None,
+          warehouse_id: str = "default", show_progress: bool = True) -> dict:
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
+    settings = get_settings()
+    cfg = resolve_config(profile, overrides)
+    cfg.warehouse_id = warehouse_id
+    store.configure(settings)
+    log = store.MetricLogger()
+    workers = settings.n_workers
+    with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        store.log_config(cfg.flat(), cfg.to_yaml())
+        mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha()})
+
+        data = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress)
+        store.log_dataset(data.manifest, data.hash, str(data.path), f"{agent}-{data.hash[:12]}")
+        mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
+        train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
+
+        vae, vae_report = train_vae_task(data, train_ids, holdout_ids, cfg.vae, cfg.seed, log, show_progress)
+        latents = encode_task(vae, data)
+        mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, cfg.mdn, seed=cfg.seed, log=log,
+                                               show_progress=show_progress)
+        starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed)
+        controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress)
+
+        bundle = VMCBundle(Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians),
+                           vae, mdnrnn, controller)
+        bundle_path = bundle.save(out / "eval" / "vmc_bundle.pt")
+        seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
+        evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds, cfg.eval.max_steps,
+                                      workers, show_progress)}
+        if cfg.eval.compare_baselines:
+            for name in ("random", "rule_based"):
+                evals[name] = evaluate_task(baseline_factory(name), name, seeds, cfg.eval.max_steps, workers,
+                                            show_progress)
+        failures = failures_task(evals["vmc"].episodes)
+        latency = profile_task(bundle, cfg.eval.latency_iterations)
+
+        report = {"evaluation": {k: v.summary() for k, v in evals.items()}, "failures": failures,
+                  "latency_ms": latency, "dream": {"final_return": history["final_dream_return"][0]},
+                  "vae": vae_report, "mdn": mdn_report}
+        mlflow.log_metrics({"eval/mean_reward": evals["vmc"].mean, "eval/std_reward": evals["vmc"].std,
+                            "eval/off_track_events": float(sum(evals["vmc"].off_track_events)),
+                            "latency/full_step_p99_ms": latency["full_step"]["p99_ms"],
+                            **{f"eval/{k}_mean_reward": v.mean for k, v in evals.items() if k != "vmc"}})
+        holdout = data.load(holdout_ids[0])
+        pics = [plots.reconstruction_grid(vae, holdout["obs"][:: max(1, len(holdout["obs"]) // 8)][:8],
+                                          out / "reconstruction_grid.png"),
+                plots.dream_vs_real_strip(vae, mdnrnn, holdout["obs"], holdout["actions"], out / "dream_vs_real.png"),
+                plots.reward_curves(history, {k: v.rewards for k, v in evals.items()}, out / "reward_curves.png")]
+        for pic in pics:
+            mlflow.log_artifact(str(pic), "plots")
+        store.log_json(report, "evaluation_report.json")
+
+        artifacts = package_version(bundle, cfg.to_yaml(), report, reference_latents(latents, holdout_ids),
+                                    out / "package")
+        hashes = bundle.component_hashes()
+        registered = store.register_pyfunc(
+            agent, VMCPyfuncModel(), artifacts, store.frame_signature(),
+            tags={"data_hash": data.hash, "git_sha": store.git_sha(), "warehouse_id": warehouse_id,
+                  "profile": profile, "validation_status": "not_validated",
+                  **{f"weights.{k}": v for k, v in hashes.items()},
+                  "eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
+            pip_requirements=[f"torch=={pkg_version('torch')}", f"mlflow=={pkg_version('mlflow')}",
+                              f"gymnasium=={pkg_version('gymnasium')}"])
+        summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures)
+        create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
+        create_table_artifact([{"policy": k, **{m: v.summary()[m] for m in ("mean_reward", "std_reward",
+                                                                           "mean_length", "off_track_events")}}
+                               for k, v in evals.items()], key="train-evaluation")
+        mlflow.log_text(summary, "summary.md")
+        return {"agent": agent, "profile": profile, "model_name": registered.name, "version": registered.version,
+                "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash,
+                "mean_reward": evals["vmc"].mean,
+                "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
+                "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0]}
+
+
+def _summary_markdown(agent, profile, registered, data, evals, latency, history, failures) -> str:
+    rows = "\n".join(f"| {k} | {v.mean:.1f} | {v.std:.1f} | {sum(v.off_track_events)} |" for k, v in evals.items())
+    return (f"# {agent} ({profile}) -> {registered.uri}\n\n"
+            f"Data: `{data.hash[:16]}` ({data.n_episodes} episodes, {data.n_frames} frames)\n\n"
+            f"| policy | mean return | std | off-track events |\n|---|---|---|---|\n{rows}\n\n"
+            f"Dream return of the final controller: {history['final_dream_return'][0]:.1f}\n\n"
+            f"Full V-M-C step on 1 thread: p50 {latency['full_step']['p50_ms']:.2f} ms, "
+            f"p99 {latency['full_step']['p99_ms']:.2f} ms\n\n"
+            f"Failures: {failures['counts']}\n")

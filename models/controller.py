@@ -1,0 +1,58 @@
+"""C: one linear layer on [z_t, h_t] -> 3 actions. (32 + 256) * 3 + 3 = 867 parameters."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def squash_actions(raw: torch.Tensor) -> torch.Tensor:
+    """tanh outputs in [-1, 1] -> [steer in [-1, 1], throttle in [0, 1], brake in [0, 1]]."""
+    steer = raw[..., 0:1]
+    pedals = (raw[..., 1:3] + 1.0) / 2.0
+    return torch.cat([steer, pedals], dim=-1)
+
+
+class Controller(nn.Module):
+    def __init__(self, latent_dim: int = 32, hidden_dim: int = 256, action_dim: int = 3):
+        super().__init__()
+        self.latent_dim, self.hidden_dim, self.action_dim = latent_dim, hidden_dim, action_dim
+        self.fc = nn.Linear(latent_dim + hidden_dim, action_dim)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """z [B, Z], h [B, H] -> actions [B, 3] in the env's ranges."""
+        return squash_actions(torch.tanh(self.fc(torch.cat([z, h], dim=-1))))
+
+    @torch.no_grad()
+    def act(self, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return self.forward(z, h)
+
+    def get_flat(self) -> torch.Tensor:
+        """All parameters as one vector (weight row-major, then bias), the CMA-ES genome."""
+        return torch.cat([self.fc.weight.detach().flatten(), self.fc.bias.detach()])
+
+    def set_flat(self, flat: torch.Tensor) -> None:
+        if flat.numel() != self.n_params:
+            raise ValueError(f"controller genome must have {self.n_params} values, got {flat.numel()}")
+        n_w = self.fc.weight.numel()
+        with torch.no_grad():
+            self.fc.weight.copy_(flat[:n_w].view_as(self.fc.weight))
+            self.fc.bias.copy_(flat[n_w:])
+
+
+def batched_controller_actions(genomes: torch.Tensor, z: torch.Tensor, h: torch.Tensor,
+                               latent_dim: int, hidden_dim: int) -> torch.Tensor:
+    """Many controllers at once: genomes [N, 867] (one per row), z [N, Z], h [N, H] -> [N, 3].
+
+    Same arithmetic as `Controller.forward` with each row's own weights.
+    """
+    in_dim = latent_dim + hidden_dim
+    n_w = 3 * in_dim
+    weight = genomes[:, :n_w].view(-1, 3, in_dim)
+    bias = genomes[:, n_w:]
+    x = torch.cat([z, h], dim=-1).unsqueeze(-1)  # [N, in, 1]
+    raw = torch.bmm(weight, x).squeeze(-1) + bias
+    return squash_actions(torch.tanh(raw))

@@ -1,0 +1,69 @@
+"""V, M and C together: the on-robot step (frame -> action) and its TorchScript export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dreamops.models.controller import Controller
+from dreamops.models.mdnrnn import MDNRNN
+from dreamops.models.vae import VAE
+
+
+class VMCStep(nn.Module):
+    """One full step: uint8 frame [1, 64, 64, 3], memory (h, c) [1, H] -> action [1, 3], (h', c')."""
+
+    def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller):
+        super().__init__()
+        self.vae, self.mdnrnn, self.controller = vae, mdnrnn, controller
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        z, _ = self.vae.encode_params(frame.permute(0, 3, 1, 2).float() / 255.0)
+        action = self.controller(z, h)
+        h, c = self.mdnrnn.step(z, action, (h, c))
+        return action, h, c
+
+
+def export_torchscript(step: VMCStep, path: Path) -> Path:
+    """Trace the step (no data-dependent control flow) and save it for on-robot inference."""
+    hidden = step.mdnrnn.hidden_dim
+    example = (torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, hidden), torch.zeros(1, hidden))
+    with torch.no_grad():
+        traced = torch.jit.trace(step.eval(), example)
+    traced.save(str(path))
+    return path
+
+
+class VMCPolicy:
+    """Drives an environment frame by frame; keeps M's memory between calls.
+
+    diagnostics() reports, per step, M's prediction error for the frame just seen (the drift
+    residual) and the reward M expects, so real and dreamed returns can be compared.
+    """
+
+    name = "vmc"
+
+    def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller):
+        self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.eval()
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.state = self.mdnrnn.initial_state(1)
+        self.predicted_z: torch.Tensor | None = None
+        self._diag = {"residual": float("nan"), "predicted_reward": 0.0}
+
+    @torch.no_grad()
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        z = self.vae.encode(torch.tensor(frame, dtype=torch.uint8).unsqueeze(0))
+        residual = float("nan") if self.predicted_z is None else float((self.predicted_z - z).norm())
+        action = self.controller(z, self.state[0])
+        self.state = self.mdnrnn.step(z, action, self.state)
+        logit_pi, mu, _, reward, _ = self.mdnrnn.heads(self.state[0])
+        self.predicted_z = (torch.softmax(logit_pi, -1) * mu).sum(-1)
+        self._diag = {"residual": residual, "predicted_reward": float(reward)}
+        return action.squeeze(0).numpy().astype(np.float32)
+
+    def diagnostics(self) -> dict[str, float]:
+        return self._diag

@@ -1,0 +1,1 @@
+"""Simulators: the CarRacing wrapper, exploration and baseline policies, parallel rollouts."""

@@ -1,0 +1,82 @@
+"""gymnasium CarRacing-v3 (Box2D) as the warehouse-navigation stand-in.
+
+Frames are the full 96x96 render (dashboard included: it shows speed, which a single frame
+otherwise hides) resized to 64x64 uint8. Actions are [steer in [-1,1], throttle, brake in [0,1]].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+ENV_ID = "CarRacing-v3"
+FRAME_SHAPE = (64, 64, 3)
+ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)
+ACTION_HIGH = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+# The 96x96 render ends in a 12-row dashboard; at 64x64 the playfield is rows [0, 56).
+PLAYFIELD_ROWS = 56
+
+
+def preprocess(frame: np.ndarray) -> np.ndarray:
+    """96x96x3 uint8 render -> 64x64x3 uint8 (antialiased bilinear)."""
+    if frame.shape[-1] != 3:
+        raise ValueError(f"expected an RGB frame, got shape {frame.shape}")
+    return np.asarray(Image.fromarray(frame).resize(FRAME_SHAPE[:2], Image.BILINEAR), dtype=np.uint8)
+
+
+def clip_action(action: np.ndarray) -> np.ndarray:
+    a = np.asarray(action, dtype=np.float32).reshape(3)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be finite, got {a}")
+    return np.clip(a, ACTION_LOW, ACTION_HIGH)
+
+
+@dataclass
+class StepInfo:
+    """What the simulator knows beyond the reward; used for failure analysis."""
+    on_track: bool
+    speed: float
+    tiles_visited: int
+    track_tiles: int
+
+
+class CarRacing:
+    """A CarRacing-v3 episode source with 64x64 frames, fixed seeding and track-contact info."""
+
+    def __init__(self, max_steps: int = 1000, action_repeat: int = 1):
+        if max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, got {max_steps}")
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
+        self.max_steps, self.action_repeat = max_steps, action_repeat
+        self.env = gym.make(ENV_ID, max_episode_steps=max_steps * action_repeat)
+        self.t = 0
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, _ = self.env.reset(seed=int(seed))
+        self.t = 0
+        return preprocess(obs)
+
+    def info(self) -> StepInfo:
+        u = self.env.unwrapped
+        on_track = any(len(w.tiles) > 0 for w in u.car.wheels)
+        return StepInfo(on_track, float(u.car.hull.linearVelocity.length), int(u.tile_visited_count),
+                        len(u.track))
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """-> (frame, reward, terminated, truncated). terminated: lap done or off the playfield."""
+        a = clip_action(action)
+        total, terminated, truncated = 0.0, False, False
+        for _ in range(self.action_repeat):
+            obs, r, terminated, truncated, _ = self.env.step(a)
+            total += float(r)
+            if terminated or truncated:
+                break
+        self.t += 1
+        truncated = truncated or self.t >= self.max_steps
+        return preprocess(obs), total, bool(terminated), bool(truncated)
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,104 @@
+"""Policies that need no learning: random, temporally correlated exploration, rule-based baseline.
+
+Every policy has `reset(seed)` and `act(frame) -> action [3]` (frame uint8 64x64x3).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dreamops.sim.carracing import PLAYFIELD_ROWS
+
+
+class RandomPolicy:
+    """Uniform random actions each frame (the classic reference; the car barely moves)."""
+
+    name = "random"
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        return self.rng.uniform([-1, 0, 0], [1, 1, 1]).astype(np.float32)
+
+
+def road_mask(frame: np.ndarray) -> np.ndarray:
+    """Grey, not dark pixels: |R-G| and |G-B| < 0.1, and brighter than the dashboard/kerbs' black."""
+    f = frame.astype(np.float32) / 255.0
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    return (np.abs(r - g) < 0.1) & (np.abs(g - b) < 0.1) & (g > 0.25)
+
+
+class RuleBasedPolicy:
+    """Seed 000 section 3.3: steer proportionally towards the road centroid of the bottom third
+    of the playfield, constant throttle, no brake. No memory, no lookahead."""
+
+    name = "rule_based"
+
+    def __init__(self, gain: float = 1.0, throttle: float = 0.3):
+        self.gain, self.throttle = gain, throttle
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        band = road_mask(frame[PLAYFIELD_ROWS * 2 // 3:PLAYFIELD_ROWS])
+        cols = np.nonzero(band)[1]
+        width = frame.shape[1]
+        steer = 0.0
+        if cols.size:
+            steer = float(np.clip(self.gain * (cols.mean() - width / 2) / (width / 2), -1, 1))
+        return np.array([steer, self.throttle, 0.0], dtype=np.float32)
+
+
+class CorrelatedExplorationPolicy:
+    """Random actions that persist: a target action is redrawn now and then and the applied
+    action moves smoothly towards it. Drives far enough to see corners, grass and recoveries,
+    unlike per-frame uniform noise."""
+
+    name = "correlated"
+
+    def __init__(self, p_change: float = 0.08, smoothing: float = 0.3):
+        self.p_change, self.smoothing = p_change, smoothing
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.current = np.array([0.0, 0.5, 0.0], dtype=np.float32)
+        self.target = self._draw()
+
+    def _draw(self) -> np.ndarray:
+        brake = self.rng.uniform(0, 0.6) if self.rng.random() < 0.1 else 0.0
+        return np.array([self.rng.uniform(-1, 1), self.rng.beta(2.0, 1.5), brake], dtype=np.float32)
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        if self.rng.random() < self.p_change:
+            self.target = self._draw()
+        self.current = (1 - self.smoothing) * self.current + self.smoothing * self.target
+        return self.current.copy()
+
+
+class NoisyBaselinePolicy:
+    """The rule-based driver with correlated steering noise and varied throttle: stands in for a
+    conservative teleoperator (seed 000: data comes from teleoperation), covering on-track driving."""
+
+    name = "noisy_baseline"
+
+    def __init__(self, noise: float = 0.35, theta: float = 0.15):
+        self.noise, self.theta = noise, theta
+        self.driver = RuleBasedPolicy(gain=1.2)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.ou = 0.0
+        self.driver.throttle = float(self.rng.uniform(0.1, 0.5))
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        self.ou += self.theta * (0 - self.ou) + self.noise * self.rng.normal() * np.sqrt(self.theta)
+        a = self.driver.act(frame)
+        a[0] = np.clip(a[0] + self.ou, -1, 1)
+        if self.rng.random() < 0.02:
+            self.driver.throttle = float(self.rng.uniform(0.05, 0.6))
+        return a
+
+
+EXPLORATION_POLICIES = {p.name: p for p in (RandomPolicy, CorrelatedExplorationPolicy, NoisyBaselinePolicy)}
+BASELINE_POLICIES = {"random": RandomPolicy, "rule_based": RuleBasedPolicy}

@@ -1,0 +1,1 @@
+"""Steps a flow wires: plain functions, callable and testable without a Prefect server."""

@@ -1,0 +1,70 @@
+"""collect: real CarRacing episodes with exploration policies -> a dataset in the store."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dreamops.sim.carracing import ENV_ID, CarRacing
+from dreamops.sim.policies import EXPLORATION_POLICIES
+from dreamops.sim.rollout import parallel_map, play_episode
+from dreamops.tasks import dataset as ds
+from dreamops.tasks.config import CollectConfig
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    episode_id: str
+    seed: int
+    policy: str
+    max_steps: int
+    action_repeat: int
+    shard_dir: str
+
+
+def assign_policies(cfg: CollectConfig) -> list[str]:
+    """Deterministic policy per episode in proportion to policy_mix (largest remainder)."""
+    names = sorted(cfg.policy_mix)
+    total = sum(cfg.policy_mix.values())
+    exact = {n: cfg.policy_mix[n] / total * cfg.episodes for n in names}
+    counts = {n: int(exact[n]) for n in names}
+    for n in sorted(names, key=lambda n: exact[n] - counts[n], reverse=True)[: cfg.episodes - sum(counts.values())]:
+        counts[n] += 1
+    # interleave (policy k's j-th episode at position j / count_k) so every prefix mixes policies
+    return [n for _, n in sorted((j / counts[n], n) for n in names for j in range(counts[n]))]
+
+
+def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame]:
+    env = CarRacing(max_steps=job.max_steps, action_repeat=job.action_repeat)
+    try:
+        episode = play_episode(env, EXPLORATION_POLICIES[job.policy](), job.seed)
+    finally:
+        env.close()
+    arrays = {"obs": episode.obs, "actions": episode.actions, "rewards": episode.rewards, "dones": episode.dones}
+    shard, digest = ds.write_shard(Path(job.shard_dir), job.episode_id, arrays)
+    frames = ds.frame_summaries(episode.obs, episode.actions, episode.rewards)
+    frames.insert(0, "episode_id", job.episode_id)
+    row = {"episode_id": job.episode_id, "shard": shard, "sha256": digest, "seed": job.seed,
+           "policy": job.policy, "length": episode.length, "total_reward": episode.total_reward,
+           "off_track_frac": float(1 - episode.on_track.mean()), "terminated": bool(episode.dones.any())}
+    return row, frames
+
+
+def collection_spec(cfg: CollectConfig) -> dict:
+    return {"env": ENV_ID, "episodes": cfg.episodes, "max_steps": cfg.max_steps, "seed": cfg.seed,
+            "policy_mix": dict(sorted(cfg.policy_mix.items())), "action_repeat": cfg.action_repeat}
+
+
+def collect(cfg: CollectConfig, store: Path, workers: int, use_cache: bool = True,
+            show_progress: bool = True) -> ds.Dataset:
+    """Collect cfg.episodes episodes in `workers` processes. A dataset with the same spec already in
+    the store is reused (collection is deterministic given the spec)."""
+    spec = collection_spec(cfg)
+    if use_cache and (cached := ds.find_by_spec(store, spec)) is not None:
+        return cached
+    staging = ds.new_staging_dir(store)
+    jobs = [EpisodeJob(f"ep_{i:06d}", cfg.seed + i, policy, cfg.max_steps, cfg.action_repeat, str(staging / "shards"))
+            for i, policy in enumerate(assign_policies(cfg))]
+    results = parallel_map(_collect_one, jobs, workers, "collect episodes", show_progress=show_progress)
+    return ds.finalize(staging, store, [r for r, _ in results], [f for _, f in results], spec)

@@ -1,0 +1,247 @@
+"""One typed config per run for `carracing-vmc`, with named profiles as overlays.
+
+`resolve_config("quick", {"cma.generations": 5})` gives the fully resolved config that is saved
+with every run (MLflow params + config.yaml).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class CollectConfig:
+    episodes: int = 48
+    """Real episodes to collect for the world model."""
+    max_steps: int = 250
+    """Steps per collected episode (the env's own limit is 1000)."""
+    policy_mix: dict[str, float] = field(default_factory=lambda: {"correlated": 0.5, "noisy_baseline": 0.5})
+    """Share of episodes per exploration policy (names from sim.policies.EXPLORATION_POLICIES)."""
+    seed: int = 0
+    """First episode seed; episode i uses seed + i."""
+    action_repeat: int = 1
+    """Simulator steps per action (frame skip); 1 as in the paper."""
+
+    def validate(self) -> None:
+        from dreamops.sim.policies import EXPLORATION_POLICIES
+
+        _positive(self, "episodes", "max_steps", "action_repeat")
+        unknown = set(self.policy_mix) - set(EXPLORATION_POLICIES)
+        if unknown or not self.policy_mix or any(v < 0 for v in self.policy_mix.values()) \
+                or sum(self.policy_mix.values()) <= 0:
+            raise ValueError(f"collect.policy_mix must map {sorted(EXPLORATION_POLICIES)} to non-negative "
+                             f"shares with a positive sum, got {self.policy_mix}")
+
+
+@dataclass
+class VAEConfig:
+    latent_dim: int = 32
+    """Size of z."""
+    beta: float = 1.0
+    """Weight of the KL term."""
+    kl_tolerance: float = 0.5
+    """Free bits per latent dim: KL below kl_tolerance * latent_dim nats is not penalised."""
+    epochs: int = 3
+    """Passes over the training frames."""
+    batch_size: int = 64
+    """Frames per optimiser step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    holdout_fraction: float = 0.1
+    """Share of episodes held out for validation losses (and gates)."""
+
+    def validate(self) -> None:
+        _positive(self, "latent_dim", "epochs", "batch_size", "lr")
+        _fraction(self, "holdout_fraction")
+        if self.beta < 0 or self.kl_tolerance < 0:
+            raise ValueError("vae.beta and vae.kl_tolerance must be >= 0")
+
+
+@dataclass
+class MDNConfig:
+    hidden_dim: int = 256
+    """LSTM hidden size."""
+    n_gaussians: int = 5
+    """Mixture components per latent dimension."""
+    seq_len: int = 32
+    """Truncated-BPTT window."""
+    batch_size: int = 32
+    """Sequences per optimiser step."""
+    epochs: int = 15
+    """Passes over the encoded episodes."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    grad_clip: float = 1.0
+    """Max gradient norm."""
+    reward_weight: float = 1.0
+    """Weight of the reward-head MSE in M's loss."""
+    done_weight: float = 1.0
+    """Weight of the done-head BCE in M's loss."""
+
+    def validate(self) -> None:
+        _positive(self, "hidden_dim", "n_gaussians", "seq_len", "batch_size", "epochs", "lr", "grad_clip")
+
+
+@dataclass
+class CMAConfig:
+    population: int = 32
+    """Candidates per generation."""
+    rollouts: int = 8
+    """Dream rollouts per candidate (fitness is their mean)."""
+    generations: int = 40
+    """CMA-ES generations."""
+    dream_steps: int = 250
+    """Steps per dream rollout."""
+    temperature: float = 1.15
+    """tau: mixture sampling temperature; > 1 makes the dream harder to exploit."""
+    sigma0: float = 0.1
+    """Initial CMA-ES step size."""
+    seed: int = 0
+    """Seed of CMA-ES and the dream noise."""
+
+    def validate(self) -> None:
+        _positive(self, "population", "rollouts", "generations", "dream_steps", "temperature", "sigma0")
+        if self.population < 2:
+            raise ValueError(f"cma.population must be >= 2, got {self.population}")
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 8
+    """Real-environment evaluation episodes."""
+    max_steps: int = 1000
+    """Steps per evaluation episode (CarRacing's own limit)."""
+    seed: int = 100_000
+    """First evaluation seed; disjoint from collection seeds."""
+    compare_baselines: bool = True
+    """Also evaluate the random and rule-based policies on the same seeds."""
+    latency_iterations: int = 500
+    """Timed full V-M-C steps for the latency profile."""
+
+    def validate(self) -> None:
+        _positive(self, "episodes", "max_steps", "latency_iterations")
+
+
+@dataclass
+class CarRacingConfig:
+    agent: str = "carracing-vmc"
+    """Agent family."""
+    profile: str = "quick"
+    """Profile this config was resolved from."""
+    warehouse_id: str = "default"
+    """Warehouse the run is for (tag on the model version)."""
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    mdn: MDNConfig = field(default_factory=MDNConfig)
+    cma: CMAConfig = field(default_factory=CMAConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    """Torch seed for V and M training."""
+
+    def validate(self) -> "CarRacingConfig":
+        for part in (self.collect, self.vae, self.mdn, self.cma, self.eval):
+            part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat dotted keys, for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and prefix.split(".")[-1] != "policy_mix":
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+        walk("", self.to_dict())
+        return out
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: proves the wiring, not the quality.
+    "smoke": {
+        "collect.episodes": 4, "collect.max_steps": 60,
+        "vae.epochs": 1, "vae.batch_size": 32, "vae.holdout_fraction": 0.25,
+        "mdn.epochs": 1, "mdn.seq_len": 16, "mdn.batch_size": 4,
+        "cma.population": 4, "cma.rollouts": 2, "cma.generations": 2, "cma.dream_steps": 20,
+        "eval.episodes": 2, "eval.max_steps": 60, "eval.compare_baselines": False,
+        "eval.latency_iterations": 50,
+    },
+    # Minutes on 2 cores: the main job's default; must already beat random.
+    "quick": {},
+    # The paper's scale: 10k rollouts, CMA-ES population 64 x 16 dream rollouts; hours.
+    "full": {
+        "collect.episodes": 10_000, "collect.max_steps": 1000,
+        "vae.epochs": 10, "vae.batch_size": 100,
+        "mdn.epochs": 20, "mdn.seq_len": 64, "mdn.batch_size": 64,
+        "cma.population": 64, "cma.rollouts": 16, "cma.generations": 300, "cma.dream_steps": 1000,
+        "eval.episodes": 100, "eval.latency_iterations": 2000,
+    },
+}
+
+
+def resolve_config(profile: str, overrides: dict[str, Any] | None = None) -> CarRacingConfig:
+    """Default config + the profile's overlay + explicit overrides (dotted keys), validated."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    cfg = CarRacingConfig(profile=profile)
+    for key, value in {**PROFILES[profile], **(overrides or {})}.items():
+        _set_dotted(cfg, key, value)
+    return cfg.validate()
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'cma.generations=5' -> ('cma.generations', 5); values are parsed as YAML."""
+    if "=" not in text:
+        raise ValueError(f"override must look like key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _set_dotted(cfg: Any, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    target = cfg
+    for name in parents:
+        if not dataclasses.is_dataclass(target) or not hasattr(target, name):
+            raise ValueError(f"unknown config key {key!r}")
+        target = getattr(target, name)
+    fields = {f.name: f for f in dataclasses.fields(target)} if dataclasses.is_dataclass(target) else {}
+    if leaf not in fields or dataclasses.is_dataclass(getattr(target, leaf)):
+        raise ValueError(f"unknown config key {key!r}")
+    current = getattr(target, leaf)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
+    elif isinstance(current, int):
+        if not is_number or not float(value).is_integer():
+            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+        value = int(value)
+    elif isinstance(current, float):
+        if not is_number:
+            raise ValueError(f"config key {key!r} must be a number, got {value!r}")
+        value = float(value)
+    setattr(target, leaf, value)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    section = type(obj).__name__.replace("Config", "").lower()
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise ValueError(f"{section}.{name} must be positive, got {value!r}")
+
+
+def _fraction(obj: Any, name: str) -> None:
+    value = getattr(obj, name)
+    if not 0 < value < 1:
+        raise ValueError(f"{type(obj).__name__.replace('Config', '').lower()}.{name} must be in (0, 1), got {value!r}")

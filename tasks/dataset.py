@@ -1,0 +1,159 @@
+"""The dataset store: episodes in compressed shards, a manifest, per-frame summaries, a content hash.
+
+Layout of one dataset (named by its content hash):
+  <store>/<hash[:16]>/shards/ep_000000.npz   obs uint8 [T,64,64,3], actions f32 [T,3], rewards f32 [T], dones bool [T]
+  <store>/<hash[:16]>/manifest.parquet        one row per episode
+  <store>/<hash[:16]>/frames.parquet          one row per frame: summary columns for validation
+  <store>/<hash[:16]>/dataset.json            hash, spec, counts
+The hash is sha256 over the episodes' content hashes (array bytes, dtypes and shapes; not file
+bytes, which carry zip timestamps), so the same data always gets the same name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
+PLAYFIELD_ROWS = 56  # frame rows above CarRacing's black dashboard strip
+
+
+class DatasetNotFoundError(LookupError):
+    pass
+
+
+def arrays_hash(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def frame_summaries(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> pd.DataFrame:
+    """Per-frame columns the data gate checks: share of pure black / pure white playfield pixels,
+    mean brightness, each action dimension, reward."""
+    play = obs[:, :PLAYFIELD_ROWS]
+    black = (play == 0).all(axis=-1).mean(axis=(1, 2))
+    white = (play == 255).all(axis=-1).mean(axis=(1, 2))
+    return pd.DataFrame({
+        "t": np.arange(len(obs)), "frac_black": black, "frac_white": white,
+        "mean_pixel": play.mean(axis=(1, 2, 3)),
+        "steer": actions[:, 0], "throttle": actions[:, 1], "brake": actions[:, 2], "reward": rewards,
+    })
+
+
+def write_shard(shard_dir: Path, episode_id: str, arrays: dict[str, np.ndarray]) -> tuple[str, str]:
+    """Save one episode compressed; returns (file name, content hash)."""
+    missing = set(SHARD_ARRAYS) - set(arrays)
+    if missing:
+        raise ValueError(f"episode {episode_id} lacks arrays {sorted(missing)}")
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{episode_id}.npz"
+    np.savez_compressed(shard_dir / name, **arrays)
+    return name, arrays_hash(arrays)
+
+
+@dataclass
+class Dataset:
+    path: Path
+    hash: str
+    manifest: pd.DataFrame
+    info: dict
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.manifest["length"].sum())
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.manifest)
+
+    def frames(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "frames.parquet")
+
+    def load(self, episode_id: str) -> dict[str, np.ndarray]:
+        row = self.manifest.loc[self.manifest["episode_id"] == episode_id]
+        if row.empty:
+            raise DatasetNotFoundError(f"episode {episode_id} not in dataset {self.hash[:16]}")
+        with np.load(self.path / "shards" / row["shard"].iloc[0]) as data:
+            return {k: data[k] for k in data.files}
+
+    def iter_episodes(self, episode_ids: list[str] | None = None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        for eid in episode_ids if episode_ids is not None else list(self.manifest["episode_id"]):
+            yield eid, self.load(eid)
+
+    def split(self, holdout_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+        """Deterministic episode-level split -> (train ids, holdout ids); holdout has >= 1 episode."""
+        ids = sorted(self.manifest["episode_id"])
+        order = np.random.default_rng(seed).permutation(len(ids))
+        n_hold = min(len(ids) - 1, max(1, round(holdout_fraction * len(ids)))) if len(ids) > 1 else 0
+        hold = sorted(ids[i] for i in order[:n_hold])
+        return [i for i in ids if i not in set(hold)], hold
+
+
+def compute_dataset_hash(shard_hashes: list[str]) -> str:
+    return hashlib.sha256("".join(sorted(shard_hashes)).encode()).hexdigest()
+
+
+def new_staging_dir(store: Path) -> Path:
+    path = store / f".staging-{uuid.uuid4().hex[:12]}"
+    (path / "shards").mkdir(parents=True)
+    return path
+
+
+def finalize(staging: Path, store: Path, rows: list[dict], frames: list[pd.DataFrame], spec: dict) -> Dataset:
+    """Write the tables, name the dataset by its hash and move it into place (atomic rename).
+    If the same content already exists, the staging copy is dropped and the existing one returned."""
+    if not rows:
+        raise ValueError("a dataset needs at least one episode")
+    manifest = pd.DataFrame(rows).sort_values("episode_id").reset_index(drop=True)
+    if manifest["episode_id"].duplicated().any():
+        raise ValueError("duplicated episode ids in dataset")
+    digest = compute_dataset_hash(list(manifest["sha256"]))
+    info = {"hash": digest, "spec": spec, "spec_key": spec_key(spec), "episodes": len(manifest),
+            "frames": int(manifest["length"].sum())}
+    manifest.to_parquet(staging / "manifest.parquet", index=False)
+    pd.concat(frames, ignore_index=True).to_parquet(staging / "frames.parquet", index=False)
+    (staging / "dataset.json").write_text(json.dumps(info, indent=2))
+    final = store / digest[:16]
+    if final.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.rename(final)
+    return open_dataset(store, str(final))
+
+
+def spec_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def find_by_spec(store: Path, spec: dict) -> Dataset | None:
+    """A dataset already collected with exactly this spec (the collection cache)."""
+    key = spec_key(spec)
+    for info_file in sorted(store.glob("*/dataset.json")) if store.exists() else []:
+        if json.loads(info_file.read_text()).get("spec_key") == key:
+            return open_dataset(store, str(info_file.parent))
+    return None
+
+
+def open_dataset(store: Path, ref: str) -> Dataset:
+    """Open by content hash (or a unique prefix of >= 8 chars) or by path."""
+    path = Path(ref)
+    if not (path / "dataset.json").exists():
+        matches = [p.parent for p in store.glob("*/dataset.json")
+                   if len(ref) >= 8 and json.loads(p.read_text())["hash"].startswith(ref)] if store.exists() else []
+        if len(matches) != 1:
+            raise DatasetNotFoundError(f"no dataset {ref!r} in {store}" if not matches
+                                       else f"dataset prefix {ref!r} is ambiguous")
+        path = matches[0]
+    info = json.loads((path / "dataset.json").read_text())
+    return Dataset(path=path, hash=info["hash"], manifest=pd.read_parquet(path / "manifest.parquet"), info=info)

@@ -1,0 +1,54 @@
+"""evolve_controller: CMA-ES over C's 867 parameters; fitness = mean return of batched dreams."""
+from __future__ import annotations
+
+import cma
+import numpy as np
+import torch
+
+from dreamops.models.controller import Controller
+from dreamops.models.dream import dream_rollouts, generator_noise
+from dreamops.models.mdnrnn import MDNRNN
+from dreamops.tasks.common import MetricSink, no_metrics, progress
+from dreamops.tasks.config import CMAConfig
+
+
+def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tensor], rollouts: int,
+                  steps: int, temperature: float, seed: int) -> torch.Tensor:
+    """Mean dream return per genome: all genomes x rollouts stepped as one batch. genomes [P, 867] -> [P]."""
+    p = genomes.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, starts["z0"].shape[0], (p * rollouts,), generator=gen)
+    out = dream_rollouts(mdnrnn, genomes.repeat_interleave(rollouts, dim=0), starts["z0"][idx], starts["h0"][idx],
+                         starts["c0"][idx], steps, temperature, generator_noise(p * rollouts, mdnrnn.latent_dim, seed))
+    return out["returns"].view(p, rollouts).mean(dim=1)
+
+
+def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
+                      show_progress: bool = True) -> tuple[Controller, dict[str, list[float]]]:
+    """Returns the controller at CMA-ES's final mean (less exploited by dream noise than the luckiest
+    sample) and per-generation fitness history."""
+    controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
+    x0 = np.zeros(controller.n_params)
+    es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.population, "seed": cfg.seed + 1, "verbose": -9})
+    history: dict[str, list[float]] = {"best": [], "mean": [], "worst": [], "sigma": []}
+    with progress(show_progress) as bar:
+        task = bar.add_task("evolve C in the dream (CMA-ES)", total=cfg.generations, status="")
+        for g in range(cfg.generations):
+            solutions = es.ask()
+            genomes = torch.as_tensor(np.asarray(solutions), dtype=torch.float32)
+            fitness = dream_fitness(mdnrnn, genomes, starts, cfg.rollouts, cfg.dream_steps, cfg.temperature,
+                                    seed=cfg.seed * 100_003 + g).numpy()
+            es.tell(solutions, (-fitness).tolist())  # cma minimises
+            stats = {"cma/best_fitness": float(fitness.max()), "cma/mean_fitness": float(fitness.mean()),
+                     "cma/worst_fitness": float(fitness.min()), "cma/sigma": float(es.sigma)}
+            for key, name in (("best", "cma/best_fitness"), ("mean", "cma/mean_fitness"),
+                              ("worst", "cma/worst_fitness"), ("sigma", "cma/sigma")):
+                history[key].append(stats[name])
+            log(stats, g)
+            bar.update(task, advance=1, status=f"best {stats['cma/best_fitness']:.1f} mean {stats['cma/mean_fitness']:.1f}")
+    controller.set_flat(torch.as_tensor(es.result.xfavorite, dtype=torch.float32))
+    final = dream_fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, max(cfg.rollouts, 16),
+                          cfg.dream_steps, cfg.temperature, seed=cfg.seed + 7).item()
+    history["final_dream_return"] = [final]
+    log({"cma/final_dream_return": final}, cfg.generations)
+    return controller, history

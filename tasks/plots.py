@@ -1,0 +1,80 @@
+"""Pictures a person would rather look at than read: reconstructions, curves, dream vs real."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from dreamops.models.mdnrnn import MDNRNN, sample_mixture  # noqa: E402
+from dreamops.models.vae import VAE  # noqa: E402
+
+
+def _save_grid(rows: list[np.ndarray], path: Path, scale: int = 2) -> Path:
+    """rows: each [N, 64, 64, 3] uint8 -> one image, rows stacked, 2 px gaps."""
+    gap = 2
+    n = rows[0].shape[0]
+    canvas = np.full((len(rows) * (64 + gap), n * (64 + gap), 3), 255, np.uint8)
+    for r, frames in enumerate(rows):
+        for i, f in enumerate(frames):
+            canvas[r * (64 + gap):r * (64 + gap) + 64, i * (64 + gap):i * (64 + gap) + 64] = f
+    img = Image.fromarray(canvas)
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    return path
+
+
+def reconstruction_grid(vae: VAE, frames: np.ndarray, path: Path) -> Path:
+    """Top: real frames; bottom: V's reconstructions through the latent mean."""
+    recon = vae.reconstruct(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+    return _save_grid([frames, recon], path)
+
+
+@torch.no_grad()
+def dream_vs_real_strip(vae: VAE, mdnrnn: MDNRNN, obs: np.ndarray, actions: np.ndarray, path: Path,
+                        start: int = 50, horizon: int = 40, every: int = 5, temperature: float = 1.0,
+                        seed: int = 0) -> Path:
+    """Top: real frames; bottom: M dreaming forward from the real frame at `start` under the same
+    actions, decoded by V. Shows how long the dream stays faithful."""
+    start = min(start, max(0, len(obs) - horizon - 1))
+    horizon = min(horizon, len(obs) - start - 1)
+    gen = torch.Generator().manual_seed(seed)
+    z_real = vae.encode(torch.from_numpy(np.ascontiguousarray(obs[: start + 1])))
+    state = mdnrnn.initial_state(1)
+    for t in range(start):
+        state = mdnrnn.step(z_real[t:t + 1], torch.from_numpy(actions[t:t + 1]), state)
+    z = z_real[start:start + 1]
+    dream = []
+    for t in range(start, start + horizon):
+        state = mdnrnn.step(z, torch.from_numpy(actions[t:t + 1]), state)
+        logit_pi, mu, log_sigma, _, _ = mdnrnn.heads(state[0])
+        z = sample_mixture(logit_pi, mu, log_sigma, temperature, torch.rand(z.shape, generator=gen),
+                           torch.randn(z.shape, generator=gen))
+        dream.append(z)
+    idx = list(range(every - 1, horizon, every))
+    decoded = (vae.decode(torch.cat(dream)[idx]).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return _save_grid([obs[[start + 1 + i for i in idx]], decoded], path)
+
+
+def reward_curves(history: dict[str, list[float]], eval_rewards: dict[str, list[float]], path: Path) -> Path:
+    """Left: CMA-ES dream fitness per generation; right: real-env returns per policy."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    gens = np.arange(1, len(history["best"]) + 1)
+    ax1.plot(gens, history["best"], label="best")
+    ax1.plot(gens, history["mean"], label="mean")
+    ax1.plot(gens, history["worst"], label="worst", alpha=0.5)
+    ax1.set(xlabel="generation", ylabel="dream return", title="CMA-ES in the dream")
+    ax1.legend()
+    names = list(eval_rewards)
+    ax2.boxplot([eval_rewards[n] for n in names])
+    ax2.set_xticks(range(1, len(names) + 1), names)
+    ax2.axhline(900, ls="--", c="grey", lw=1)
+    ax2.set(ylabel="episode return", title="real CarRacing-v3")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
