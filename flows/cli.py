@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_HOME", str(prefect_home))
     # its first start migrates a fresh database, slower than the 20 s default on 2 cores
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     try:
         return {"train": _train, "evaluate": _evaluate, "profile": _profile, "ui": _ui}[args.command](args, settings)
     except KeyboardInterrupt:

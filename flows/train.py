@@ -71,8 +71,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed)
         controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress)
 
-        bundle = VMCBundle(Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians),
-                           vae, mdnrnn, controller)
+        arch = Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians,
+                            action_repeat=cfg.collect.action_repeat)
+        bundle = VMCBundle(arch, vae, mdnrnn, controller)
         bundle_path = bundle.save(out / "eval" / "vmc_bundle.pt")
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds, cfg.eval.max_steps,

@@ -28,6 +28,7 @@ class Architecture:
     hidden_dim: int = 256
     n_gaussians: int = 5
     action_dim: int = 3
+    action_repeat: int = 1  # simulator frames per decision; the policy repeats its action itself
 
 
 @dataclass
@@ -69,7 +70,7 @@ class VMCBundle:
                 "controller": module_hash(self.controller)}
 
     def policy(self) -> VMCPolicy:
-        return VMCPolicy(self.vae, self.mdnrnn, self.controller)
+        return VMCPolicy(self.vae, self.mdnrnn, self.controller, self.arch.action_repeat)
 
 
 class BundlePolicyFactory:

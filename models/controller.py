@@ -6,10 +6,12 @@ from torch import nn
 
 
 def squash_actions(raw: torch.Tensor) -> torch.Tensor:
-    """tanh outputs in [-1, 1] -> [steer in [-1, 1], throttle in [0, 1], brake in [0, 1]]."""
-    steer = raw[..., 0:1]
-    pedals = (raw[..., 1:3] + 1.0) / 2.0
-    return torch.cat([steer, pedals], dim=-1)
+    """tanh outputs in [-1, 1] -> [steer in [-1, 1], throttle in [0, 1], brake in [0, 1]].
+
+    As in Ha & Schmidhuber's CarRacing controller: throttle = (x + 1) / 2, brake = clip(x, 0, 1),
+    so half of the brake range means "no brake" and a zero-initialised controller does not brake.
+    """
+    return torch.cat([raw[..., 0:1], (raw[..., 1:2] + 1.0) / 2.0, raw[..., 2:3].clamp(min=0.0)], dim=-1)
 
 
 class Controller(nn.Module):

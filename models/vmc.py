@@ -39,23 +39,35 @@ def export_torchscript(step: VMCStep, path: Path) -> Path:
 class VMCPolicy:
     """Drives an environment frame by frame; keeps M's memory between calls.
 
-    diagnostics() reports, per step, M's prediction error for the frame just seen (the drift
-    residual) and the reward M expects, so real and dreamed returns can be compared.
+    `act` is called once per simulator frame; the policy decides every `action_repeat` frames (the
+    frame skip M was trained with) and repeats its action in between.
+    diagnostics() reports, per frame, M's prediction error for the frame just seen (the drift
+    residual; NaN between decisions) and the reward M expects for the coming block of frames.
     """
 
     name = "vmc"
 
-    def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller):
+    def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller, action_repeat: int = 1):
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.eval()
+        self.action_repeat = action_repeat
         self.reset(0)
 
     def reset(self, seed: int) -> None:
         self.state = self.mdnrnn.initial_state(1)
         self.predicted_z: torch.Tensor | None = None
+        self.frame_index = 0
+        self.action = np.zeros(3, np.float32)
         self._diag = {"residual": float("nan"), "predicted_reward": 0.0}
 
     @torch.no_grad()
     def act(self, frame: np.ndarray) -> np.ndarray:
+        decide = self.frame_index % self.action_repeat == 0
+        self.frame_index += 1
+        if not decide:
+            self._diag = {"residual": float("nan"), "predicted_reward": 0.0}
+            return self.action.copy()
         z = self.vae.encode(torch.tensor(frame, dtype=torch.uint8).unsqueeze(0))
         residual = float("nan") if self.predicted_z is None else float((self.predicted_z - z).norm())
         action = self.controller(z, self.state[0])
@@ -63,7 +75,8 @@ class VMCPolicy:
         logit_pi, mu, _, reward, _ = self.mdnrnn.heads(self.state[0])
         self.predicted_z = (torch.softmax(logit_pi, -1) * mu).sum(-1)
         self._diag = {"residual": residual, "predicted_reward": float(reward)}
-        return action.squeeze(0).numpy().astype(np.float32)
+        self.action = action.squeeze(0).numpy().astype(np.float32)
+        return self.action.copy()
 
     def diagnostics(self) -> dict[str, float]:
         return self._diag

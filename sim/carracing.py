@@ -52,11 +52,12 @@ class CarRacing:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.max_steps, self.action_repeat = max_steps, action_repeat
         self.env = gym.make(ENV_ID, max_episode_steps=max_steps * action_repeat)
-        self.t = 0
+        self.t = 0  # agent steps this episode
+        self.frames = 0  # simulator frames this episode (= real env steps)
 
     def reset(self, seed: int) -> np.ndarray:
         obs, _ = self.env.reset(seed=int(seed))
-        self.t = 0
+        self.t = self.frames = 0
         return preprocess(obs)
 
     def info(self) -> StepInfo:
@@ -71,6 +72,7 @@ class CarRacing:
         total, terminated, truncated = 0.0, False, False
         for _ in range(self.action_repeat):
             obs, r, terminated, truncated, _ = self.env.step(a)
+            self.frames += 1
             total += float(r)
             if terminated or truncated:
                 break

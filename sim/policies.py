@@ -30,11 +30,13 @@ def road_mask(frame: np.ndarray) -> np.ndarray:
 
 class RuleBasedPolicy:
     """Seed 000 section 3.3: steer proportionally towards the road centroid of the bottom third
-    of the playfield, constant throttle, no brake. No memory, no lookahead."""
+    of the playfield, constant throttle, no brake. No memory, no lookahead. Gain and throttle were
+    picked on training seeds 0-4 (not the evaluation seeds) inside the seed's suggested ranges;
+    the seed expects 200-400 from such a controller."""
 
     name = "rule_based"
 
-    def __init__(self, gain: float = 1.0, throttle: float = 0.3):
+    def __init__(self, gain: float = 1.0, throttle: float = 0.15):
         self.gain, self.throttle = gain, throttle
 
     def reset(self, seed: int) -> None:
@@ -89,14 +91,14 @@ class NoisyBaselinePolicy:
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.ou = 0.0
-        self.driver.throttle = float(self.rng.uniform(0.1, 0.5))
+        self.driver.throttle = float(self.rng.uniform(0.05, 0.35))
 
     def act(self, frame: np.ndarray) -> np.ndarray:
         self.ou += self.theta * (0 - self.ou) + self.noise * self.rng.normal() * np.sqrt(self.theta)
         a = self.driver.act(frame)
         a[0] = np.clip(a[0] + self.ou, -1, 1)
         if self.rng.random() < 0.02:
-            self.driver.throttle = float(self.rng.uniform(0.05, 0.6))
+            self.driver.throttle = float(self.rng.uniform(0.05, 0.4))
         return a
 
 

@@ -29,6 +29,7 @@ class Episode:
     on_track: np.ndarray  # bool [T] after the step
     speed: np.ndarray  # float32 [T] after the step
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # policy diagnostics per step
+    env_frames: int = 0  # simulator frames played (> length when actions repeat)
 
     @property
     def length(self) -> int:
@@ -68,6 +69,7 @@ def play_episode(env: CarRacing, policy: Policy, seed: int, keep_frames: bool = 
         on_track=np.asarray(on_track, bool),
         speed=np.asarray(speed, np.float32),
         extras={k: np.asarray(v, np.float32) for k, v in extras.items()},
+        env_frames=env.frames,
     )
 
 

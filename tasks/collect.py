@@ -46,7 +46,7 @@ def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame]:
     frames = ds.frame_summaries(episode.obs, episode.actions, episode.rewards)
     frames.insert(0, "episode_id", job.episode_id)
     row = {"episode_id": job.episode_id, "shard": shard, "sha256": digest, "seed": job.seed,
-           "policy": job.policy, "length": episode.length, "total_reward": episode.total_reward,
+           "policy": job.policy, "length": episode.length, "env_frames": episode.env_frames, "total_reward": episode.total_reward,
            "off_track_frac": float(1 - episode.on_track.mean()), "terminated": bool(episode.dones.any())}
     return row, frames
 

@@ -14,16 +14,19 @@ import yaml
 
 @dataclass
 class CollectConfig:
-    episodes: int = 48
+    episodes: int = 32
     """Real episodes to collect for the world model."""
     max_steps: int = 250
-    """Steps per collected episode (the env's own limit is 1000)."""
+    """Agent steps per collected episode; each is action_repeat simulator frames (the env's own
+    limit is 1000 frames)."""
     policy_mix: dict[str, float] = field(default_factory=lambda: {"correlated": 0.5, "noisy_baseline": 0.5})
     """Share of episodes per exploration policy (names from sim.policies.EXPLORATION_POLICIES)."""
     seed: int = 0
     """First episode seed; episode i uses seed + i."""
-    action_repeat: int = 1
-    """Simulator steps per action (frame skip); 1 as in the paper."""
+    action_repeat: int = 4
+    """Simulator frames per agent step (frame skip). The paper used 1; 4 makes one latent step
+    carry visible motion and a less spiky reward, and a 250-step dream cover a whole 1000-frame
+    episode. Stored with the model: the policy repeats its action itself."""
 
     def validate(self) -> None:
         from dreamops.sim.policies import EXPLORATION_POLICIES
@@ -44,7 +47,7 @@ class VAEConfig:
     """Weight of the KL term."""
     kl_tolerance: float = 0.5
     """Free bits per latent dim: KL below kl_tolerance * latent_dim nats is not penalised."""
-    epochs: int = 3
+    epochs: int = 4
     """Passes over the training frames."""
     batch_size: int = 64
     """Frames per optimiser step."""
@@ -113,7 +116,7 @@ class EvalConfig:
     episodes: int = 8
     """Real-environment evaluation episodes."""
     max_steps: int = 1000
-    """Steps per evaluation episode (CarRacing's own limit)."""
+    """Simulator frames per evaluation episode (CarRacing's own limit)."""
     seed: int = 100_000
     """First evaluation seed; disjoint from collection seeds."""
     compare_baselines: bool = True
@@ -180,7 +183,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {},
     # The paper's scale: 10k rollouts, CMA-ES population 64 x 16 dream rollouts; hours.
     "full": {
-        "collect.episodes": 10_000, "collect.max_steps": 1000,
+        "collect.episodes": 10_000, "collect.max_steps": 250,
         "vae.epochs": 10, "vae.batch_size": 100,
         "mdn.epochs": 20, "mdn.seq_len": 64, "mdn.batch_size": 64,
         "cma.population": 64, "cma.rollouts": 16, "cma.generations": 300, "cma.dream_steps": 1000,
@@ -204,7 +207,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"override must look like key=value, got {text!r}")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip(), value
 
 
 def _set_dotted(cfg: Any, key: str, value: Any) -> None:

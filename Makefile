@@ -1,0 +1,40 @@
+# Everything runs from a local virtual environment built from the lock.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run smoke test bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: train carracing-vmc on the `quick` profile against the embedded stores (./.dreamops)
+run: install
+	$(BIN)/dreamops train --agent carracing-vmc --profile quick
+
+smoke: install
+	$(BIN)/dreamops train --agent carracing-vmc --profile smoke
+
+## make test: the whole suite (unit, data, contract and end-to-end smoke tests)
+test: install
+	$(BIN)/python -m pytest
+
+## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency)
+bench: install
+	$(BIN)/python bench/run_all.py
+
+## make lock: re-resolve the lock from pyproject.toml in a scratch environment
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 -e '.[test]'
+	.lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .dreamops

@@ -1,0 +1,16 @@
+"""`make bench`: every benchmark, each printing a ratio measured side by side in this one run."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_collect  # noqa: E402
+import bench_dream  # noqa: E402
+import bench_latency  # noqa: E402
+
+if __name__ == "__main__":
+    for bench in (bench_dream, bench_collect, bench_latency):
+        bench.main()
+        print()

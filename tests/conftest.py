@@ -1,0 +1,30 @@
+"""Shared fixtures. One Prefect temporary server per test session (it takes ~15 s to start)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def dreamops_home(tmp_path, monkeypatch):
+    """An empty embedded store (MLflow SQLite, datasets) for one test."""
+    from dreamops.settings import get_settings
+
+    monkeypatch.setenv("DREAMOPS_HOME", str(tmp_path / ".dreamops"))
+    monkeypatch.setenv("DREAMOPS_WORKERS", "2")
+    get_settings.cache_clear()
+    yield tmp_path / ".dreamops"
+    get_settings.cache_clear()
+    import mlflow
+
+    mlflow.set_tracking_uri(None)

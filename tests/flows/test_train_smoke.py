@@ -1,0 +1,63 @@
+"""End to end: `dreamops train --profile smoke` registers a version that MLflow loads and that drives
+a real CarRacing episode; evaluate/profile work on it; bad input gives one-line errors."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+from dreamops.flows.cli import main
+from dreamops.sim.carracing import CarRacing
+
+pytestmark = pytest.mark.e2e
+
+
+def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dreamops_home, capsys):
+    assert main(["train", "--agent", "carracing-vmc", "--profile", "smoke", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Registered models:/carracing-vmc/1" in out
+
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    client = store.configure(get_settings())
+    mv = client.get_model_version("carracing-vmc", "1")
+    assert len(mv.tags["data_hash"]) == 64 and mv.tags["profile"] == "smoke"
+    assert {"weights.vae", "weights.mdnrnn", "weights.controller", "git_sha"} <= set(mv.tags)
+    run = client.get_run(mv.run_id)
+    assert run.data.params["cma.population"] == "4"
+    assert {"vae/holdout_recon", "mdn/holdout_nll", "cma/best_fitness", "eval/mean_reward"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    assert {"plots/reconstruction_grid.png", "plots/dream_vs_real.png", "plots/reward_curves.png"} <= artifacts
+
+    model = mlflow.pyfunc.load_model("models:/carracing-vmc/1")
+    env = CarRacing(max_steps=80)
+    frame, total, steps = env.reset(seed=4242), 0.0, 0
+    action = model.predict(frame[None], params={"reset": True})
+    while True:
+        assert action.shape == (1, 3) and -1 <= action[0, 0] <= 1 and 0 <= action[0, 1] <= 1
+        frame, reward, terminated, truncated = env.step(action[0])
+        total, steps = total + reward, steps + 1
+        if terminated or truncated:
+            break
+        action = model.predict(frame[None])
+    env.close()
+    assert steps == 80 and np.isfinite(total)
+
+    assert main(["evaluate", "--model", "latest", "--episodes", "2", "--max-steps", "50"]) == 0
+    assert "mean return" in capsys.readouterr().out
+    assert main(["profile", "--model", "1", "--iterations", "20"]) == 0
+    assert "full_step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--agent", "humanoid", "--profile", "smoke"], "unknown agent 'humanoid'"),
+    (["train", "--profile", "enormous"], "unknown profile 'enormous'"),
+    (["train", "--profile", "smoke", "--set", "cma.population=1"], "cma.population must be >= 2"),
+    (["evaluate", "--model", "99"], "no version '99' of model 'carracing-vmc'"),
+])
+def test_bad_input_is_one_line_not_a_traceback(dreamops_home, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("dreamops: error:")]
+    assert len(ours) == 1 and message in ours[0] and "Traceback" not in err

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from dreamops.sim.carracing import CarRacing, clip_action, preprocess
+from dreamops.sim.policies import CorrelatedExplorationPolicy, RandomPolicy, RuleBasedPolicy
+from dreamops.sim.rollout import play_episode
+
+
+def test_frames_are_64x64_and_seeding_is_reproducible():
+    env = CarRacing(max_steps=30)
+    a = play_episode(env, RuleBasedPolicy(), seed=7)
+    b = play_episode(env, RuleBasedPolicy(), seed=7)
+    c = play_episode(env, RuleBasedPolicy(), seed=8)
+    env.close()
+    assert a.obs.shape == (30, 64, 64, 3) and a.obs.dtype == np.uint8
+    assert np.array_equal(a.obs, b.obs) and np.array_equal(a.rewards, b.rewards)
+    assert not np.array_equal(a.obs, c.obs)
+
+
+def test_action_mapping_rejects_nan_and_clips():
+    assert np.allclose(clip_action([2.0, -1.0, 0.5]), [1.0, 0.0, 0.5])
+    with pytest.raises(ValueError, match="finite"):
+        clip_action([np.nan, 0.0, 0.0])
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess(np.zeros((96, 96), np.uint8))
+
+
+def _steer_autocorrelation(policy, n=400):
+    policy.reset(0)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    s = np.array([policy.act(frame)[0] for _ in range(n)])
+    return np.corrcoef(s[:-1], s[1:])[0, 1]
+
+
+def test_exploration_is_temporally_correlated_unlike_uniform_noise():
+    assert _steer_autocorrelation(CorrelatedExplorationPolicy()) > 0.9
+    assert abs(_steer_autocorrelation(RandomPolicy())) < 0.2
+
+
+def test_rule_based_steers_towards_the_road():
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[..., 1] = 200  # grass everywhere
+    frame[30:56, 44:60] = 105  # grey road to the right of the car
+    steer, throttle, brake = RuleBasedPolicy().act(frame)
+    assert steer > 0.3 and throttle > 0 and brake == 0
+    frame[30:56, 44:60] = [0, 200, 0]
+    frame[30:56, 4:20] = 105
+    assert RuleBasedPolicy().act(frame)[0] < -0.3

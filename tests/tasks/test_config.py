@@ -1,0 +1,43 @@
+import pytest
+
+from dreamops.tasks.config import PROFILES, parse_override, resolve_config
+
+
+def test_profiles_resolve_and_full_is_the_paper_scale():
+    for name in PROFILES:
+        assert resolve_config(name).profile == name
+    full = resolve_config("full")
+    assert (full.collect.episodes, full.cma.population, full.cma.rollouts) == (10_000, 64, 16)
+
+
+def test_overrides_apply_with_types():
+    cfg = resolve_config("smoke", dict([parse_override("cma.generations=7"), parse_override("vae.lr=3e-4")]))
+    assert cfg.cma.generations == 7 and cfg.vae.lr == pytest.approx(3e-4)
+    assert isinstance(cfg.vae.lr, float)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("cma.population", 1, "cma.population"),
+    ("vae.epochs", 0, "vae.epochs"),
+    ("vae.holdout_fraction", 1.5, "vae.holdout_fraction"),
+    ("cma.generations", 2.5, "cma.generations"),
+    ("cma.nope", 1, "unknown config key 'cma.nope'"),
+    ("collect.policy_mix", {"teleport": 1.0}, "collect.policy_mix"),
+    ("eval.compare_baselines", 1, "eval.compare_baselines"),
+])
+def test_bad_values_raise_naming_the_key(key, value, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        resolve_config("smoke", {key: value})
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        resolve_config("huge")
+
+
+def test_resolved_config_round_trips_through_yaml():
+    import yaml
+
+    cfg = resolve_config("quick")
+    assert yaml.safe_load(cfg.to_yaml()) == cfg.to_dict()
+    assert cfg.flat()["cma.temperature"] == cfg.cma.temperature
