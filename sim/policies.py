@@ -84,14 +84,18 @@ class NoisyBaselinePolicy:
 
     name = "noisy_baseline"
 
-    def __init__(self, noise: float = 0.35, theta: float = 0.15):
-        self.noise, self.theta = noise, theta
+    def __init__(self, noise_range: tuple[float, float] = (0.1, 0.6), theta: float = 0.15):
+        self.noise_range, self.theta = noise_range, theta
         self.driver = RuleBasedPolicy(gain=1.2)
 
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.ou = 0.0
+        # each episode its own skill: from careful to sloppy, so the data holds driving, drifting
+        # off and recovering
+        self.noise = float(self.rng.uniform(*self.noise_range))
         self.driver.throttle = float(self.rng.uniform(0.05, 0.35))
+        self.brake_steps, self.brake = 0, 0.0
 
     def act(self, frame: np.ndarray) -> np.ndarray:
         self.ou += self.theta * (0 - self.ou) + self.noise * self.rng.normal() * np.sqrt(self.theta)
@@ -99,6 +103,14 @@ class NoisyBaselinePolicy:
         a[0] = np.clip(a[0] + self.ou, -1, 1)
         if self.rng.random() < 0.02:
             self.driver.throttle = float(self.rng.uniform(0.05, 0.4))
+        # brake now and then, throttle still on: without such data M has never seen the brake
+        # act, and CMA-ES finds that "full throttle + full brake" earns reward in the dream
+        if self.brake_steps == 0 and self.rng.random() < 0.04:
+            self.brake_steps, self.brake = int(self.rng.integers(2, 8)), float(self.rng.uniform(0.2, 1.0))
+        if self.brake_steps > 0:
+            self.brake_steps -= 1
+            a[1] = max(a[1], float(self.rng.uniform(0.0, 1.0)))
+            a[2] = self.brake
         return a
 
 

@@ -1,6 +1,8 @@
 """train_mdnrnn: fit M on encoded episodes with truncated BPTT, then collect dream start states."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -48,6 +50,7 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     batches_per_epoch = -(-len(train_ids) // cfg.batch_size)
     step = 0
+    best = None
     with progress(show_progress) as bar:
         task = bar.add_task("train M (MDN-RNN)", total=cfg.epochs * batches_per_epoch, status="")
         for epoch in range(cfg.epochs):
@@ -77,8 +80,14 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
                 bar.update(task, advance=1, status=f"epoch {epoch + 1} nll {nll_mean.item():.2f}")
             held = mdn_holdout_metrics(model, latents, holdout_ids)
             log(held, epoch)
+            score = held["mdn/holdout_nll"] + cfg.reward_weight * held["mdn/holdout_reward_mse"] \
+                + cfg.done_weight * held["mdn/holdout_done_bce"]
+            if best is None or score < best[0]:  # keep the epoch that generalises best
+                best = (score, epoch, copy.deepcopy(model.state_dict()), held)
+    model.load_state_dict(best[2])
     model.eval()
-    return model, {**held, "mdn/steps": float(step)}
+    log({"mdn/best_epoch": float(best[1])}, cfg.epochs)
+    return model, {**best[3], "mdn/best_epoch": float(best[1]), "mdn/steps": float(step)}
 
 
 @torch.no_grad()
