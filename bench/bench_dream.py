@@ -16,7 +16,7 @@ def run(population: int = 64, rollouts: int = 16, steps: int = 25) -> dict:
     with torch.no_grad():
         m.done_head.bias.fill_(-20.0)  # no early ends: both sides do all the steps
     n = population * rollouts
-    genomes = (torch.randn(population, 867) * 0.1).repeat_interleave(rollouts, 0)
+    genomes = torch.randn(population, 867) * 0.1
     z0, h0, c0 = torch.randn(n, 32), torch.zeros(n, 256), torch.zeros(n, 256)
     t0 = time.perf_counter()
     batched = dream_rollouts(m, genomes, z0, h0, c0, steps, 1.15, generator_noise(n, 32, 0))["returns"]

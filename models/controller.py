@@ -44,17 +44,3 @@ class Controller(nn.Module):
             self.fc.weight.copy_(flat[:n_w].view_as(self.fc.weight))
             self.fc.bias.copy_(flat[n_w:])
 
-
-def batched_controller_actions(genomes: torch.Tensor, z: torch.Tensor, h: torch.Tensor,
-                               latent_dim: int, hidden_dim: int) -> torch.Tensor:
-    """Many controllers at once: genomes [N, 867] (one per row), z [N, Z], h [N, H] -> [N, 3].
-
-    Same arithmetic as `Controller.forward` with each row's own weights.
-    """
-    in_dim = latent_dim + hidden_dim
-    n_w = 3 * in_dim
-    weight = genomes[:, :n_w].view(-1, 3, in_dim)
-    bias = genomes[:, n_w:]
-    x = torch.cat([z, h], dim=-1).unsqueeze(-1)  # [N, in, 1]
-    raw = torch.bmm(weight, x).squeeze(-1) + bias
-    return squash_actions(torch.tanh(raw))

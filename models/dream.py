@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from dreamops.models.controller import Controller, batched_controller_actions
+from dreamops.models.controller import Controller, squash_actions
 from dreamops.models.mdnrnn import MDNRNN, sample_mixture
 
 Noise = Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -26,17 +26,27 @@ def generator_noise(rows: int, latent_dim: int, seed: int, dtype: torch.dtype = 
     return draw
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def dream_rollouts(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
                    steps: int, temperature: float, noise: Noise, keep_latents: bool = False
                    ) -> dict[str, torch.Tensor]:
-    """Roll N dreams at once. genomes [N, P] (row i acts with its own controller), z0 [N, Z],
-    h0/c0 [N, H]. Returns returns [N], alive_steps [N] and, if asked, latents [steps, N, Z].
-    A row stops collecting reward after its sampled done."""
-    n = genomes.shape[0]
-    if not (z0.shape[0] == h0.shape[0] == c0.shape[0] == n):
-        raise ValueError(f"genomes, z0, h0, c0 must share the batch dim, got {n}, {z0.shape[0]}, "
-                         f"{h0.shape[0]}, {c0.shape[0]}")
+    """Roll N = P x R dreams as one batch: genomes [P, 867], each acting in R consecutive rows;
+    z0 [N, Z], h0/c0 [N, H]. Returns returns [N], alive_steps [N] and, if asked, latents
+    [steps, N, Z]. A row stops collecting reward after its sampled done."""
+    n, p = z0.shape[0], genomes.shape[0]
+    if n % p or not (h0.shape[0] == c0.shape[0] == n):
+        raise ValueError(f"z0/h0/c0 rows ({n}, {h0.shape[0]}, {c0.shape[0]}) must be equal and a multiple "
+                         f"of the {p} genomes")
+    r = n // p
+    zdim, hdim = mdnrnn.latent_dim, mdnrnn.hidden_dim
+    in_dim = zdim + hdim
+    # controllers: one [288 -> 3] matrix per candidate, shared by its R rows
+    c_weight = genomes[:, : 3 * in_dim].view(p, 3, in_dim).transpose(1, 2)  # [P, 288, 3]
+    c_bias = genomes[:, 3 * in_dim:].unsqueeze(1)  # [P, 1, 3]
+    # LSTM: one fused matmul on [z, a, h] instead of two
+    lstm = mdnrnn.lstm
+    w = torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], dim=1).t().contiguous()
+    b = lstm.bias_ih_l0 + lstm.bias_hh_l0
     z, h, c = z0, h0, c0
     total = torch.zeros(n, dtype=z0.dtype)
     alive = torch.ones(n, dtype=torch.bool)
@@ -44,12 +54,16 @@ def dream_rollouts(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: 
     latents = []
     for t in range(steps):
         u, eps, u_done = noise(t)
-        a = batched_controller_actions(genomes, z, h, mdnrnn.latent_dim, mdnrnn.hidden_dim)
-        h, c = mdnrnn.step(z, a, (h, c))
+        zh = torch.cat([z, h], dim=-1).view(p, r, in_dim)
+        a = squash_actions(torch.tanh(torch.baddbmm(c_bias, zh, c_weight))).view(n, 3)
+        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1), w)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
         logit_pi, mu, log_sigma, reward, done_logit = mdnrnn.heads(h)
         z = sample_mixture(logit_pi, mu, log_sigma, temperature, u, eps)
         total += torch.where(alive, reward, torch.zeros_like(reward))
-        alive_steps += alive.long()
+        alive_steps += alive
         alive &= ~(u_done < torch.sigmoid(done_logit))
         if keep_latents:
             latents.append(z)
@@ -65,13 +79,15 @@ def dream_rollouts(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: 
 def dream_rollouts_looped(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: torch.Tensor,
                           c0: torch.Tensor, steps: int, temperature: float, noise: Noise) -> torch.Tensor:
     """Reference: one candidate at a time, one rollout at a time, batch 1 (seed 000, 3.5c).
-    `noise(t)` must give the noise for all N rows; row i uses its own slice. Returns returns [N]."""
-    n = genomes.shape[0]
+    Same layout as `dream_rollouts` (genomes [P, 867], R rows each). `noise(t)` gives the noise of
+    all N rows; row i uses its own slice. Returns returns [N]."""
+    n = z0.shape[0]
+    r = n // genomes.shape[0]
     steps_noise = [noise(t) for t in range(steps)]
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim).to(z0.dtype)
     returns = torch.zeros(n, dtype=z0.dtype)
     for i in range(n):
-        controller.set_flat(genomes[i])
+        controller.set_flat(genomes[i // r])
         z, state = z0[i:i + 1], (h0[i:i + 1], c0[i:i + 1])
         for t in range(steps):
             u, eps, u_done = (x[i:i + 1] for x in steps_noise[t])

@@ -48,9 +48,11 @@ def sample_mixture(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Te
     u ~ U(0,1) [B, Z] picks the component (inverse CDF), eps ~ N(0,1) [B, Z] the offset, so
     callers control the randomness exactly (batched and looped dreams agree).
     """
-    probs = torch.softmax(logit_pi / tau, dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    k = torch.searchsorted(cdf, u.unsqueeze(-1).contiguous()).clamp(max=logit_pi.shape[-1] - 1)
+    # unnormalised CDF of softmax(logit_pi / tau): no division, and no softmax kernel, which is
+    # slow on a last dim of K=5
+    x = logit_pi / tau
+    cdf = torch.exp(x - x.amax(dim=-1, keepdim=True)).cumsum(dim=-1)
+    k = (u.unsqueeze(-1) * cdf[..., -1:] > cdf).sum(dim=-1, keepdim=True).clamp(max=logit_pi.shape[-1] - 1)
     mu_k = mu.gather(-1, k).squeeze(-1)
     sigma_k = torch.exp(log_sigma.gather(-1, k).squeeze(-1).clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX))
     return mu_k + sigma_k * math.sqrt(tau) * eps

@@ -18,7 +18,7 @@ def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch
     p = genomes.shape[0]
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, starts["z0"].shape[0], (p * rollouts,), generator=gen)
-    out = dream_rollouts(mdnrnn, genomes.repeat_interleave(rollouts, dim=0), starts["z0"][idx], starts["h0"][idx],
+    out = dream_rollouts(mdnrnn, genomes, starts["z0"][idx], starts["h0"][idx],
                          starts["c0"][idx], steps, temperature, generator_noise(p * rollouts, mdnrnn.latent_dim, seed))
     return out["returns"].view(p, rollouts).mean(dim=1)
 

@@ -11,7 +11,7 @@ def test_batched_dream_equals_one_candidate_at_a_time():
         m.done_head.weight.zero_()
         m.done_head.bias.fill_(-4.0)  # p(done) ~ 1.8% a step: some rows end early, some do not
     n, steps = 6, 40
-    genomes = torch.randn(n, 867, dtype=torch.float64) * 0.3
+    genomes = torch.randn(3, 867, dtype=torch.float64) * 0.3  # 3 candidates x 2 rollouts
     z0 = torch.randn(n, 32, dtype=torch.float64)
     h0, c0 = (torch.randn(n, 256, dtype=torch.float64) * 0.1 for _ in range(2))
     draw = generator_noise(n, 32, seed=3, dtype=torch.float64)
