@@ -25,8 +25,10 @@ def test_genome_round_trip():
     assert torch.equal(c.fc.weight.detach()[1], genome[288:576])
 
 
-def test_brake_is_off_for_a_zero_controller():
-    a = Controller()(torch.zeros(1, 32), torch.zeros(1, 256))
+def test_brake_is_off_for_the_zero_genome_cma_es_starts_from():
+    c = Controller()
+    c.set_flat(torch.zeros(867))
+    a = c(torch.randn(1, 32), torch.randn(1, 256))
     assert torch.equal(a, torch.tensor([[0.0, 0.5, 0.0]]))
 
 
