@@ -85,13 +85,14 @@ class MDNRNN(nn.Module):
         reward MSE and done BCE over valid steps (mask). Both masks default to all ones.
         """
         terms = self.loss_terms(z, a, z_next, reward, done, mask, next_mask, state)
-        nll, r_mse, d_bce = terms["nll_sum"] / terms["n_next"], terms["r_se_sum"] / terms["n"], terms["d_ce_sum"] / terms["n"]
+        nll, r_mse, d_bce = terms["nll_sum"] / terms["n_next"], terms["r_se_sum"] / terms["n_reward"], terms["d_ce_sum"] / terms["n"]
         loss = nll + self.reward_weight * r_mse + self.done_weight * d_bce
         return loss, {"mdn/loss": loss.item(), "mdn/nll": nll.item(), "mdn/reward_mse": r_mse.item(),
                       "mdn/done_bce": d_bce.item()}
 
-    def loss_terms(self, z, a, z_next, reward, done, mask=None, next_mask=None, state=None) -> dict:
-        """Summed loss terms and counts (for windowed training); 'state' is the LSTM state after."""
+    def loss_terms(self, z, a, z_next, reward, done, mask=None, next_mask=None, state=None, reward_mask=None) -> dict:
+        """Summed loss terms and counts (for windowed training); 'state' is the LSTM state after.
+        reward_mask (default: mask) selects the steps whose reward is learned."""
         if z.shape[-1] != self.latent_dim or a.shape[-1] != self.action_dim:
             raise ValueError(f"expected z [..., {self.latent_dim}] and a [..., {self.action_dim}], "
                              f"got {tuple(z.shape)} and {tuple(a.shape)}")
@@ -99,11 +100,13 @@ class MDNRNN(nn.Module):
         logit_pi, mu, log_sigma, r_hat, d_logit = self.heads(h)
         mask = torch.ones_like(reward) if mask is None else mask
         next_mask = mask if next_mask is None else next_mask
+        reward_mask = mask if reward_mask is None else reward_mask
         return {
             "nll_sum": -(mdn_log_prob(logit_pi, mu, log_sigma, z_next).sum(-1) * next_mask).sum(),
-            "r_se_sum": ((r_hat - reward).pow(2) * mask).sum(),
+            "r_se_sum": ((r_hat - reward).pow(2) * reward_mask).sum(),
             "d_ce_sum": (F.binary_cross_entropy_with_logits(d_logit, done, reduction="none") * mask).sum(),
-            "n_next": next_mask.sum().clamp(min=1.0), "n": mask.sum().clamp(min=1.0), "state": new_state,
+            "n_next": next_mask.sum().clamp(min=1.0), "n": mask.sum().clamp(min=1.0),
+            "n_reward": reward_mask.sum().clamp(min=1.0), "state": new_state,
         }
 
     def initial_state(self, batch: int, dtype: torch.dtype = torch.float32) -> LSTMState:

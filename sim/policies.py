@@ -95,7 +95,7 @@ class NoisyBaselinePolicy:
         # off and recovering
         self.noise = float(self.rng.uniform(*self.noise_range))
         self.driver.throttle = float(self.rng.uniform(0.05, 0.35))
-        self.brake_steps, self.brake = 0, 0.0
+        self.brake_steps, self.brake, self.coast_steps = 0, 0.0, 0
 
     def act(self, frame: np.ndarray) -> np.ndarray:
         self.ou += self.theta * (0 - self.ou) + self.noise * self.rng.normal() * np.sqrt(self.theta)
@@ -111,6 +111,12 @@ class NoisyBaselinePolicy:
             self.brake_steps -= 1
             a[1] = max(a[1], float(self.rng.uniform(0.0, 1.0)))
             a[2] = self.brake
+        # and coast: throttle (nearly) off for a while, so M sees that a slow car earns nothing
+        elif self.coast_steps == 0 and self.rng.random() < 0.03:
+            self.coast_steps = int(self.rng.integers(4, 20))
+        if self.coast_steps > 0:
+            self.coast_steps -= 1
+            a[1] = float(self.rng.uniform(0.0, 0.03))
         return a
 
 

@@ -1,6 +1,8 @@
 """collect: real CarRacing episodes with exploration policies -> a dataset in the store."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +53,22 @@ def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame]:
     return row, frames
 
 
+def collection_code_hash() -> str:
+    """The simulator wrapper's and the exploration policies' source: changing either changes the data."""
+    import dreamops.sim.carracing
+    import dreamops.sim.policies
+
+    h = hashlib.sha256()
+    for module in (dreamops.sim.carracing, dreamops.sim.policies):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
 def collection_spec(cfg: CollectConfig) -> dict:
+    """What determines the collected data; the cache key of `collect`."""
     return {"env": ENV_ID, "episodes": cfg.episodes, "max_steps": cfg.max_steps, "seed": cfg.seed,
-            "policy_mix": dict(sorted(cfg.policy_mix.items())), "action_repeat": cfg.action_repeat}
+            "policy_mix": dict(sorted(cfg.policy_mix.items())), "action_repeat": cfg.action_repeat,
+            "code": collection_code_hash()}
 
 
 def collect(cfg: CollectConfig, store: Path, workers: int, use_cache: bool = True,

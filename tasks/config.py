@@ -83,6 +83,10 @@ class MDNConfig:
     """Weight of the reward-head MSE in M's loss."""
     done_weight: float = 1.0
     """Weight of the done-head BCE in M's loss."""
+    skip_start_reward: bool = True
+    """Do not learn the reward of CarRacing's start-of-episode zoom-in (first 50 frames): there the
+    standing car is credited its starting tiles, which teaches M that a car that does not move earns
+    reward (CMA-ES then finds a creeping controller)."""
 
     def validate(self) -> None:
         _positive(self, "hidden_dim", "n_gaussians", "seq_len", "batch_size", "epochs", "lr", "grad_clip")
