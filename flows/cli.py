@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 AGENTS = ("carracing-vmc",)
@@ -151,8 +150,8 @@ def _ui(args, settings) -> int:
            "--host", args.host, "--port", str(args.port)]
     if settings.tracking_uri is None:
         cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execv(sys.executable, cmd)  # become the server: signals reach it directly
 
 
 if __name__ == "__main__":

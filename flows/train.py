@@ -26,7 +26,7 @@ from dreamops.tasks.evolve import evolve_controller
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
-from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
+from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn
 from dreamops.tasks.train_vae import train_vae
 
 AGENTS = ("carracing-vmc",)
@@ -69,8 +69,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, cfg.mdn,
                                                action_repeat=cfg.collect.action_repeat, seed=cfg.seed, log=log,
                                                show_progress=show_progress)
-        starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed,
-                             skip_steps=zoom_steps(cfg.collect.action_repeat))
+        starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
         controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress)
 
         arch = Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians,

@@ -48,6 +48,40 @@ def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dre
     assert "mean return" in capsys.readouterr().out
     assert main(["profile", "--model", "1", "--iterations", "20"]) == 0
     assert "full_step" in capsys.readouterr().out
+    _ui_lists_the_model(dreamops_home)
+
+
+def _ui_lists_the_model(home):
+    """`dreamops ui` serves the MLflow UI and its API on the embedded store."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DREAMOPS_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "dreamops.flows.cli", "ui", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/registered-models/search"
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert b'"carracing-vmc"' in r.read()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "MLflow UI did not come up"
+                time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("argv,message", [
