@@ -33,7 +33,7 @@ bench: install
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 -e '.[test]'
-	.lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
+	.lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops\|^#' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
 	rm -rf .lock-venv
 
 clean:

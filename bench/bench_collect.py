@@ -10,7 +10,7 @@ from dreamops.tasks.collect import collect
 from dreamops.tasks.config import CollectConfig
 
 
-def run(episodes: int = 8, max_steps: int = 100, workers: int | None = None) -> dict:
+def run(episodes: int = 8, max_steps: int = 200, workers: int | None = None) -> dict:
     workers = workers or os.cpu_count() or 2
     cfg = CollectConfig(episodes=episodes, max_steps=max_steps)
     timings = {}

@@ -19,7 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warehouse", default="default", help="warehouse id tagged on the version")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set cma.generations=10 (repeatable)")
+    t.add_argument("--dataset", help="train on this dataset (hash, prefix or path) instead of collecting")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+    v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
+    v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
+    v.add_argument("--profile", default="quick", help="profile whose thresholds apply")
 
     e = sub.add_parser("evaluate", help="evaluate a registered version (or a baseline) in the real simulator")
     src = e.add_mutually_exclusive_group(required=True)
@@ -60,11 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     try:
-        return {"train": _train, "evaluate": _evaluate, "profile": _profile, "ui": _ui}[args.command](args, settings)
+        commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile, "ui": _ui}
+        return commands[args.command](args, settings)
     except KeyboardInterrupt:
         return _fail("interrupted")
     except (ValueError, LookupError) as exc:
         return _fail(str(exc))
+    except RuntimeError as exc:
+        from dreamops.validation.data_gate import DataGateError
+
+        if isinstance(exc, DataGateError):  # the run stopped before training; say why, fully
+            print(exc.report.summary(), file=sys.stderr)
+            return 1
+        raise
 
 
 def _check_agent(agent: str) -> None:
@@ -81,7 +94,7 @@ def _train(args, settings) -> int:
     from dreamops.flows.train import train
 
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
-                   show_progress=not args.no_progress)
+                   dataset=args.dataset, show_progress=not args.no_progress)
     baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
     print(f"\nRegistered {result['model_uri']} (run {result['run_id']})")
     print(f"  real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""))
@@ -90,6 +103,21 @@ def _train(args, settings) -> int:
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
     print("  open the MLflow UI with: dreamops ui   (then http://127.0.0.1:5000)")
     return 0
+
+
+def _validate(args, settings) -> int:
+    from dreamops.tasks.config import resolve_config
+    from dreamops.tasks.dataset import find_path
+    from dreamops.tasks.gate import validate_data
+
+    cfg = resolve_config(args.profile)
+    path = find_path(settings.datasets, args.dataset)
+    docs = settings.resolved_home / "data_docs" / path.name
+    report = validate_data(path, cfg.gate, cfg.collect.action_repeat, docs)
+    print(report.summary())
+    if report.data_docs:
+        print(f"  Data Docs: {report.data_docs}")
+    return 0 if report.passed else 1
 
 
 def _load_bundle_path(agent: str, ref: str, settings):

@@ -20,6 +20,9 @@ from dreamops.settings import get_settings
 from dreamops.tasks import plots
 from dreamops.tasks.collect import collect
 from dreamops.tasks.config import resolve_config
+from dreamops.tasks.dataset import find_path, open_dataset
+from dreamops.tasks.gate import validate_data
+from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import baseline_factory, evaluate
 from dreamops.tasks.evolve import evolve_controller
@@ -33,6 +36,7 @@ AGENTS = ("carracing-vmc",)
 
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+validate_data_task = task(validate_data, name="validate_data", cache_policy=NONE)
 train_vae_task = task(train_vae, name="train_vae", cache_policy=NONE)
 encode_task = task(encode, name="encode", cache_policy=NONE)
 train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
@@ -45,7 +49,9 @@ profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 
 @flow(name="train")
 def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict | None = None,
-          warehouse_id: str = "default", show_progress: bool = True) -> dict:
+          warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True) -> dict:
+    """Train, evaluate and register one version. `dataset` (a hash, prefix or path) trains on an
+    existing dataset instead of collecting one."""
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
     settings = get_settings()
@@ -59,7 +65,15 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         store.log_config(cfg.flat(), cfg.to_yaml())
         mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha()})
 
-        data = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress)
+        if dataset is None:
+            data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress).path
+        else:
+            data_path = find_path(settings.datasets, dataset)
+        gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
+        _publish_data_gate(gate, out / "data_docs")
+        if not gate.passed:
+            raise DataGateError(gate)  # before any training: nothing gets registered
+        data = open_dataset(settings.datasets, str(data_path))
         store.log_dataset(data.manifest, data.hash, str(data.path), f"{agent}-{data.hash[:12]}")
         mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
@@ -124,6 +138,15 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0]}
+
+
+def _publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:
+    """The gate's verdict where people look: MLflow (Data Docs, JSON, tag) and a Prefect artifact."""
+    if docs_dir.exists():
+        mlflow.log_artifacts(str(docs_dir), "data_docs")
+    store.log_json(gate.to_dict(), "data_gate.json")
+    mlflow.set_tag("gate.data", "passed" if gate.passed else "failed: " + "; ".join(c.name for c in gate.failures))
+    create_markdown_artifact(gate.markdown(), key="data-gate", description=f"data gate for {gate.dataset}")
 
 
 def _summary_markdown(agent, profile, registered, data, evals, latency, history, failures) -> str:

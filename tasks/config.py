@@ -140,6 +140,21 @@ class EvalConfig:
 
 
 @dataclass
+class GateConfig:
+    min_episodes: int = 30
+    """Data gate: episodes a training run needs."""
+    min_frames: int = 7000
+    """Data gate: frames (agent steps) a training run needs."""
+    max_corrupt_frame_fraction: float = 0.01
+    """Data gate: share of corrupt frames (> 5% pure black or white playfield pixels) tolerated."""
+
+    def validate(self) -> None:
+        _positive(self, "min_episodes", "min_frames")
+        if not 0 <= self.max_corrupt_frame_fraction < 1:
+            raise ValueError(f"gate.max_corrupt_frame_fraction must be in [0, 1), got {self.max_corrupt_frame_fraction!r}")
+
+
+@dataclass
 class CarRacingConfig:
     agent: str = "carracing-vmc"
     """Agent family."""
@@ -152,11 +167,12 @@ class CarRacingConfig:
     mdn: MDNConfig = field(default_factory=MDNConfig)
     cma: CMAConfig = field(default_factory=CMAConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
     seed: int = 0
     """Torch seed for V and M training."""
 
     def validate(self) -> "CarRacingConfig":
-        for part in (self.collect, self.vae, self.mdn, self.cma, self.eval):
+        for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
         return self
 
@@ -189,6 +205,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cma.population": 4, "cma.rollouts": 2, "cma.generations": 2, "cma.dream_steps": 20,
         "eval.episodes": 2, "eval.max_steps": 60, "eval.compare_baselines": False,
         "eval.latency_iterations": 50,
+        "gate.min_episodes": 4, "gate.min_frames": 200,
     },
     # Minutes on 2 cores: the main job's default; must already beat random.
     "quick": {},
@@ -199,6 +216,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mdn.epochs": 20, "mdn.seq_len": 64, "mdn.batch_size": 64,
         "cma.population": 64, "cma.rollouts": 16, "cma.generations": 300, "cma.dream_steps": 1000,
         "eval.episodes": 100, "eval.latency_iterations": 2000,
+        "gate.min_episodes": 9000, "gate.min_frames": 2_000_000,
     },
 }
 

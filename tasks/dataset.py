@@ -145,15 +145,23 @@ def find_by_spec(store: Path, spec: dict) -> Dataset | None:
     return None
 
 
+def find_path(store: Path, ref: str) -> Path:
+    """The folder of a dataset given by path, content hash or unique hash prefix (>= 8 chars),
+    without reading its tables (they may be what is broken)."""
+    path = Path(ref)
+    if path.is_dir():
+        return path
+    matches = [p.parent for p in store.glob("*/dataset.json")
+               if len(ref) >= 8 and json.loads(p.read_text()).get("hash", "").startswith(ref)] if store.exists() else []
+    if len(matches) != 1:
+        raise DatasetNotFoundError(f"no dataset {ref!r} in {store}" if not matches else f"dataset prefix {ref!r} is ambiguous")
+    return matches[0]
+
+
 def open_dataset(store: Path, ref: str) -> Dataset:
     """Open by content hash (or a unique prefix of >= 8 chars) or by path."""
-    path = Path(ref)
+    path = find_path(store, ref)
     if not (path / "dataset.json").exists():
-        matches = [p.parent for p in store.glob("*/dataset.json")
-                   if len(ref) >= 8 and json.loads(p.read_text())["hash"].startswith(ref)] if store.exists() else []
-        if len(matches) != 1:
-            raise DatasetNotFoundError(f"no dataset {ref!r} in {store}" if not matches
-                                       else f"dataset prefix {ref!r} is ambiguous")
-        path = matches[0]
+        raise DatasetNotFoundError(f"{path} is not a dataset (no dataset.json)")
     info = json.loads((path / "dataset.json").read_text())
     return Dataset(path=path, hash=info["hash"], manifest=pd.read_parquet(path / "manifest.parquet"), info=info)

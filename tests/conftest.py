@@ -28,3 +28,11 @@ def dreamops_home(tmp_path, monkeypatch):
     import mlflow
 
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def good_dataset(tmp_path_factory):
+    """A small real dataset that passes the smoke profile's data gate (the corpus starts from it)."""
+    from tests.validation.corpus import make_good
+
+    return make_good(tmp_path_factory.mktemp("good-store"))

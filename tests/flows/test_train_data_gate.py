@@ -1,0 +1,36 @@
+"""Bad data stops the train flow before any training: exit code 1, the problem named, no version."""
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from dreamops.flows.cli import main
+from tests.validation.corpus import CORPUS, make_bad
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_dataset_stops_the_flow_before_training(prefect_server, dreamops_home, good_dataset, tmp_path,
+                                                     capsys, case):
+    _, check, words = CORPUS[case]
+    bad = make_bad(good_dataset, tmp_path, case)
+    assert main(["train", "--profile", "smoke", "--dataset", str(bad), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {check}: " in err and words in err
+    client = MlflowClient()
+    assert client.search_model_versions("name='carracing-vmc'") == []
+    run = client.search_runs([client.get_experiment_by_name("dreamops").experiment_id])[0]
+    assert run.info.status == "FAILED" and run.data.tags["gate.data"].startswith("failed")
+    assert not any(k.startswith(("vae/", "mdn/", "cma/")) for k in run.data.metrics)  # nothing trained
+    assert any(a.path == "data_gate.json" for a in client.list_artifacts(run.info.run_id))
+
+
+def test_validate_command_exit_codes(dreamops_home, good_dataset, tmp_path, capsys):
+    assert main(["validate", "--dataset", str(good_dataset), "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "data gate PASSED" in out and "Data Docs:" in out
+    bad = make_bad(good_dataset, tmp_path, "NaN actions")
+    assert main(["validate", "--dataset", str(bad), "--profile", "smoke"]) == 1
+    assert "FAILED throttle_not_nan: NaN throttle actions" in capsys.readouterr().out
+    assert main(["validate", "--dataset", "0123456789abcdef"]) == 2

@@ -1,0 +1,83 @@
+"""A corpus of bad datasets, each made from a good one by one corruption:
+case -> (corrupt(path), the check that must fail, words its message must contain)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dreamops.tasks.collect import collect
+from dreamops.tasks.config import CollectConfig
+from dreamops.validation.data_gate import DataGateThresholds
+
+SMOKE_LIKE = DataGateThresholds(min_episodes=4, min_frames=200, skip_start_steps=13)
+
+
+def make_good(store: Path) -> Path:
+    """4 real episodes x 60 steps: passes the `smoke` profile's data gate."""
+    return collect(CollectConfig(episodes=4, max_steps=60, seed=0), store, workers=1, show_progress=False).path
+
+
+def _edit_shard(path: Path, episode: str, **changes) -> None:
+    shard = path / "shards" / f"{episode}.npz"
+    with np.load(shard) as data:
+        arrays = {k: data[k] for k in data.files}
+    for key, fn in changes.items():
+        arrays[key] = fn(arrays[key])
+    np.savez_compressed(shard, **arrays)
+
+
+def _set_frames(value):
+    def fn(obs):
+        obs = obs.copy()
+        obs[:] = value
+        return obs
+    return fn
+
+
+def _set_action(index, value):
+    def fn(actions):
+        actions = actions.copy()
+        actions[5:10, index] = value
+        return actions
+    return fn
+
+
+def _empty(path: Path) -> None:
+    manifest = pd.read_parquet(path / "manifest.parquet")
+    manifest.iloc[0:0].to_parquet(path / "manifest.parquet", index=False)
+    shutil.rmtree(path / "shards")
+
+
+def _duplicate_ids(path: Path) -> None:
+    manifest = pd.read_parquet(path / "manifest.parquet")
+    pd.concat([manifest, manifest.iloc[[0]]]).to_parquet(path / "manifest.parquet", index=False)
+
+
+CORPUS = {
+    "black frames": (lambda p: _edit_shard(p, "ep_000001", obs=_set_frames(0)), "black_frames", "black"),
+    "white frames": (lambda p: _edit_shard(p, "ep_000001", obs=_set_frames(255)), "white_frames", "white"),
+    "NaN actions": (lambda p: _edit_shard(p, "ep_000002", actions=_set_action(1, np.nan)), "throttle_not_nan", "NaN throttle"),
+    "out-of-range actions": (lambda p: _edit_shard(p, "ep_000000", actions=_set_action(0, 1.7)), "steer_range",
+                             "steer action outside [-1, 1]"),
+    "truncated episode": (lambda p: _edit_shard(p, "ep_000003", **{k: (lambda a: a[:30]) for k in
+                                                                    ("obs", "actions", "rewards", "dones")}),
+                          "episode_length", "truncated episode"),
+    "wrong image shape": (lambda p: _edit_shard(p, "ep_000000", obs=lambda o: np.zeros((len(o), 96, 96, 3), np.uint8)),
+                          "image_shape", "wrong image shape"),
+    "wrong dtype": (lambda p: _edit_shard(p, "ep_000000", obs=lambda o: o.astype(np.float32) / 255),
+                    "image_dtype", "wrong image dtype"),
+    "empty dataset": (_empty, "dataset_not_empty", "empty dataset"),
+    "corrupt shard file": (lambda p: (p / "shards" / "ep_000002.npz").write_bytes(b"PK\x03\x04 not a zip"),
+                           "shards_readable", "corrupt shard"),
+    "duplicated episode ids": (_duplicate_ids, "episode_ids_unique", "duplicated episode ids"),
+}
+
+
+def make_bad(good: Path, tmp: Path, case: str) -> Path:
+    bad = tmp / case.replace(" ", "_")
+    shutil.copytree(good, bad)
+    CORPUS[case][0](bad)
+    return bad

@@ -1,0 +1,30 @@
+"""Each bad input of the corpus is rejected by the data gate with a message naming the problem."""
+from __future__ import annotations
+
+import pytest
+
+from dreamops.validation.data_gate import DataGateThresholds, run_data_gate
+from tests.validation.corpus import CORPUS, SMOKE_LIKE, make_bad
+
+
+def test_the_good_dataset_passes(good_dataset, tmp_path):
+    report = run_data_gate(good_dataset, SMOKE_LIKE, tmp_path / "docs")
+    assert report.passed, report.summary()
+    assert report.episodes == 4 and report.frames == 240
+    assert (tmp_path / "docs" / "index.html").exists()
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_each_bad_input_is_rejected_naming_the_problem(good_dataset, tmp_path, case):
+    _, check, words = CORPUS[case]
+    report = run_data_gate(make_bad(good_dataset, tmp_path, case), SMOKE_LIKE)
+    assert not report.passed
+    failed = {c.name: c.message for c in report.failures}
+    assert check in failed, report.summary()
+    assert words in failed[check]
+
+
+def test_too_little_data_for_the_profile(good_dataset):
+    report = run_data_gate(good_dataset, DataGateThresholds(min_episodes=30, min_frames=7000, skip_start_steps=13))
+    assert {c.name for c in report.failures} == {"enough_episodes", "enough_frames"}
+    assert "observed 4" in report.summary() and "observed 240" in report.summary()

@@ -1,0 +1,246 @@
+"""The data gate: Great Expectations 1.x suites over a dataset's episodes and frames.
+
+Nothing in the dataset is trusted: every shard is opened and its arrays are summarised here, so a
+dataset uploaded by a fleet is checked the same way as one we collected.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FRAME_SHAPE = (64, 64, 3)
+PLAYFIELD_ROWS = 56  # CarRacing's dashboard strip below is black by design
+ACTION_RANGES = {"steer": (-1.0, 1.0), "throttle": (0.0, 1.0), "brake": (0.0, 1.0)}
+
+
+@dataclass
+class DataGateThresholds:
+    min_episodes: int = 1
+    """Episodes the profile needs."""
+    min_frames: int = 1
+    """Frames (agent steps) the profile needs."""
+    min_episode_length: int = 51
+    """Shortest acceptable episode (the seed: more than 50 steps)."""
+    corrupt_pixel_fraction: float = 0.05
+    """A frame with more than this share of pure black or pure white playfield pixels is corrupt."""
+    max_corrupt_frame_fraction: float = 0.01
+    """The dataset fails when more than this share of its frames is corrupt."""
+    skip_start_steps: int = 0
+    """Steps at each episode's start left out of the pixel checks (CarRacing's zoom-in opens on
+    the black void around the playfield)."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    message: str
+    observed: object = None
+
+
+@dataclass
+class DataGateReport:
+    dataset: str
+    checks: list[CheckResult]
+    data_docs: str | None = None
+    episodes: int = 0
+    frames: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        head = (f"data gate {'PASSED' if self.passed else 'FAILED'} for {self.dataset}: "
+                f"{self.episodes} episodes, {self.frames} frames, "
+                f"{len(self.checks) - len(self.failures)}/{len(self.checks)} checks passed")
+        return "\n".join([head] + [f"  FAILED {c.name}: {c.message}" for c in self.failures])
+
+    def markdown(self) -> str:
+        rows = "\n".join(f"| {c.name} | {'passed' if c.passed else '**failed**'} | {c.message} |" for c in self.checks)
+        return (f"# Data gate: {'passed' if self.passed else 'FAILED'}\n\nDataset `{self.dataset}`: {self.episodes} "
+                f"episodes, {self.frames} frames.\n\n| check | result | observed |\n|---|---|---|\n{rows}\n")
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "passed": self.passed, "episodes": self.episodes, "frames": self.frames,
+                "data_docs": self.data_docs, "checks": [asdict(c) | {"observed": str(c.observed)} for c in self.checks]}
+
+
+class DataGateError(RuntimeError):
+    """The dataset failed the data gate; carries the report."""
+
+    def __init__(self, report: DataGateReport):
+        super().__init__(report.summary())
+        self.report = report
+
+
+def _scan_shard(path: Path, skip_start_steps: int = 0) -> tuple[dict, pd.DataFrame | None]:
+    """Schema facts of one shard and its per-frame summaries (None if unreadable)."""
+    row = {"readable": False, "obs_shape_ok": False, "obs_dtype_ok": False, "actions_shape_ok": False,
+           "actions_dtype_ok": False, "aligned": False, "length": 0, "nonfinite": 0}
+    try:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in ("obs", "actions", "rewards", "dones")}
+    except Exception:  # a corrupt zip, a truncated file, a missing array: all "unreadable"
+        return row, None
+    obs, actions, rewards, dones = (arrays[k] for k in ("obs", "actions", "rewards", "dones"))
+    row["readable"] = True
+    row["obs_shape_ok"] = obs.ndim == 4 and tuple(obs.shape[1:]) == FRAME_SHAPE
+    row["obs_dtype_ok"] = obs.dtype == np.uint8
+    row["actions_shape_ok"] = actions.ndim == 2 and actions.shape[1] == 3
+    row["actions_dtype_ok"] = actions.dtype == np.float32 and rewards.dtype == np.float32
+    row["aligned"] = len(obs) == len(actions) == len(rewards) == len(dones)
+    row["length"] = int(len(actions))
+    row["nonfinite"] = int(sum(np.size(a) - np.isfinite(a.astype(np.float64)).sum()
+                               for a in (actions, rewards) if np.issubdtype(a.dtype, np.number)))
+    if not (row["obs_shape_ok"] and row["actions_shape_ok"] and row["aligned"]) or len(obs) == 0:
+        return row, None
+    play = obs[:, :PLAYFIELD_ROWS]
+    black = (play == 0).all(axis=-1).mean(axis=(1, 2))
+    white = (play == np.iinfo(np.uint8).max if obs.dtype == np.uint8 else play >= 1.0).all(axis=-1).mean(axis=(1, 2))
+    black[:skip_start_steps] = np.nan  # missing values: the expectations skip them
+    white[:skip_start_steps] = np.nan
+    frames = pd.DataFrame({
+        "t": np.arange(len(obs)), "frac_black": black, "frac_white": white,
+        "steer": actions[:, 0].astype(np.float64), "throttle": actions[:, 1].astype(np.float64),
+        "brake": actions[:, 2].astype(np.float64), "reward": rewards.astype(np.float64),
+    })
+    return row, frames
+
+
+def scan_dataset(path: Path, skip_start_steps: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """-> (episodes table, frames table) recomputed from the shards the manifest lists."""
+    manifest_path = path / "manifest.parquet"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{path} has no manifest.parquet: not a dataset")
+    manifest = pd.read_parquet(manifest_path)
+    episodes, frames = [], []
+    for episode_id, shard in zip(manifest.get("episode_id", []), manifest.get("shard", [])):
+        row, f = _scan_shard(path / "shards" / shard, skip_start_steps)
+        episodes.append({"episode_id": episode_id, **row})
+        if f is not None:
+            frames.append(f.assign(episode_id=episode_id))
+    columns = ["episode_id", "readable", "obs_shape_ok", "obs_dtype_ok", "actions_shape_ok", "actions_dtype_ok",
+               "aligned", "length", "nonfinite"]
+    ep_table = pd.DataFrame(episodes, columns=columns)
+    fr_table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["t", "frac_black", "frac_white", "steer", "throttle", "brake", "reward", "episode_id"], dtype=float)
+    return ep_table, fr_table
+
+
+def _expectations(t: DataGateThresholds):
+    """(table, check name, expectation, what a failure means) - the suite, in one place."""
+    import great_expectations.expectations as gxe
+
+    ok = [True]
+    corrupt_ok = 1.0 - t.max_corrupt_frame_fraction
+    return [
+        ("episodes", "dataset_not_empty", gxe.ExpectTableRowCountToBeBetween(min_value=1), "empty dataset: no episodes"),
+        ("episodes", "enough_episodes", gxe.ExpectTableRowCountToBeBetween(min_value=t.min_episodes),
+         f"fewer episodes than the profile needs ({t.min_episodes})"),
+        ("episodes", "shards_readable", gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=ok),
+         "corrupt shard: file cannot be read"),
+        ("episodes", "episode_ids_unique", gxe.ExpectColumnValuesToBeUnique(column="episode_id"), "duplicated episode ids"),
+        ("episodes", "image_shape", gxe.ExpectColumnValuesToBeInSet(column="obs_shape_ok", value_set=ok),
+         f"wrong image shape (expected [T, {', '.join(map(str, FRAME_SHAPE))}])"),
+        ("episodes", "image_dtype", gxe.ExpectColumnValuesToBeInSet(column="obs_dtype_ok", value_set=ok),
+         "wrong image dtype (expected uint8)"),
+        ("episodes", "action_schema", gxe.ExpectColumnValuesToBeInSet(column="actions_shape_ok", value_set=ok),
+         "wrong action shape (expected [T, 3])"),
+        ("episodes", "action_dtype", gxe.ExpectColumnValuesToBeInSet(column="actions_dtype_ok", value_set=ok),
+         "wrong action/reward dtype (expected float32)"),
+        ("episodes", "arrays_aligned", gxe.ExpectColumnValuesToBeInSet(column="aligned", value_set=ok),
+         "arrays of an episode have different lengths"),
+        ("episodes", "no_empty_shard", gxe.ExpectColumnValuesToBeBetween(column="length", min_value=1), "empty shard"),
+        ("episodes", "episode_length", gxe.ExpectColumnValuesToBeBetween(column="length", min_value=t.min_episode_length),
+         f"truncated episode: shorter than {t.min_episode_length} steps"),
+        ("episodes", "finite_values", gxe.ExpectColumnValuesToBeBetween(column="nonfinite", min_value=0, max_value=0),
+         "NaN or inf in actions or rewards"),
+        ("frames", "enough_frames", gxe.ExpectTableRowCountToBeBetween(min_value=t.min_frames),
+         f"fewer frames than the profile needs ({t.min_frames})"),
+        ("frames", "black_frames", gxe.ExpectColumnValuesToBeBetween(column="frac_black", max_value=t.corrupt_pixel_fraction,
+                                                                     mostly=corrupt_ok),
+         f"too many corrupt (black) frames: > {t.corrupt_pixel_fraction:.0%} pure black pixels"),
+        ("frames", "white_frames", gxe.ExpectColumnValuesToBeBetween(column="frac_white", max_value=t.corrupt_pixel_fraction,
+                                                                     mostly=corrupt_ok),
+         f"too many corrupt (white) frames: > {t.corrupt_pixel_fraction:.0%} pure white pixels"),
+        *[("frames", f"{name}_range", gxe.ExpectColumnValuesToBeBetween(column=name, min_value=lo, max_value=hi),
+           f"{name} action outside [{lo:g}, {hi:g}]") for name, (lo, hi) in ACTION_RANGES.items()],
+        *[("frames", f"{name}_not_nan", gxe.ExpectColumnValuesToNotBeNull(column=name), f"NaN {name} actions")
+          for name in ACTION_RANGES],
+        ("frames", "reward_not_nan", gxe.ExpectColumnValuesToNotBeNull(column="reward"), "NaN rewards"),
+    ]
+
+
+def _observed(result: dict) -> object:
+    if "observed_value" in result:
+        return result["observed_value"]
+    out = {k: result[k] for k in ("unexpected_count", "unexpected_percent") if k in result}
+    if result.get("partial_unexpected_list"):
+        out["examples"] = [None if isinstance(v, float) and math.isnan(v) else v
+                           for v in result["partial_unexpected_list"][:5]]
+    return out
+
+
+def run_data_gate(path: Path, thresholds: DataGateThresholds, docs_dir: Path | None = None) -> DataGateReport:
+    """Validate the dataset at `path`; Data Docs HTML goes to docs_dir if given. Never raises on bad
+    data: the report says what failed (the flow raises DataGateError)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    name = path.name
+    try:
+        episodes, frames = scan_dataset(path, thresholds.skip_start_steps)
+    except Exception as exc:  # no or unreadable manifest
+        return DataGateReport(name, [CheckResult("manifest_readable", False, f"manifest cannot be read: {exc}")])
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    for site in list(context.get_site_names()):
+        context.delete_data_docs_site(site)
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name="dreamops", site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())}})
+    source = context.data_sources.add_pandas(name="dataset")
+    tables = {"episodes": episodes, "frames": frames}
+    plan = _expectations(thresholds)
+    validations = []
+    for table in tables:
+        batch = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe(name=f"{table}-all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"dreamops-{table}"))
+        for t_name, _, expectation, _ in plan:
+            if t_name == table:
+                suite.add_expectation(expectation)
+        validations.append(context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"validate-{table}", data=batch, suite=suite)))
+    results = {}
+    for vd, table in zip(validations, tables):
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="docs")] if docs_dir is not None else []
+        checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"gate-{table}", validation_definitions=[vd],
+                                                           actions=actions))
+        outcome = checkpoint.run(batch_parameters={"dataframe": tables[table]})
+        for vr in outcome.run_results.values():
+            for r in vr.results:
+                key = (table, r.expectation_config.type, r.expectation_config.kwargs.get("column"),
+                       json.dumps({k: r.expectation_config.kwargs.get(k) for k in ("min_value", "max_value")}))
+                results[key] = r
+    checks = []
+    for table, check, expectation, meaning in plan:
+        cfg = expectation.configuration
+        key = (table, cfg.type, cfg.kwargs.get("column"),
+               json.dumps({k: cfg.kwargs.get(k) for k in ("min_value", "max_value")}))
+        r = results[key]
+        observed = _observed(r.result)
+        checks.append(CheckResult(check, bool(r.success), "ok" if r.success else f"{meaning}; observed {observed}",
+                                  observed))
+    docs = str(docs_dir / "index.html") if docs_dir is not None and (docs_dir / "index.html").exists() else None
+    return DataGateReport(name, checks, docs, len(episodes), len(frames))
