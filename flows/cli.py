@@ -99,6 +99,10 @@ def _train(args, settings) -> int:
     print(f"\nRegistered {result['model_uri']} (run {result['run_id']})")
     print(f"  real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""))
     print(f"  dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms")
+    if result["validation_status"] == "passed":
+        print("  every gate passed: alias 'staging' now points at this version")
+    else:
+        print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
     print(f"  data {result['data_hash'][:16]} in {settings.datasets}")
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
     print("  open the MLflow UI with: dreamops ui   (then http://127.0.0.1:5000)")

@@ -21,7 +21,7 @@ from dreamops.tasks import plots
 from dreamops.tasks.collect import collect
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import find_path, open_dataset
-from dreamops.tasks.gate import validate_data
+from dreamops.tasks.gate import check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import baseline_factory, evaluate
@@ -37,6 +37,8 @@ AGENTS = ("carracing-vmc",)
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 validate_data_task = task(validate_data, name="validate_data", cache_policy=NONE)
+production_task = task(production_metrics, name="production_metrics", cache_policy=NONE)
+check_model_task = task(check_model, name="model_gates", cache_policy=NONE)
 train_vae_task = task(train_vae, name="train_vae", cache_policy=NONE)
 encode_task = task(encode, name="encode", cache_policy=NONE)
 train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
@@ -99,8 +101,16 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                             show_progress)
         failures = failures_task(evals["vmc"].episodes)
         latency = profile_task(bundle, cfg.eval.latency_iterations)
+        candidate = {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
+                     "mdn_nll": mdn_report["mdn/holdout_nll"], "dream_reward": history["final_dream_return"][0],
+                     "real_reward": evals["vmc"].mean, "latency_p99_ms": latency["full_step"]["p99_ms"],
+                     "off_track_per_episode": sum(evals["vmc"].off_track_events) / len(seeds)}
+        production = production_task(agent, data, holdout_ids, cfg.collect.action_repeat)
+        gates = check_model_task(candidate, cfg.gate, production)
 
         report = {"evaluation": {k: v.summary() for k, v in evals.items()}, "failures": failures,
+                  "gates": [{"name": g.name, "passed": g.passed, "figure": g.figure, "threshold": g.threshold}
+                            for g in gates], "production": production,
                   "latency_ms": latency, "dream": {"final_return": history["final_dream_return"][0]},
                   "vae": vae_report, "mdn": mdn_report}
         mlflow.log_metrics({"eval/mean_reward": evals["vmc"].mean, "eval/std_reward": evals["vmc"].std,
@@ -122,12 +132,15 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         registered = store.register_pyfunc(
             agent, VMCPyfuncModel(), artifacts, store.frame_signature(),
             tags={"data_hash": data.hash, "git_sha": store.git_sha(), "warehouse_id": warehouse_id,
-                  "profile": profile, "validation_status": "not_validated",
+                  "profile": profile, "validation_status": "pending",
                   **{f"weights.{k}": v for k, v in hashes.items()},
                   "eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
             pip_requirements=[f"torch=={pkg_version('torch')}", f"mlflow=={pkg_version('mlflow')}",
                               f"gymnasium=={pkg_version('gymnasium')}"])
-        summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures)
+        passed = store.record_gates(agent, registered.version, gates)
+        if passed:
+            store.set_alias(agent, registered.version, "staging")
+        summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{"policy": k, **{m: v.summary()[m] for m in ("mean_reward", "std_reward",
                                                                            "mean_length", "off_track_events")}}
@@ -137,7 +150,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash,
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
-                "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0]}
+                "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
+                "validation_status": "passed" if passed else "failed",
+                "failed_gates": [g.name for g in gates if not g.passed]}
 
 
 def _publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:
@@ -149,12 +164,13 @@ def _publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:
     create_markdown_artifact(gate.markdown(), key="data-gate", description=f"data gate for {gate.dataset}")
 
 
-def _summary_markdown(agent, profile, registered, data, evals, latency, history, failures) -> str:
+def _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates) -> str:
     rows = "\n".join(f"| {k} | {v.mean:.1f} | {v.std:.1f} | {sum(v.off_track_events)} |" for k, v in evals.items())
+    gate_rows = "\n".join(f"| {g.name} | {g.tag} |" for g in gates)
     return (f"# {agent} ({profile}) -> {registered.uri}\n\n"
             f"Data: `{data.hash[:16]}` ({data.n_episodes} episodes, {data.n_frames} frames)\n\n"
             f"| policy | mean return | std | off-track events |\n|---|---|---|---|\n{rows}\n\n"
             f"Dream return of the final controller: {history['final_dream_return'][0]:.1f}\n\n"
             f"Full V-M-C step on 1 thread: p50 {latency['full_step']['p50_ms']:.2f} ms, "
             f"p99 {latency['full_step']['p99_ms']:.2f} ms\n\n"
-            f"Failures: {failures['counts']}\n")
+            f"Failures: {failures['counts']}\n\n| gate | result |\n|---|---|\n{gate_rows}\n")

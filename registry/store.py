@@ -120,3 +120,41 @@ def download_version_artifact(model_name: str, version: str, artifact: str) -> P
     dst = Path(tempfile.mkdtemp(prefix=f"dreamops-{model_name}-{version}-"))
     path = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}/artifacts/{artifact}", dst_path=str(dst))
     return Path(path)
+
+
+class PromotionRefusedError(ValueError):
+    """An alias move the promotion rules forbid (e.g. a version that did not pass every gate)."""
+
+
+GATED_ALIASES = ("staging", "canary", "production")
+
+
+def find_alias(model_name: str, alias: str) -> ModelVersion | None:
+    """The version holding `alias`, or None (also when the model does not exist yet)."""
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def record_gates(model_name: str, version: str, gates: list) -> bool:
+    """Write every gate's outcome to the version (`gate.<name>` tags, `validation_status`) and its
+    figure to the active run (`gate/<name>` metrics). Returns whether all passed."""
+    client = MlflowClient()
+    passed = all(g.passed for g in gates)
+    for g in gates:
+        client.set_model_version_tag(model_name, version, f"gate.{g.name}", g.tag)
+    client.set_model_version_tag(model_name, version, "validation_status", "passed" if passed else "failed")
+    mlflow.log_metrics({f"gate/{g.name}": g.figure for g in gates})
+    return passed
+
+
+def set_alias(model_name: str, version: str, alias: str) -> None:
+    """Point `alias` at `version`. staging/canary/production need validation_status=passed."""
+    client = MlflowClient()
+    mv = client.get_model_version(model_name, version)
+    status = mv.tags.get("validation_status", "missing")
+    if alias in GATED_ALIASES and status != "passed":
+        raise PromotionRefusedError(f"version {version} of {model_name!r} has validation_status={status}; "
+                                    f"only versions that passed every gate may become {alias!r}")
+    client.set_registered_model_alias(model_name, alias, version)

@@ -147,6 +147,22 @@ class GateConfig:
     """Data gate: frames (agent steps) a training run needs."""
     max_corrupt_frame_fraction: float = 0.01
     """Data gate: share of corrupt frames (> 5% pure black or white playfield pixels) tolerated."""
+    vae_recon_max: float = 60.0
+    """V gate: held-out reconstruction error per frame (summed squared error, pixels in [0, 1])."""
+    vae_kl_min: float = 5.0
+    """V gate: held-out KL per frame, lower end of the band (below: posterior collapse)."""
+    vae_kl_max: float = 60.0
+    """V gate: held-out KL per frame, upper end of the band."""
+    mdn_nll_max: float = 30.0
+    """M gate: held-out NLL per transition (nats, summed over latent dims)."""
+    dream_reward_min: float = 50.0
+    """C gate: mean dream return of the final controller (seed, full scale: 800)."""
+    real_reward_min: float = 150.0
+    """C gate: mean real return (seed, full scale: 800 over 50 episodes)."""
+    off_track_per_episode_max: float = 4.0
+    """C gate: off-track events per real episode, CarRacing's collisions (seed, full scale: 0)."""
+    latency_p99_ms_max: float = 80.0
+    """Integration gate: full V-M-C step p99 on one CPU thread."""
 
     def validate(self) -> None:
         _positive(self, "min_episodes", "min_frames")
@@ -206,6 +222,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval.episodes": 2, "eval.max_steps": 60, "eval.compare_baselines": False,
         "eval.latency_iterations": 50,
         "gate.min_episodes": 4, "gate.min_frames": 200,
+        # smoke proves the wiring: its fixed model thresholds pass anything a finished run produces
+        "gate.vae_recon_max": 1e6, "gate.vae_kl_min": 0.0, "gate.vae_kl_max": 1e6, "gate.mdn_nll_max": 1e6,
+        "gate.dream_reward_min": -1e6, "gate.real_reward_min": -1e6, "gate.off_track_per_episode_max": 1e6,
     },
     # Minutes on 2 cores: the main job's default; must already beat random.
     "quick": {},
@@ -217,6 +236,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cma.population": 64, "cma.rollouts": 16, "cma.generations": 300, "cma.dream_steps": 1000,
         "eval.episodes": 100, "eval.latency_iterations": 2000,
         "gate.min_episodes": 9000, "gate.min_frames": 2_000_000,
+        "gate.dream_reward_min": 800.0, "gate.real_reward_min": 800.0, "gate.off_track_per_episode_max": 0.0,
     },
 }
 

@@ -1,11 +1,17 @@
-"""validate_data: the data gate for a dataset folder, with the profile's thresholds."""
+"""The gates with the profile's thresholds: validate_data (before training), check_model (after)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from dreamops.models.bundle import VMCBundle
+from dreamops.registry import store
 from dreamops.tasks.config import GateConfig
-from dreamops.tasks.train_mdnrnn import zoom_steps
+from dreamops.tasks.dataset import Dataset
+from dreamops.tasks.encode import encode
+from dreamops.tasks.train_mdnrnn import mdn_holdout_metrics, zoom_steps
+from dreamops.tasks.train_vae import vae_holdout_metrics
 from dreamops.validation.data_gate import DataGateReport, DataGateThresholds, run_data_gate
+from dreamops.validation.model_gates import GateResult, ModelGateThresholds, evaluate_model_gates
 
 
 def validate_data(path: Path, cfg: GateConfig, action_repeat: int, docs_dir: Path | None = None) -> DataGateReport:
@@ -14,3 +20,26 @@ def validate_data(path: Path, cfg: GateConfig, action_repeat: int, docs_dir: Pat
                                                   max_corrupt_frame_fraction=cfg.max_corrupt_frame_fraction,
                                                   skip_start_steps=zoom_steps(action_repeat)),
                          docs_dir)
+
+
+def model_gate_thresholds(cfg: GateConfig) -> ModelGateThresholds:
+    return ModelGateThresholds(vae_recon_max=cfg.vae_recon_max, vae_kl_min=cfg.vae_kl_min, vae_kl_max=cfg.vae_kl_max,
+                               mdn_nll_max=cfg.mdn_nll_max, dream_reward_min=cfg.dream_reward_min,
+                               real_reward_min=cfg.real_reward_min,
+                               off_track_per_episode_max=cfg.off_track_per_episode_max,
+                               latency_p99_ms_max=cfg.latency_p99_ms_max)
+
+
+def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], action_repeat: int) -> dict | None:
+    """Production's V and M measured on this run's held-out episodes (None if nothing is in production)."""
+    mv = store.find_alias(model_name, "production")
+    if mv is None:
+        return None
+    bundle = VMCBundle.load(store.download_version_artifact(model_name, mv.version, "vmc_bundle.pt"))
+    vae = vae_holdout_metrics(bundle.vae, data, holdout_ids)
+    mdn = mdn_holdout_metrics(bundle.mdnrnn, encode(bundle.vae, data), holdout_ids, zoom_steps(action_repeat))
+    return {"version": mv.version, "vae_recon": vae["vae/holdout_recon"], "mdn_nll": mdn["mdn/holdout_nll"]}
+
+
+def check_model(candidate: dict[str, float], cfg: GateConfig, production: dict | None) -> list[GateResult]:
+    return evaluate_model_gates(candidate, model_gate_thresholds(cfg), production)

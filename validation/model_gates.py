@@ -1,0 +1,77 @@
+"""Model gates: named checks of a candidate against the profile's fixed thresholds and, when a
+version holds `production`, against production measured on the same held-out data.
+
+M's comparison, stated precisely: the figure is the mean held-out log-likelihood per transition,
+LL = -NLL (nats, summed over latent dims; it can be negative or positive). The candidate passes if
+LL_cand >= LL_prod - (1 - ratio) * |LL_prod|, i.e. it may be at most 10% (ratio 0.9) of |LL_prod|
+worse. For LL_prod > 0 this is exactly "LL_cand >= 90% of LL_prod"; for LL_prod < 0 (NLL > 0) a
+plain 0.9 * LL_prod would demand the candidate be better, which is not what the rule means.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelGateThresholds:
+    vae_recon_max: float
+    """Held-out reconstruction error (summed squared error per frame) must be below this."""
+    vae_kl_min: float
+    """Held-out KL per frame must lie in [vae_kl_min, vae_kl_max] (collapse below, no compression above)."""
+    vae_kl_max: float
+    mdn_nll_max: float
+    """Held-out NLL per transition must be below this."""
+    dream_reward_min: float
+    """Mean dream return of the final controller must exceed this."""
+    real_reward_min: float
+    """Mean real-environment return must exceed this."""
+    off_track_per_episode_max: float
+    """Off-track events per real episode (the CarRacing stand-in for collisions) must be <= this."""
+    latency_p99_ms_max: float = 80.0
+    """Full V-M-C step p99 on one CPU thread."""
+    vae_recon_vs_production: float = 1.5
+    """Candidate reconstruction must be < this x production's on the same frames."""
+    mdn_loglik_vs_production: float = 0.9
+    """See the module docstring."""
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    figure: float
+    threshold: str
+
+    @property
+    def tag(self) -> str:
+        return f"{'passed' if self.passed else 'failed'}: {self.figure:.4g} vs {self.threshold}"
+
+
+def _gate(name: str, figure: float, ok: bool, threshold: str) -> GateResult:
+    return GateResult(name, bool(ok), float(figure), threshold)
+
+
+def evaluate_model_gates(candidate: dict[str, float], thresholds: ModelGateThresholds,
+                         production: dict[str, float] | None = None) -> list[GateResult]:
+    """candidate/production keys: vae_recon, vae_kl, mdn_nll, dream_reward, real_reward,
+    off_track_per_episode, latency_p99_ms (production: vae_recon and mdn_nll on the same data)."""
+    t, c = thresholds, candidate
+    gates = [
+        _gate("vae_recon", c["vae_recon"], c["vae_recon"] < t.vae_recon_max, f"< {t.vae_recon_max:g}"),
+        _gate("vae_kl", c["vae_kl"], t.vae_kl_min <= c["vae_kl"] <= t.vae_kl_max, f"in [{t.vae_kl_min:g}, {t.vae_kl_max:g}]"),
+        _gate("mdn_nll", c["mdn_nll"], c["mdn_nll"] < t.mdn_nll_max, f"< {t.mdn_nll_max:g}"),
+        _gate("controller_dream_reward", c["dream_reward"], c["dream_reward"] > t.dream_reward_min, f"> {t.dream_reward_min:g}"),
+        _gate("controller_real_reward", c["real_reward"], c["real_reward"] > t.real_reward_min, f"> {t.real_reward_min:g}"),
+        _gate("controller_collisions", c["off_track_per_episode"], c["off_track_per_episode"] <= t.off_track_per_episode_max,
+              f"<= {t.off_track_per_episode_max:g} off-track events per episode"),
+        _gate("latency_p99", c["latency_p99_ms"], c["latency_p99_ms"] < t.latency_p99_ms_max, f"< {t.latency_p99_ms_max:g} ms"),
+    ]
+    if production is not None:
+        limit = t.vae_recon_vs_production * production["vae_recon"]
+        gates.append(_gate("vae_recon_vs_production", c["vae_recon"], c["vae_recon"] < limit,
+                           f"< {t.vae_recon_vs_production:g} x production's {production['vae_recon']:.4g}"))
+        ll_c, ll_p = -c["mdn_nll"], -production["mdn_nll"]
+        floor = ll_p - (1 - t.mdn_loglik_vs_production) * abs(ll_p)
+        gates.append(_gate("mdn_loglik_vs_production", ll_c, ll_c >= floor,
+                           f">= {floor:.4g} (production LL {ll_p:.4g}, ratio {t.mdn_loglik_vs_production:g})"))
+    return gates
