@@ -5,6 +5,7 @@ with every run (MLflow params + config.yaml).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,10 +259,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     value = yaml.safe_load(raw)
     if isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return key.strip(), value
 
 
