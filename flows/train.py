@@ -21,7 +21,7 @@ from dreamops.tasks import plots
 from dreamops.tasks.collect import collect
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import find_path, open_dataset
-from dreamops.tasks.gate import check_model, production_metrics, validate_data
+from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import baseline_factory, evaluate
@@ -101,10 +101,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                             show_progress)
         failures = failures_task(evals["vmc"].episodes)
         latency = profile_task(bundle, cfg.eval.latency_iterations)
-        candidate = {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
-                     "mdn_nll": mdn_report["mdn/holdout_nll"], "dream_reward": history["final_dream_return"][0],
-                     "real_reward": evals["vmc"].mean, "latency_p99_ms": latency["full_step"]["p99_ms"],
-                     "off_track_per_episode": sum(evals["vmc"].off_track_events) / len(seeds)}
+        candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency)
         production = production_task(agent, data, holdout_ids, cfg.collect.action_repeat)
         gates = check_model_task(candidate, cfg.gate, production)
 

@@ -8,6 +8,7 @@ from dreamops.registry import store
 from dreamops.tasks.config import GateConfig
 from dreamops.tasks.dataset import Dataset
 from dreamops.tasks.encode import encode
+from dreamops.tasks.evaluate import EvalReport
 from dreamops.tasks.train_mdnrnn import mdn_holdout_metrics, zoom_steps
 from dreamops.tasks.train_vae import vae_holdout_metrics
 from dreamops.validation.data_gate import DataGateReport, DataGateThresholds, run_data_gate
@@ -39,6 +40,15 @@ def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], a
     vae = vae_holdout_metrics(bundle.vae, data, holdout_ids)
     mdn = mdn_holdout_metrics(bundle.mdnrnn, encode(bundle.vae, data), holdout_ids, zoom_steps(action_repeat))
     return {"version": mv.version, "vae_recon": vae["vae/holdout_recon"], "mdn_nll": mdn["mdn/holdout_nll"]}
+
+
+def candidate_metrics(vae_report: dict, mdn_report: dict, cma_history: dict, evaluation: EvalReport,
+                      latency: dict) -> dict[str, float]:
+    """The figures the model gates judge, from the training, evaluation and profiling reports."""
+    return {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
+            "mdn_nll": mdn_report["mdn/holdout_nll"], "dream_reward": cma_history["final_dream_return"][0],
+            "real_reward": evaluation.mean, "latency_p99_ms": latency["full_step"]["p99_ms"],
+            "off_track_per_episode": sum(evaluation.off_track_events) / len(evaluation.rewards)}
 
 
 def check_model(candidate: dict[str, float], cfg: GateConfig, production: dict | None) -> list[GateResult]:
