@@ -64,6 +64,8 @@ def log_config(flat_params: dict[str, Any], config_yaml: str) -> None:
 
 def log_dataset(manifest: pd.DataFrame, digest: str, source: str, name: str) -> None:
     """Dataset lineage: the manifest as an MLflow dataset whose digest is our content hash."""
+    # integer columns as float: MLflow's schema inference warns about ints that cannot hold missing values
+    manifest = manifest.astype({c: "float64" for c in manifest.select_dtypes("integer").columns})
     data = mlflow.data.from_pandas(manifest, source=source, name=name, digest=digest[:36])
     mlflow.log_input(data, context="training")
     mlflow.set_tag("data_hash", digest)
