@@ -105,7 +105,8 @@ def _train(args, settings) -> int:
         print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
     print(f"  data {result['data_hash'][:16]} in {settings.datasets}")
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
-    print("  open the MLflow UI with: dreamops ui   (then http://127.0.0.1:5000)")
+    exe = sys.argv[0] if sys.argv[0].endswith("dreamops") else "dreamops"  # e.g. .venv/bin/dreamops under make
+    print(f"  open the MLflow UI with: {exe} ui   (then http://127.0.0.1:5000)")
     return 0
 
 
