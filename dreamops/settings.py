@@ -17,7 +17,6 @@ class Settings(BaseSettings):
     experiment: str = Field("dreamops", description="MLflow experiment that training runs go to.")
     dataset_dir: Path | None = Field(None, description="Local dataset store; default: home/datasets.")
     workers: int = Field(0, description="Parallel simulator processes; 0 means one per CPU core.")
-    torch_threads: int = Field(0, description="Torch intra-op threads for training; 0 leaves torch's default.")
 
     @property
     def resolved_home(self) -> Path:

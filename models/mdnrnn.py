@@ -118,10 +118,3 @@ class MDNRNN(nn.Module):
         p = self.lstm
         return lstm_step(torch.cat([z, a], dim=-1), state[0], state[1],
                          p.weight_ih_l0, p.weight_hh_l0, p.bias_ih_l0, p.bias_hh_l0)
-
-    @torch.no_grad()
-    def predict_next(self, z: torch.Tensor, a: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-        """Expected next latent (mixture mean) and the new state. Used for residual-based drift."""
-        new_state = self.step(z, a, state)
-        logit_pi, mu, _, _, _ = self.heads(new_state[0])
-        return (torch.softmax(logit_pi, -1) * mu).sum(-1), new_state

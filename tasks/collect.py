@@ -13,6 +13,7 @@ from dreamops.sim.policies import EXPLORATION_POLICIES
 from dreamops.sim.rollout import parallel_map, play_episode
 from dreamops.tasks import dataset as ds
 from dreamops.tasks.config import CollectConfig
+from dreamops.validation.data_gate import frame_summaries
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame]:
         env.close()
     arrays = {"obs": episode.obs, "actions": episode.actions, "rewards": episode.rewards, "dones": episode.dones}
     shard, digest = ds.write_shard(Path(job.shard_dir), job.episode_id, arrays)
-    frames = ds.frame_summaries(episode.obs, episode.actions, episode.rewards)
+    frames = frame_summaries(episode.obs, episode.actions, episode.rewards)
     frames.insert(0, "episode_id", job.episode_id)
     row = {"episode_id": job.episode_id, "shard": shard, "sha256": digest, "seed": job.seed,
            "policy": job.policy, "length": episode.length, "env_frames": episode.env_frames, "total_reward": episode.total_reward,

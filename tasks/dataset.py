@@ -3,7 +3,7 @@
 Layout of one dataset (named by its content hash):
   <store>/<hash[:16]>/shards/ep_000000.npz   obs uint8 [T,64,64,3], actions f32 [T,3], rewards f32 [T], dones bool [T]
   <store>/<hash[:16]>/manifest.parquet        one row per episode
-  <store>/<hash[:16]>/frames.parquet          one row per frame: summary columns for validation
+  <store>/<hash[:16]>/frames.parquet          one row per frame: the data gate's summary columns
   <store>/<hash[:16]>/dataset.json            hash, spec, counts
 The hash is sha256 over the episodes' content hashes (array bytes, dtypes and shapes; not file
 bytes, which carry zip timestamps), so the same data always gets the same name.
@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
-PLAYFIELD_ROWS = 56  # frame rows above CarRacing's black dashboard strip
 
 
 class DatasetNotFoundError(LookupError):
@@ -36,19 +35,6 @@ def arrays_hash(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def frame_summaries(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> pd.DataFrame:
-    """Per-frame columns the data gate checks: share of pure black / pure white playfield pixels,
-    mean brightness, each action dimension, reward."""
-    play = obs[:, :PLAYFIELD_ROWS]
-    black = (play == 0).all(axis=-1).mean(axis=(1, 2))
-    white = (play == 255).all(axis=-1).mean(axis=(1, 2))
-    return pd.DataFrame({
-        "t": np.arange(len(obs)), "frac_black": black, "frac_white": white,
-        "mean_pixel": play.mean(axis=(1, 2, 3)),
-        "steer": actions[:, 0], "throttle": actions[:, 1], "brake": actions[:, 2], "reward": rewards,
-    })
 
 
 def write_shard(shard_dir: Path, episode_id: str, arrays: dict[str, np.ndarray]) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,17 +104,24 @@ def _scan_shard(path: Path, skip_start_steps: int = 0) -> tuple[dict, pd.DataFra
                                for a in (actions, rewards) if np.issubdtype(a.dtype, np.number)))
     if not (row["obs_shape_ok"] and row["actions_shape_ok"] and row["aligned"]) or len(obs) == 0:
         return row, None
+    return row, frame_summaries(obs, actions, rewards, skip_start_steps)
+
+
+def frame_summaries(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, skip_start_steps: int = 0
+                    ) -> pd.DataFrame:
+    """Per-frame columns the gate checks: share of pure black / pure white playfield pixels (NaN,
+    i.e. skipped by the expectations, for the first skip_start_steps), each action, the reward."""
     play = obs[:, :PLAYFIELD_ROWS]
+    white_value = np.iinfo(np.uint8).max if obs.dtype == np.uint8 else 1.0
     black = (play == 0).all(axis=-1).mean(axis=(1, 2))
-    white = (play == np.iinfo(np.uint8).max if obs.dtype == np.uint8 else play >= 1.0).all(axis=-1).mean(axis=(1, 2))
-    black[:skip_start_steps] = np.nan  # missing values: the expectations skip them
+    white = (play >= white_value).all(axis=-1).mean(axis=(1, 2))
+    black[:skip_start_steps] = np.nan
     white[:skip_start_steps] = np.nan
-    frames = pd.DataFrame({
+    return pd.DataFrame({
         "t": np.arange(len(obs)), "frac_black": black, "frac_white": white,
         "steer": actions[:, 0].astype(np.float64), "throttle": actions[:, 1].astype(np.float64),
         "brake": actions[:, 2].astype(np.float64), "reward": rewards.astype(np.float64),
     })
-    return row, frames
 
 
 def scan_dataset(path: Path, skip_start_steps: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,7 +1,7 @@
 import torch
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
-from dreamops.models.mdnrnn import MDNRNN, lstm_step, mdn_log_prob, sample_mixture
+from dreamops.models.mdnrnn import MDNRNN, mdn_log_prob, sample_mixture
 
 
 def test_log_prob_equals_mixture_same_family():
