@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from dreamops.validation.data_gate import DataGateThresholds
+from dreamops.validation.model_gates import ModelGateThresholds
+
 
 @dataclass
 class CollectConfig:
@@ -142,33 +145,24 @@ class EvalConfig:
 
 @dataclass
 class GateConfig:
-    min_episodes: int = 30
-    """Data gate: episodes a training run needs."""
-    min_frames: int = 7000
-    """Data gate: frames (agent steps) a training run needs."""
-    max_corrupt_frame_fraction: float = 0.01
-    """Data gate: share of corrupt frames (> 5% pure black or white playfield pixels) tolerated."""
-    vae_recon_max: float = 60.0
-    """V gate: held-out reconstruction error per frame (summed squared error, pixels in [0, 1])."""
-    vae_kl_min: float = 5.0
-    """V gate: held-out KL per frame, lower end of the band (below: posterior collapse)."""
-    vae_kl_max: float = 60.0
-    """V gate: held-out KL per frame, upper end of the band."""
-    mdn_nll_max: float = 30.0
-    """M gate: held-out NLL per transition (nats, summed over latent dims)."""
-    dream_reward_min: float = 50.0
-    """C gate: mean dream return of the final controller (seed, full scale: 800)."""
-    real_reward_min: float = 150.0
-    """C gate: mean real return (seed, full scale: 800 over 50 episodes)."""
-    off_track_per_episode_max: float = 4.0
-    """C gate: off-track events per real episode, CarRacing's collisions (seed, full scale: 0)."""
-    latency_p99_ms_max: float = 80.0
-    """Integration gate: full V-M-C step p99 on one CPU thread."""
+    data: DataGateThresholds = field(default_factory=DataGateThresholds)
+    """Data gate thresholds (validation/data_gate.py); checked before any training."""
+    model: ModelGateThresholds = field(default_factory=ModelGateThresholds)
+    """Model gate thresholds (validation/model_gates.py); checked before a version may be staged."""
 
     def validate(self) -> None:
-        _positive(self, "min_episodes", "min_frames")
-        if not 0 <= self.max_corrupt_frame_fraction < 1:
-            raise ValueError(f"gate.max_corrupt_frame_fraction must be in [0, 1), got {self.max_corrupt_frame_fraction!r}")
+        d, m = self.data, self.model
+        for name in ("min_episodes", "min_frames", "min_episode_length"):
+            if getattr(d, name) <= 0:
+                raise ValueError(f"gate.data.{name} must be positive, got {getattr(d, name)!r}")
+        for name in ("corrupt_pixel_fraction", "max_corrupt_frame_fraction"):
+            if not 0 <= getattr(d, name) < 1:
+                raise ValueError(f"gate.data.{name} must be in [0, 1), got {getattr(d, name)!r}")
+        if m.vae_kl_min > m.vae_kl_max:
+            raise ValueError(f"gate.model.vae_kl_min ({m.vae_kl_min}) must not exceed gate.model.vae_kl_max ({m.vae_kl_max})")
+        for name in ("latency_p99_ms_max", "vae_recon_vs_production", "mdn_loglik_vs_production"):
+            if getattr(m, name) <= 0:
+                raise ValueError(f"gate.model.{name} must be positive, got {getattr(m, name)!r}")
 
 
 @dataclass
@@ -222,10 +216,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cma.population": 4, "cma.rollouts": 2, "cma.generations": 2, "cma.dream_steps": 20,
         "eval.episodes": 2, "eval.max_steps": 60, "eval.compare_baselines": False,
         "eval.latency_iterations": 50,
-        "gate.min_episodes": 4, "gate.min_frames": 200,
+        "gate.data.min_episodes": 4, "gate.data.min_frames": 200,
         # smoke proves the wiring: its fixed model thresholds pass anything a finished run produces
-        "gate.vae_recon_max": 1e6, "gate.vae_kl_min": 0.0, "gate.vae_kl_max": 1e6, "gate.mdn_nll_max": 1e6,
-        "gate.dream_reward_min": -1e6, "gate.real_reward_min": -1e6, "gate.off_track_per_episode_max": 1e6,
+        "gate.model.vae_recon_max": 1e6, "gate.model.vae_kl_min": 0.0, "gate.model.vae_kl_max": 1e6,
+        "gate.model.mdn_nll_max": 1e6, "gate.model.dream_reward_min": -1e6, "gate.model.real_reward_min": -1e6,
+        "gate.model.off_track_per_episode_max": 1e6,
     },
     # Minutes on 2 cores: the main job's default; must already beat random.
     "quick": {},
@@ -236,8 +231,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "mdn.epochs": 20, "mdn.seq_len": 64, "mdn.batch_size": 64,
         "cma.population": 64, "cma.rollouts": 16, "cma.generations": 300, "cma.dream_steps": 1000,
         "eval.episodes": 100, "eval.latency_iterations": 2000,
-        "gate.min_episodes": 9000, "gate.min_frames": 2_000_000,
-        "gate.dream_reward_min": 800.0, "gate.real_reward_min": 800.0, "gate.off_track_per_episode_max": 0.0,
+        "gate.data.min_episodes": 9000, "gate.data.min_frames": 2_000_000,
+        "gate.model.dream_reward_min": 800.0, "gate.model.real_reward_min": 800.0,
+        "gate.model.off_track_per_episode_max": 0.0,
     },
 }
 

@@ -1,6 +1,7 @@
 """The gates with the profile's thresholds: validate_data (before training), check_model (after)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from dreamops.models.bundle import VMCBundle
@@ -11,24 +12,13 @@ from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport
 from dreamops.tasks.train_mdnrnn import mdn_holdout_metrics, zoom_steps
 from dreamops.tasks.train_vae import vae_holdout_metrics
-from dreamops.validation.data_gate import DataGateReport, DataGateThresholds, run_data_gate
-from dreamops.validation.model_gates import GateResult, ModelGateThresholds, evaluate_model_gates
+from dreamops.validation.data_gate import DataGateReport, run_data_gate
+from dreamops.validation.model_gates import GateResult, evaluate_model_gates
 
 
 def validate_data(path: Path, cfg: GateConfig, action_repeat: int, docs_dir: Path | None = None) -> DataGateReport:
     """The pixel checks skip the zoom-in at each episode's start (its first frames are black)."""
-    return run_data_gate(path, DataGateThresholds(min_episodes=cfg.min_episodes, min_frames=cfg.min_frames,
-                                                  max_corrupt_frame_fraction=cfg.max_corrupt_frame_fraction,
-                                                  skip_start_steps=zoom_steps(action_repeat)),
-                         docs_dir)
-
-
-def model_gate_thresholds(cfg: GateConfig) -> ModelGateThresholds:
-    return ModelGateThresholds(vae_recon_max=cfg.vae_recon_max, vae_kl_min=cfg.vae_kl_min, vae_kl_max=cfg.vae_kl_max,
-                               mdn_nll_max=cfg.mdn_nll_max, dream_reward_min=cfg.dream_reward_min,
-                               real_reward_min=cfg.real_reward_min,
-                               off_track_per_episode_max=cfg.off_track_per_episode_max,
-                               latency_p99_ms_max=cfg.latency_p99_ms_max)
+    return run_data_gate(path, replace(cfg.data, skip_start_steps=zoom_steps(action_repeat)), docs_dir)
 
 
 def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], action_repeat: int) -> dict | None:
@@ -52,4 +42,4 @@ def candidate_metrics(vae_report: dict, mdn_report: dict, cma_history: dict, eva
 
 
 def check_model(candidate: dict[str, float], cfg: GateConfig, production: dict | None) -> list[GateResult]:
-    return evaluate_model_gates(candidate, model_gate_thresholds(cfg), production)
+    return evaluate_model_gates(candidate, cfg.model, production)

@@ -20,10 +20,10 @@ ACTION_RANGES = {"steer": (-1.0, 1.0), "throttle": (0.0, 1.0), "brake": (0.0, 1.
 
 @dataclass
 class DataGateThresholds:
-    min_episodes: int = 1
-    """Episodes the profile needs."""
-    min_frames: int = 1
-    """Frames (agent steps) the profile needs."""
+    min_episodes: int = 30
+    """Episodes a training run needs (profiles set their own)."""
+    min_frames: int = 7000
+    """Frames (agent steps) a training run needs."""
     min_episode_length: int = 51
     """Shortest acceptable episode (the seed: more than 50 steps)."""
     corrupt_pixel_fraction: float = 0.05
@@ -32,7 +32,7 @@ class DataGateThresholds:
     """The dataset fails when more than this share of its frames is corrupt."""
     skip_start_steps: int = 0
     """Steps at each episode's start left out of the pixel checks (CarRacing's zoom-in opens on
-    the black void around the playfield)."""
+    the black void around the playfield); the train flow derives it from the frame skip."""
 
 
 @dataclass

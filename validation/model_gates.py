@@ -14,21 +14,23 @@ from dataclasses import dataclass
 
 @dataclass
 class ModelGateThresholds:
-    vae_recon_max: float
-    """Held-out reconstruction error (summed squared error per frame) must be below this."""
-    vae_kl_min: float
-    """Held-out KL per frame must lie in [vae_kl_min, vae_kl_max] (collapse below, no compression above)."""
-    vae_kl_max: float
-    mdn_nll_max: float
-    """Held-out NLL per transition must be below this."""
-    dream_reward_min: float
-    """Mean dream return of the final controller must exceed this."""
-    real_reward_min: float
-    """Mean real-environment return must exceed this."""
-    off_track_per_episode_max: float
-    """Off-track events per real episode (the CarRacing stand-in for collisions) must be <= this."""
+    """Defaults are the `quick` profile's; profiles overlay their own."""
+
+    vae_recon_max: float = 60.0
+    """Held-out reconstruction error per frame (summed squared error, pixels in [0, 1]) below this."""
+    vae_kl_min: float = 5.0
+    """Held-out KL per frame in [vae_kl_min, vae_kl_max] (collapse below, no compression above)."""
+    vae_kl_max: float = 60.0
+    mdn_nll_max: float = 30.0
+    """Held-out NLL per transition (nats, summed over latent dims) below this."""
+    dream_reward_min: float = 50.0
+    """Mean dream return of the final controller above this (seed, full scale: 800)."""
+    real_reward_min: float = 150.0
+    """Mean real-environment return above this (the rule-based baseline's level; seed: 800)."""
+    off_track_per_episode_max: float = 4.0
+    """Off-track events per real episode (CarRacing's collisions) at most this (seed: 0)."""
     latency_p99_ms_max: float = 80.0
-    """Full V-M-C step p99 on one CPU thread."""
+    """Full V-M-C step p99 on one CPU thread below this."""
     vae_recon_vs_production: float = 1.5
     """Candidate reconstruction must be < this x production's on the same frames."""
     mdn_loglik_vs_production: float = 0.9

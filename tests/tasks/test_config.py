@@ -24,6 +24,8 @@ def test_overrides_apply_with_types():
     ("cma.nope", 1, "unknown config key 'cma.nope'"),
     ("collect.policy_mix", {"teleport": 1.0}, "collect.policy_mix"),
     ("eval.compare_baselines", 1, "eval.compare_baselines"),
+    ("gate.data.max_corrupt_frame_fraction", 1.5, "gate.data.max_corrupt_frame_fraction"),
+    ("gate.model.vae_kl_min", 2e6, "gate.model.vae_kl_min"),  # smoke's vae_kl_max is 1e6
 ])
 def test_bad_values_raise_naming_the_key(key, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
