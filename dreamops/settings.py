@@ -17,6 +17,23 @@ class Settings(BaseSettings):
     experiment: str = Field("dreamops", description="MLflow experiment that training runs go to.")
     dataset_dir: Path | None = Field(None, description="Local dataset store; default: home/datasets.")
     workers: int = Field(0, description="Parallel simulator processes; 0 means one per CPU core.")
+    database_url: str | None = Field(None, description="dreamops's own SQL store (alias audit log, webhook "
+                                     "deliveries); default: SQLite under home. PostgreSQL in production.")
+    storage_uri: str | None = Field(None, description="Object store for datasets and uploads: a folder or "
+                                    "s3://bucket/prefix; default: the local dataset folder.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto); default: "
+                                        "$MLFLOW_S3_ENDPOINT_URL, else AWS.")
+    actor: str | None = Field(None, description="Who alias moves are recorded as; default: the OS user.")
+    webhook_secret: str | None = Field(None, description="Shared secret of the MLflow webhooks (HMAC-SHA256).")
+    webhook_max_age_s: int = Field(300, description="Webhook deliveries older than this are rejected.")
+    server_backend_store_uri: str | None = Field(None, description="`dreamops server`: MLflow backend store "
+                                                 "(postgresql://...); default: the embedded SQLite.")
+    server_artifacts_destination: str | None = Field(None, description="`dreamops server`: where the MLflow "
+                                                     "server keeps artifacts (s3://bucket/path); default: home.")
+    server_webhooks_to_private: bool = Field(False, description="`dreamops server`: let MLflow deliver webhooks "
+                                             "over http to private addresses (the API on the same network).")
+    server_webhook_key: str | None = Field(None, description="`dreamops server`: Fernet key MLflow encrypts "
+                                           "webhook secrets with; without it they are unreadable after a restart.")
 
     @property
     def resolved_home(self) -> Path:
@@ -37,6 +54,22 @@ class Settings(BaseSettings):
     @property
     def datasets(self) -> Path:
         return (self.dataset_dir or self.resolved_home / "datasets").resolve()
+
+    @property
+    def sql_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'dreamops.db'}"
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        import os
+
+        return self.s3_endpoint_url or os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+
+    @property
+    def actor_name(self) -> str:
+        import getpass
+
+        return self.actor or getpass.getuser()
 
     @property
     def n_workers(self) -> int:

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
+
 AGENTS = ("carracing-vmc",)
 
 
@@ -21,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set cma.generations=10 (repeatable)")
     t.add_argument("--dataset", help="train on this dataset (hash, prefix or path) instead of collecting")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    t.add_argument("--parent", help="warm-start V, M and C from this version (number, semver or alias); "
+                                    "recorded as the new version's parent")
 
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
@@ -41,9 +45,47 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--agent", default="carracing-vmc")
     pr.add_argument("--iterations", type=int, default=1000)
 
-    u = sub.add_parser("ui", help="start the MLflow UI on the configured (default: embedded) store")
-    u.add_argument("--port", type=int, default=5000)
-    u.add_argument("--host", default="127.0.0.1")
+    for name, text in (("server", "run the MLflow server (UI, registry, artifact proxy) on the configured stores"),
+                       ("ui", "same as `server`")):
+        u = sub.add_parser(name, help=text)
+        u.add_argument("--port", type=int, default=5000)
+        u.add_argument("--host", default="127.0.0.1")
+        u.add_argument("--workers", type=int, default=1)
+
+    ap = sub.add_parser("api", help="serve the dreamops REST API (uvicorn)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--host", default="127.0.0.1")
+
+    ls = sub.add_parser("versions", help="list a model's versions with semver, aliases and gate status")
+    ls.add_argument("model", nargs="?", default="carracing-vmc")
+
+    li = sub.add_parser("lineage", help="data, weights, config, code, gates and parent of one version")
+    li.add_argument("version", help="version number, semver (1.2.0) or alias")
+    li.add_argument("--model", default="carracing-vmc")
+    li.add_argument("--json", action="store_true")
+
+    pm = sub.add_parser("promote", help="point staging, canary or production at a version (rules enforced)")
+    pm.add_argument("version", help="version number, semver or alias")
+    pm.add_argument("--to", required=True, choices=("staging", "canary", "production"))
+    pm.add_argument("--model", default="carracing-vmc")
+    pm.add_argument("--reason", default="", help="why; goes into the audit log")
+
+    rb = sub.add_parser("rollback", help="put last-known-good (or --to VERSION) back in production")
+    rb.add_argument("model", nargs="?", default="carracing-vmc")
+    rb.add_argument("--to", help="version to restore (default: last-known-good)")
+    rb.add_argument("--reason", default="")
+
+    hi = sub.add_parser("history", help="the audit log of a model's alias moves, newest first")
+    hi.add_argument("model", nargs="?", default="carracing-vmc")
+    hi.add_argument("--limit", type=int, default=50)
+
+    rc = sub.add_parser("reconcile", help="apply the promotion rules to alias moves made in the MLflow UI")
+    rc.add_argument("--model", help="one model (default: every registered model)")
+    rc.add_argument("--watch", action="store_true", help="keep polling (the fallback when webhooks cannot reach the API)")
+    rc.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --watch")
+
+    wh = sub.add_parser("webhook", help="register the MLflow webhook that reports versions and alias moves")
+    wh.add_argument("--url", required=True, help="the dreamops API's receiver, e.g. https://dreamops/api/v1/webhooks/mlflow")
     return p
 
 
@@ -65,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
     try:
-        commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile, "ui": _ui}
+        commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile,
+                    "ui": _server, "server": _server, "versions": _versions, "lineage": _lineage, "promote": _promote,
+                    "rollback": _rollback, "history": _history, "reconcile": _reconcile, "webhook": _webhook, "api": _api}
         return commands[args.command](args, settings)
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except PromotionRefusedError as exc:  # the rules said no: not bad input, a verdict
+        print(f"dreamops: refused: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, LookupError) as exc:
         return _fail(str(exc))
     except RuntimeError as exc:
@@ -76,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, DataGateError):  # the run stopped before training; say why, fully
             print(exc.report.summary(), file=sys.stderr)
+            return 1
+        if isinstance(exc, VersionIntegrityError):
+            print(f"dreamops: error: {exc}", file=sys.stderr)
             return 1
         raise
 
@@ -94,16 +144,16 @@ def _train(args, settings) -> int:
     from dreamops.flows.train import train
 
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
-                   dataset=args.dataset, show_progress=not args.no_progress)
+                   dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
     baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
-    print(f"\nRegistered {result['model_uri']} (run {result['run_id']})")
+    print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
     print(f"  real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""))
     print(f"  dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms")
     if result["validation_status"] == "passed":
         print("  every gate passed: alias 'staging' now points at this version")
     else:
         print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
-    print(f"  data {result['data_hash'][:16]} in {settings.datasets}")
+    print(f"  data {result['data_hash'][:16]} at {result['data_uri']}")
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
     exe = sys.argv[0] if sys.argv[0].endswith("dreamops") else "dreamops"  # e.g. .venv/bin/dreamops under make
     print(f"  open the MLflow UI with: {exe} ui   (then http://127.0.0.1:5000)")
@@ -125,13 +175,12 @@ def _validate(args, settings) -> int:
     return 0 if report.passed else 1
 
 
-def _load_bundle_path(agent: str, ref: str, settings):
+def _load_version(agent: str, ref: str, settings):
     from dreamops.registry import store
 
     _check_agent(agent)
     store.configure(settings)
-    mv = store.get_version(agent, ref)
-    return mv, store.download_version_artifact(agent, mv.version, "vmc_bundle.pt")
+    return store.load_bundle(agent, ref)  # checks the weights against their registered hashes
 
 
 def _evaluate(args, settings) -> int:
@@ -145,7 +194,7 @@ def _evaluate(args, settings) -> int:
     if args.baseline:
         name, factory = args.baseline, baseline_factory(args.baseline)
     else:
-        mv, path = _load_bundle_path(args.agent, args.model, settings)
+        mv, _, path = _load_version(args.agent, args.model, settings)
         name, factory = f"{args.agent} v{mv.version}", BundlePolicyFactory(str(path))
     report = evaluate(factory, name, seeds, args.max_steps, settings.n_workers)
     summary = report.summary()
@@ -163,13 +212,12 @@ def _evaluate(args, settings) -> int:
 
 
 def _profile(args, settings) -> int:
-    from dreamops.models.bundle import VMCBundle
     from dreamops.tasks.profile import profile_latency
 
     if args.iterations < 10:
         raise ValueError("--iterations must be >= 10")
-    mv, path = _load_bundle_path(args.agent, args.model, settings)
-    report = profile_latency(VMCBundle.load(path), args.iterations)
+    mv, bundle, _ = _load_version(args.agent, args.model, settings)
+    report = profile_latency(bundle, args.iterations)
     print(f"{args.agent} v{mv.version}, one CPU thread, {args.iterations} iterations")
     for part, stats in report.items():
         if part != "threads":
@@ -177,14 +225,108 @@ def _profile(args, settings) -> int:
     return 0
 
 
-def _ui(args, settings) -> int:
+def _server(args, settings) -> int:
+    from dreamops.registry.server import mlflow_server_command
+
     settings.resolved_home.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.mlflow_tracking_uri,
-           "--host", args.host, "--port", str(args.port)]
-    if settings.tracking_uri is None:
-        cmd += ["--default-artifact-root", settings.artifact_root.as_uri()]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
-    os.execv(sys.executable, cmd)  # become the server: signals reach it directly
+    cmd, env = mlflow_server_command(settings, args.host, args.port, args.workers)
+    print(f"MLflow server and UI on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execve(sys.executable, cmd, env)  # become the server: signals reach it directly
+
+
+def _api(args, settings) -> int:
+    import uvicorn
+
+    uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _registry(settings):
+    from dreamops.registry import store
+    from dreamops.registry.promotion import Promotions
+
+    store.configure(settings)
+    return store, Promotions.from_settings(settings)
+
+
+def _print_moves(moves) -> None:
+    for m in moves:
+        print(f"  {m.alias}: {m.from_version or '-'} -> {m.to_version or '-'} [{m.outcome}] {m.reason}")
+
+
+def _versions(args, settings) -> int:
+    store, _ = _registry(settings)
+    rows = store.list_versions(args.model)
+    if not rows:
+        raise LookupError(f"model {args.model!r} has no versions")
+    print(f"{'version':>7}  {'semver':<8} {'aliases':<28} {'status':<8} {'return':>7}  {'data':<12}  created")
+    for r in rows:
+        status = r.validation_status + (f" ({', '.join(r.failed_gates)})" if r.failed_gates else "")
+        print(f"{r.version:>7}  {r.semver:<8} {','.join(r.aliases) or '-':<28} {r.validation_status:<8} "
+              f"{r.mean_reward:>7}  {r.data_hash:<12}  {r.created:%Y-%m-%d %H:%M}"
+              + (f"  failed: {', '.join(r.failed_gates)}" if r.failed_gates else ""))
+    return 0
+
+
+def _lineage(args, settings) -> int:
+    from dreamops.registry.lineage import format_lineage, lineage
+
+    _registry(settings)
+    info = lineage(args.model, args.version)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_lineage(info))
+    return 0
+
+
+def _promote(args, settings) -> int:
+    _, promotions = _registry(settings)
+    moves = promotions.promote(args.model, args.version, args.to, reason=args.reason, source="cli")
+    print(f"{args.model}: {args.to} -> version {args.version}" if moves else f"{args.model}: nothing to do")
+    _print_moves(moves)
+    return 0
+
+
+def _rollback(args, settings) -> int:
+    _, promotions = _registry(settings)
+    moves = promotions.rollback(args.model, to=args.to, reason=args.reason, source="cli")
+    print(f"{args.model}: rolled back; production is version {moves[0].to_version}")
+    _print_moves(moves)
+    return 0
+
+
+def _history(args, settings) -> int:
+    _, promotions = _registry(settings)
+    moves = promotions.audit.history(args.model, limit=args.limit)
+    if not moves:
+        print(f"no alias moves recorded for {args.model!r}")
+    for m in moves:
+        print(f"{m.at:%Y-%m-%d %H:%M:%S} UTC  {m.alias:<15} {m.from_version or '-':>4} -> {m.to_version or '-':<4} "
+              f"{m.outcome:<8} by {m.actor} ({m.source}): {m.reason}")
+    return 0
+
+
+def _reconcile(args, settings) -> int:
+    from dreamops.registry.promotion import reconcile_forever
+
+    store, promotions = _registry(settings)
+    models = [args.model] if args.model else None
+    if args.watch:
+        print(f"reconciling aliases every {args.interval:.0f} s (Ctrl-C to stop)", flush=True)
+        reconcile_forever(promotions, models, args.interval, on_moves=_print_moves)
+        return 0
+    for model in models or store.model_names():
+        moves = promotions.reconcile(model)
+        print(f"{model}: {len(moves)} move(s)")
+        _print_moves(moves)
+    return 0
+
+
+def _webhook(args, settings) -> int:
+    if not settings.webhook_secret:
+        raise ValueError("set DREAMOPS_WEBHOOK_SECRET first: the receiver verifies every delivery with it")
+    store, _ = _registry(settings)
+    hook_id = store.register_webhook(args.url, settings.webhook_secret)
+    print(f"webhook {hook_id} -> {args.url} for {', '.join(store.WEBHOOK_EVENTS)}")
+    return 0
 
 
 if __name__ == "__main__":

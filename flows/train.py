@@ -5,6 +5,7 @@ Wiring only: every step is a plain function in `tasks/`, wrapped here as a Prefe
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 
@@ -15,12 +16,15 @@ from prefect.cache_policies import NONE
 
 from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
 from dreamops.registry import store
+from dreamops.registry.promotion import Promotions
 from dreamops.registry.pyfunc import VMCPyfuncModel
+from dreamops.registry.semver import Fingerprint, next_version
+from dreamops.storage import open_store
 from dreamops.settings import get_settings
 from dreamops.tasks import plots
 from dreamops.tasks.collect import collect
 from dreamops.tasks.config import resolve_config
-from dreamops.tasks.dataset import find_path, open_dataset
+from dreamops.tasks.dataset import fetch, open_dataset, publish
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
@@ -51,15 +55,19 @@ profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 
 @flow(name="train")
 def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict | None = None,
-          warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True) -> dict:
+          warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True,
+          parent: str | None = None) -> dict:
     """Train, evaluate and register one version. `dataset` (a hash, prefix or path) trains on an
-    existing dataset instead of collecting one."""
+    existing dataset instead of collecting one. `parent` (a version number, semver or alias)
+    warm-starts V, M and C from that version's weights and is recorded in the lineage."""
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
     settings = get_settings()
     cfg = resolve_config(profile, overrides)
     cfg.warehouse_id = warehouse_id
     store.configure(settings)
+    parent_bundle, parent_version = _parent(agent, parent, cfg)
+    objects = open_store(settings)
     log = store.MetricLogger()
     workers = settings.n_workers
     with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
@@ -70,26 +78,31 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         if dataset is None:
             data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress).path
         else:
-            data_path = find_path(settings.datasets, dataset)
+            data_path = fetch(objects, settings.datasets, dataset)
         gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
         _publish_data_gate(gate, out / "data_docs")
         if not gate.passed:
             raise DataGateError(gate)  # before any training: nothing gets registered
         data = open_dataset(settings.datasets, str(data_path))
-        store.log_dataset(data.manifest, data.hash, str(data.path), f"{agent}-{data.hash[:12]}")
+        data_uri = publish(objects, data.path)
+        store.log_dataset(data.manifest, data.hash, data_uri, f"{agent}-{data.hash[:12]}")
         mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
 
-        vae, vae_report = train_vae_task(data, train_ids, holdout_ids, cfg.vae, cfg.seed, log, show_progress)
+        if cfg.vae.epochs == 0 and parent_bundle is None:
+            raise ValueError("vae.epochs=0 reuses a parent's V: name the parent version with --parent")
+        warm = {"vae": None, "mdnrnn": None, "controller": None} if parent_bundle is None else \
+            {"vae": parent_bundle.vae, "mdnrnn": parent_bundle.mdnrnn, "controller": parent_bundle.controller}
+        vae, vae_report = train_vae_task(data, train_ids, holdout_ids, cfg.vae, cfg.seed, log, show_progress,
+                                         init=warm["vae"])
         latents = encode_task(vae, data)
         mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, cfg.mdn,
                                                action_repeat=cfg.collect.action_repeat, seed=cfg.seed, log=log,
-                                               show_progress=show_progress)
+                                               show_progress=show_progress, init=warm["mdnrnn"])
         starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
-        controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress)
+        controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress, init=warm["controller"])
 
-        arch = Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians,
-                            action_repeat=cfg.collect.action_repeat)
+        arch = _architecture(cfg)
         bundle = VMCBundle(arch, vae, mdnrnn, controller)
         bundle_path = bundle.save(out / "eval" / "vmc_bundle.pt")
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
@@ -126,17 +139,22 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         artifacts = package_version(bundle, cfg.to_yaml(), report, reference_latents(latents, holdout_ids),
                                     out / "package")
         hashes = bundle.component_hashes()
+        fingerprint = Fingerprint.of(asdict(arch), data.hash, cfg.to_dict())
+        newest, newest_tags = store.newest_semver(agent)
+        semver = next_version(newest, Fingerprint.from_tags(newest_tags), fingerprint)
         registered = store.register_pyfunc(
             agent, VMCPyfuncModel(), artifacts, store.frame_signature(),
-            tags={"data_hash": data.hash, "git_sha": store.git_sha(), "warehouse_id": warehouse_id,
-                  "profile": profile, "validation_status": "pending",
+            tags={"data_hash": data.hash, "data_uri": data_uri, "git_sha": store.git_sha(),
+                  "warehouse_id": warehouse_id, "profile": profile, "validation_status": "pending",
+                  "semver": semver, **fingerprint.tags(), **({"parent_version": parent_version} if parent_version else {}),
                   **{f"weights.{k}": v for k, v in hashes.items()},
                   "eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
             pip_requirements=[f"torch=={pkg_version('torch')}", f"mlflow=={pkg_version('mlflow')}",
                               f"gymnasium=={pkg_version('gymnasium')}"])
         passed = store.record_gates(agent, registered.version, gates)
         if passed:
-            store.set_alias(agent, registered.version, "staging")
+            Promotions.from_settings(settings).promote(agent, registered.version, "staging", source="flow",
+                                                       reason=f"every gate passed in run {run.info.run_id}")
         summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{"policy": k, **{m: v.summary()[m] for m in ("mean_reward", "std_reward",
@@ -145,11 +163,28 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         mlflow.log_text(summary, "summary.md")
         return {"agent": agent, "profile": profile, "model_name": registered.name, "version": registered.version,
                 "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash,
+                "semver": semver, "data_uri": data_uri, "parent_version": parent_version,
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed]}
+
+
+def _architecture(cfg) -> Architecture:
+    return Architecture(cfg.vae.latent_dim, cfg.mdn.hidden_dim, cfg.mdn.n_gaussians,
+                        action_repeat=cfg.collect.action_repeat)
+
+
+def _parent(agent: str, ref: str | None, cfg) -> tuple[VMCBundle | None, str | None]:
+    """The parent version's weights for a warm start; its architecture must match this config's."""
+    if ref is None:
+        return None, None
+    mv, bundle, _ = store.load_bundle(agent, ref)
+    if bundle.arch != _architecture(cfg):
+        raise ValueError(f"cannot warm-start from version {mv.version}: its architecture {asdict(bundle.arch)} "
+                         f"differs from this config's {asdict(_architecture(cfg))}")
+    return bundle, str(mv.version)
 
 
 def _publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:

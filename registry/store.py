@@ -1,12 +1,14 @@
 """Every MLflow call of dreamops: tracking runs, the metrics adapter, registering versions, lookups."""
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlflow
 import numpy as np
@@ -16,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from dreamops.registry.errors import VersionIntegrityError
 from dreamops.settings import Settings
 
 ALIASES = ("staging", "canary", "production", "last-known-good")
@@ -101,20 +104,79 @@ def register_pyfunc(model_name: str, python_model: Any, artifacts: dict[str, str
     return RegisteredVersion(model_name, version, mlflow.active_run().info.run_id, f"models:/{model_name}/{version}")
 
 
+def _versions(model_name: str) -> list[ModelVersion]:
+    return MlflowClient().search_model_versions(f"name='{model_name}'")
+
+
 def get_version(model_name: str, ref: str) -> ModelVersion:
-    """A version by number, alias (`production`) or `latest`."""
+    """A version by number (`3`), semantic version (`1.2.0` or `v1.2.0`), alias (`production`) or `latest`."""
+    from dreamops.registry.semver import is_semver, parse
+
     client = MlflowClient()
     try:
-        if ref == "latest":
-            versions = client.search_model_versions(f"name='{model_name}'")
+        if ref == "latest" or is_semver(ref):
+            versions = _versions(model_name)
             if not versions:
                 raise ModelVersionNotFoundError(f"model {model_name!r} has no versions yet")
-            return max(versions, key=lambda v: int(v.version))
+            if ref == "latest":
+                return max(versions, key=lambda v: int(v.version))
+            found = [v for v in versions if v.tags.get("semver") and parse(v.tags["semver"]) == parse(ref)]
+            if not found:
+                raise ModelVersionNotFoundError(f"no version {ref!r} of model {model_name!r}")
+            return client.get_model_version(model_name, found[0].version)  # search results omit aliases
         if ref.isdigit():
             return client.get_model_version(model_name, ref)
         return client.get_model_version_by_alias(model_name, ref)
     except mlflow.exceptions.MlflowException as exc:
         raise ModelVersionNotFoundError(f"no version {ref!r} of model {model_name!r}") from exc
+
+
+@dataclass
+class VersionSummary:
+    version: str
+    semver: str
+    aliases: list[str]
+    validation_status: str
+    failed_gates: list[str]
+    created: datetime
+    mean_reward: str
+    data_hash: str
+
+
+def list_versions(model_name: str) -> list[VersionSummary]:
+    """Every version, newest first, with its aliases and gate status."""
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases(model_name).items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in sorted(_versions(model_name), key=lambda v: -int(v.version)):
+        failed = [k.removeprefix("gate.") for k, val in v.tags.items() if k.startswith("gate.")
+                  and not val.startswith("passed")]
+        rows.append(VersionSummary(str(v.version), v.tags.get("semver", "-"), sorted(by_version.get(str(v.version), [])),
+                                   v.tags.get("validation_status", "missing"), sorted(failed),
+                                   datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc),
+                                   v.tags.get("eval.mean_reward", "-"), v.tags.get("data_hash", "")[:12]))
+    return rows
+
+
+def newest_semver(model_name: str) -> tuple[str | None, dict[str, str]]:
+    """The highest semantic version of a model and that version's tags (None, {} for a new model)."""
+    from dreamops.registry.semver import is_semver, parse
+
+    try:
+        tagged = [v for v in _versions(model_name) if is_semver(v.tags.get("semver", ""))]
+    except mlflow.exceptions.MlflowException:
+        return None, {}
+    if not tagged:
+        return None, {}
+    best = max(tagged, key=lambda v: parse(v.tags["semver"]))
+    return best.tags["semver"], dict(best.tags)
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
 
 
 def download_version_artifact(model_name: str, version: str, artifact: str) -> Path:
@@ -124,11 +186,9 @@ def download_version_artifact(model_name: str, version: str, artifact: str) -> P
     return Path(path)
 
 
-class PromotionRefusedError(ValueError):
-    """An alias move the promotion rules forbid (e.g. a version that did not pass every gate)."""
-
-
-GATED_ALIASES = ("staging", "canary", "production")
+def download_run_artifact(run_id: str, artifact: str) -> Path:
+    dst = Path(tempfile.mkdtemp(prefix=f"dreamops-run-{run_id[:8]}-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(dst)))
 
 
 def find_alias(model_name: str, alias: str) -> ModelVersion | None:
@@ -137,6 +197,19 @@ def find_alias(model_name: str, alias: str) -> ModelVersion | None:
         return MlflowClient().get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def aliases(model_name: str) -> dict[str, str]:
+    """alias -> version as MLflow has them now (whoever set them: dreamops or the MLflow UI)."""
+    try:
+        model = MlflowClient().get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        return {}
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def model_names() -> list[str]:
+    return sorted(m.name for m in MlflowClient().search_registered_models())
 
 
 def record_gates(model_name: str, version: str, gates: list) -> bool:
@@ -151,12 +224,51 @@ def record_gates(model_name: str, version: str, gates: list) -> bool:
     return passed
 
 
-def set_alias(model_name: str, version: str, alias: str) -> None:
-    """Point `alias` at `version`. staging/canary/production need validation_status=passed."""
+def write_alias(model_name: str, alias: str, version: str | None) -> None:
+    """Point `alias` at `version`, or remove it (None). Raw: the promotion rules live in
+    registry.promotion, which is the only caller."""
     client = MlflowClient()
-    mv = client.get_model_version(model_name, version)
-    status = mv.tags.get("validation_status", "missing")
-    if alias in GATED_ALIASES and status != "passed":
-        raise PromotionRefusedError(f"version {version} of {model_name!r} has validation_status={status}; "
-                                    f"only versions that passed every gate may become {alias!r}")
-    client.set_registered_model_alias(model_name, alias, version)
+    if version is None:
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            client.delete_registered_model_alias(model_name, alias)
+    else:
+        client.set_registered_model_alias(model_name, alias, version)
+
+
+WEBHOOK_NAME = "dreamops"
+WEBHOOK_EVENTS = ("model_version.created", "model_version_alias.created", "model_version_alias.deleted")
+
+
+def register_webhook(url: str, secret: str, name: str = WEBHOOK_NAME) -> str:
+    """Create (or repoint) the MLflow webhook that tells dreamops about new versions and alias moves.
+    Needs an MLflow >= 3.3 server with a SQL backend store. Returns the webhook id."""
+    client = MlflowClient()
+    for hook in client.list_webhooks():
+        if hook.name == name:
+            client.update_webhook(hook.webhook_id, url=url, events=list(WEBHOOK_EVENTS), secret=secret,
+                                  status="ACTIVE")
+            return hook.webhook_id
+    return client.create_webhook(name=name, url=url, events=list(WEBHOOK_EVENTS), secret=secret).webhook_id
+
+
+class LoadedVersion(NamedTuple):
+    version: ModelVersion
+    bundle: Any  # VMCBundle
+    path: Path  # the downloaded bundle file, for worker processes
+
+
+def load_bundle(model_name: str, ref: str) -> LoadedVersion:
+    """A registered version's weights, after checking that V, M and C still hash to
+    the `weights.*` tags written at registration: versions are immutable, and a changed artifact
+    is refused rather than served."""
+    from dreamops.models.bundle import VMCBundle
+
+    mv = get_version(model_name, ref)
+    path = download_version_artifact(model_name, str(mv.version), "vmc_bundle.pt")
+    bundle = VMCBundle.load(path)
+    for component, digest in bundle.component_hashes().items():
+        recorded = mv.tags.get(f"weights.{component}")
+        if recorded is not None and recorded != digest:
+            raise VersionIntegrityError(f"version {mv.version} of {model_name!r}: {component} weights hash to "
+                                        f"{digest[:12]}, registered as {recorded[:12]}; refusing to load")
+    return LoadedVersion(mv, bundle, path)

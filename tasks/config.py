@@ -52,7 +52,7 @@ class VAEConfig:
     kl_tolerance: float = 0.5
     """Free bits per latent dim: KL below kl_tolerance * latent_dim nats is not penalised."""
     epochs: int = 4
-    """Passes over the training frames."""
+    """Passes over the training frames. 0 reuses a parent version's V unchanged (`--parent`)."""
     batch_size: int = 64
     """Frames per optimiser step."""
     lr: float = 1e-3
@@ -61,7 +61,9 @@ class VAEConfig:
     """Share of episodes held out for validation losses (and gates)."""
 
     def validate(self) -> None:
-        _positive(self, "latent_dim", "epochs", "batch_size", "lr")
+        _positive(self, "latent_dim", "batch_size", "lr")
+        if self.epochs < 0:
+            raise ValueError(f"vae.epochs must be >= 0, got {self.epochs}")
         _fraction(self, "holdout_fraction")
         if self.beta < 0 or self.kl_tolerance < 0:
             raise ValueError("vae.beta and vae.kl_tolerance must be >= 0")

@@ -10,6 +10,7 @@ bytes, which carry zip timestamps), so the same data always gets the same name.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dreamops.storage import ObjectStore
 
 SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
 
@@ -151,3 +154,38 @@ def open_dataset(store: Path, ref: str) -> Dataset:
         raise DatasetNotFoundError(f"{path} is not a dataset (no dataset.json)")
     info = json.loads((path / "dataset.json").read_text())
     return Dataset(path=path, hash=info["hash"], manifest=pd.read_parquet(path / "manifest.parquet"), info=info)
+
+
+# --- the object store (local folder or S3): datasets are published by hash, fetched on demand ---
+
+def publish(store: ObjectStore, dataset_path: Path) -> str:
+    """Copy a dataset to the object store (once: its folder name is its hash). dataset.json goes
+    last, so a half-uploaded dataset is never seen as one. Returns the dataset's URI there."""
+    prefix = f"datasets/{dataset_path.name}"
+    if not store.exists(f"{prefix}/dataset.json"):
+        for path in sorted(p for p in dataset_path.rglob("*") if p.is_file() and p.name != "dataset.json"):
+            store.put_file(path, f"{prefix}/{path.relative_to(dataset_path).as_posix()}")
+        store.put_file(dataset_path / "dataset.json", f"{prefix}/dataset.json")
+    return store.uri(prefix)
+
+
+def fetch(store: ObjectStore, local_root: Path, ref: str) -> Path:
+    """The local folder of dataset `ref` (hash or prefix of >= 8 chars), downloaded from the object
+    store when this machine does not have it yet."""
+    with contextlib.suppress(DatasetNotFoundError):
+        return find_path(local_root, ref)
+    names = {k.split("/")[1] for k in store.list("datasets/") if k.endswith("/dataset.json")}
+    matches = sorted(n for n in names if len(ref) >= 8 and (n.startswith(ref) or ref.startswith(n)))
+    if len(matches) != 1:
+        where = store.uri("datasets/")
+        raise DatasetNotFoundError(f"no dataset {ref!r} here ({local_root}) or in {where}" if not matches
+                                   else f"dataset prefix {ref!r} is ambiguous in {where}")
+    local_root.mkdir(parents=True, exist_ok=True)
+    staging = local_root / f".fetch-{uuid.uuid4().hex[:12]}"
+    store.get_dir(f"datasets/{matches[0]}", staging)
+    final = local_root / matches[0]
+    if final.exists():
+        shutil.rmtree(staging)
+    else:
+        staging.rename(final)
+    return final

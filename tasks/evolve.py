@@ -24,11 +24,12 @@ def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch
 
 
 def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
-                      show_progress: bool = True) -> tuple[Controller, dict[str, list[float]]]:
+                      show_progress: bool = True, init: Controller | None = None
+                      ) -> tuple[Controller, dict[str, list[float]]]:
     """Returns the controller at CMA-ES's final mean (less exploited by dream noise than the luckiest
-    sample) and per-generation fitness history."""
+    sample) and per-generation fitness history. `init` starts the search at a parent's controller."""
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
-    x0 = np.zeros(controller.n_params)
+    x0 = np.zeros(controller.n_params) if init is None else init.get_flat().double().numpy()
     es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.population, "seed": cfg.seed + 1, "verbose": -9})
     history: dict[str, list[float]] = {"best": [], "mean": [], "worst": [], "sigma": []}
     with progress(show_progress) as bar:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from dreamops.models.bundle import VMCBundle
 from dreamops.registry import store
 from dreamops.tasks.config import GateConfig
 from dreamops.tasks.dataset import Dataset
@@ -23,10 +22,9 @@ def validate_data(path: Path, cfg: GateConfig, action_repeat: int, docs_dir: Pat
 
 def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], action_repeat: int) -> dict | None:
     """Production's V and M measured on this run's held-out episodes (None if nothing is in production)."""
-    mv = store.find_alias(model_name, "production")
-    if mv is None:
+    if store.find_alias(model_name, "production") is None:
         return None
-    bundle = VMCBundle.load(store.download_version_artifact(model_name, mv.version, "vmc_bundle.pt"))
+    mv, bundle, _ = store.load_bundle(model_name, "production")
     vae = vae_holdout_metrics(bundle.vae, data, holdout_ids)
     mdn = mdn_holdout_metrics(bundle.mdnrnn, encode(bundle.vae, data), holdout_ids, zoom_steps(action_repeat))
     return {"version": mv.version, "vae_recon": vae["vae/holdout_recon"], "mdn_nll": mdn["mdn/holdout_nll"]}

@@ -52,12 +52,14 @@ def _window_terms(model: MDNRNN, batch: dict[str, torch.Tensor], sl: slice, stat
 
 def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str], cfg: MDNConfig,
                  action_repeat: int = 1, seed: int = 0, log: MetricSink = no_metrics,
-                 show_progress: bool = True) -> tuple[MDNRNN, dict[str, float]]:
+                 show_progress: bool = True, init: MDNRNN | None = None) -> tuple[MDNRNN, dict[str, float]]:
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     zdim = latents[train_ids[0]]["mu"].shape[1]
     skip = zoom_steps(action_repeat) if cfg.skip_start_reward else 0
     model = MDNRNN(zdim, 3, cfg.hidden_dim, cfg.n_gaussians, cfg.reward_weight, cfg.done_weight)
+    if init is not None:  # warm start from a parent version's M
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     batches_per_epoch = -(-len(train_ids) // cfg.batch_size)
     step = 0

@@ -53,14 +53,19 @@ def vae_holdout_metrics(vae: VAE, dataset: Dataset, episode_ids: list[str], max_
 
 
 def train_vae(dataset: Dataset, train_ids: list[str], holdout_ids: list[str], cfg: VAEConfig, seed: int = 0,
-              log: MetricSink = no_metrics, show_progress: bool = True) -> tuple[VAE, dict[str, float]]:
+              log: MetricSink = no_metrics, show_progress: bool = True,
+              init: VAE | None = None) -> tuple[VAE, dict[str, float]]:
+    """`init` warm-starts from a parent version's V (cfg.epochs=0 then reuses it unchanged)."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     vae = VAE(cfg.latent_dim, cfg.beta, cfg.kl_tolerance)
+    if init is not None:
+        vae.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     n_frames = int(dataset.manifest.set_index("episode_id").loc[train_ids, "length"].sum())
     steps_per_epoch = -(-n_frames // cfg.batch_size)
     step = 0
+    epoch_metrics: dict[str, float] = {}
     with progress(show_progress) as bar:
         task = bar.add_task("train V (VAE)", total=cfg.epochs * steps_per_epoch, status="")
         for epoch in range(cfg.epochs):
@@ -81,4 +86,6 @@ def train_vae(dataset: Dataset, train_ids: list[str], holdout_ids: list[str], cf
             epoch_metrics.update(vae_holdout_metrics(vae, dataset, holdout_ids))
             log(epoch_metrics, epoch)
     vae.eval()
+    if cfg.epochs == 0:  # a reused V: still measured on this data's holdout, for the gates
+        epoch_metrics = vae_holdout_metrics(vae, dataset, holdout_ids)
     return vae, {**epoch_metrics, "vae/steps": float(step)}

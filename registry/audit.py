@@ -1,0 +1,112 @@
+"""The alias audit log: every move of staging/canary/production/last-known-good, who made it, when,
+from which version to which, and why; refused and reverted attempts too.
+
+It lives in dreamops's own SQL database (SQLite by default, PostgreSQL in production), not in MLflow
+tags, so it survives alias moves, tag edits and MLflow upgrades, and it is one table to query.
+The same database remembers webhook delivery ids, so a replayed delivery is refused across
+restarts and API workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+alias_moves = sa.Table(
+    "dreamops_alias_moves", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),  # NULL: the alias was removed
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # cli | api | flow | webhook | reconciler
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("outcome", sa.String(16), nullable=False),  # applied | refused | reverted
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "dreamops_webhook_deliveries", metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+OUTCOMES = ("applied", "refused", "reverted")
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    model: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    actor: str
+    source: str
+    reason: str
+    outcome: str = "applied"
+    at: datetime | None = None
+    id: int | None = None
+
+
+class AuditLog:
+    def __init__(self, url: str):
+        self.engine = _engine(url)
+
+    def record(self, move: AliasMove) -> AliasMove:
+        if move.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {move.outcome!r}")
+        at = move.at or datetime.now(timezone.utc)
+        row = {k: getattr(move, k) for k in ("model", "alias", "from_version", "to_version", "actor", "source",
+                                              "reason", "outcome")}
+        with self.engine.begin() as conn:
+            new_id = conn.execute(alias_moves.insert().values(**row, at=at)).inserted_primary_key[0]
+        return AliasMove(**row, at=at, id=new_id)
+
+    def history(self, model: str, alias: str | None = None, limit: int | None = None) -> list[AliasMove]:
+        """Newest first."""
+        q = sa.select(alias_moves).where(alias_moves.c.model == model).order_by(alias_moves.c.id.desc())
+        if alias:
+            q = q.where(alias_moves.c.alias == alias)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [AliasMove(**{**r._mapping, "at": _utc(r.at)}) for r in conn.execute(q)]
+
+    def known_state(self, model: str) -> dict[str, str]:
+        """alias -> version as dreamops last left it (the newest applied or reverted move per alias)."""
+        state: dict[str, str] = {}
+        seen: set[str] = set()
+        for move in self.history(model):
+            if move.outcome == "refused" or move.alias in seen:
+                continue
+            seen.add(move.alias)
+            if move.to_version is not None:
+                state[move.alias] = move.to_version
+        return state
+
+    def first_delivery(self, delivery_id: str) -> bool:
+        """Remember a webhook delivery id; False when it was seen before (a replay)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(webhook_deliveries.insert().values(delivery_id=delivery_id,
+                                                               received_at=datetime.now(timezone.utc)))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+
+def _utc(at: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; they were written in UTC
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
