@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run smoke test bench lock clean
+.PHONY: install browser run smoke test bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,13 @@ run: install
 smoke: install
 	$(BIN)/dreamops train --agent carracing-vmc --profile smoke
 
-## make test: the whole suite (unit, data, contract and end-to-end smoke tests)
-test: install
+## make browser: Debian's Chromium and ChromeDriver for the MLflow UI test (skipped when present)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
+## make test: the whole suite (unit, data, contract, production-stack and end-to-end smoke tests)
+test: install browser
 	$(BIN)/python -m pytest
 
 ## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency)
@@ -33,7 +39,9 @@ bench: install
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 -e '.[test]'
-	.lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops\|^#' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/' > requirements.lock
+	head -2 requirements.lock > .lock-venv/header
+	(cat .lock-venv/header; .lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops\|^#' \
+		| sed 's/^torch==2.13.0+cpu/torch==2.13.0/') > requirements.lock
 	rm -rf .lock-venv
 
 clean:

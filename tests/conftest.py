@@ -36,3 +36,24 @@ def good_dataset(tmp_path_factory):
     from tests.validation.corpus import make_good
 
     return make_good(tmp_path_factory.mktemp("good-store"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """PostgreSQL + S3 (moto) + `mlflow server` + the dreamops API on loopback, one per session."""
+    from tests.stack import production_stack
+
+    with production_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
+
+
+@pytest.fixture
+def on_stack(stack, dreamops_home, monkeypatch):
+    """dreamops (CLI, flows) configured by settings only to use the production stack."""
+    from dreamops.settings import get_settings
+
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield stack
+    get_settings.cache_clear()

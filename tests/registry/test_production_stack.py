@@ -1,0 +1,182 @@
+"""The smoke pipeline against the production parts (mlflow server + PostgreSQL + S3), configured by
+settings only; the version loads back from S3; MLflow delivers signed webhooks to the dreamops API,
+which applies the promotion rules; the MLflow UI in headless Chromium shows the model's aliases."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from mlflow import MlflowClient
+
+from dreamops.flows.cli import main
+from dreamops.registry.webhooks import sign
+from tests.stack import BUCKET, WEBHOOK_SECRET
+
+pytestmark = pytest.mark.e2e
+MODEL = "carracing-vmc"
+ARTIFACTS_DIR = Path(os.environ.get("DREAMOPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def trained(prefect_server, stack, tmp_path_factory):
+    """One smoke run registered on the stack (with the webhook registered first, as in production)."""
+    from dreamops.settings import get_settings
+
+    home = tmp_path_factory.mktemp("stack-client") / ".dreamops"
+    saved = dict(os.environ)
+    os.environ.update({**stack.env, "DREAMOPS_HOME": str(home), "DREAMOPS_WORKERS": "2"})
+    get_settings.cache_clear()
+    try:
+        assert main(["webhook", "--url", f"{stack.api_url}/api/v1/webhooks/mlflow"]) == 0
+        assert main(["train", "--profile", "smoke", "--no-progress"]) == 0
+        yield home
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        mlflow.set_tracking_uri(None)
+
+
+def test_smoke_pipeline_registers_on_the_stack_and_loads_back_from_s3(trained, on_stack, tmp_path, capsys):
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+    from dreamops.storage import open_store
+    from dreamops.tasks.dataset import fetch, open_dataset
+
+    client = store.configure(get_settings())
+    assert get_settings().mlflow_tracking_uri.startswith("http://127.0.0.1")
+    mv = client.get_model_version(MODEL, "1")
+    assert mv.tags["semver"] == "1.0.0" and mv.tags["validation_status"] == "passed"
+    assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "1"
+
+    # the artifacts are objects in the S3 bucket, written by the MLflow server through boto3
+    bundle_keys = [k for k in on_stack.s3_keys("mlflow/") if k.endswith("artifacts/vmc_bundle.pt")]
+    assert len(bundle_keys) == 1
+    s3_bytes = on_stack.s3().get_object(Bucket=BUCKET, Key=bundle_keys[0])["Body"].read()
+    loaded = store.load_bundle(MODEL, "1")  # through the server's artifact proxy, hashes checked
+    assert hashlib.sha256(loaded.path.read_bytes()).hexdigest() == hashlib.sha256(s3_bytes).hexdigest()
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    actions = model.predict(frames, params={"reset": True})
+    assert actions.shape == (3, 3) and np.isfinite(actions).all()
+
+    # the dataset went to S3 through the storage interface; an empty machine fetches it by hash
+    data_hash = mv.tags["data_hash"]
+    assert mv.tags["data_uri"] == f"s3://{BUCKET}/store/datasets/{data_hash[:16]}"
+    assert f"store/datasets/{data_hash[:16]}/dataset.json" in on_stack.s3_keys("store/datasets/")
+    path = fetch(open_store(get_settings()), tmp_path / "empty-cache", data_hash[:12])
+    assert open_dataset(tmp_path / "empty-cache", str(path)).hash == data_hash
+
+    # the audit log is in PostgreSQL and the CLI reads it
+    with sa.create_engine(on_stack.env["DREAMOPS_DATABASE_URL"]).connect() as conn:
+        rows = conn.execute(sa.text("select alias, to_version, source from dreamops_alias_moves")).all()
+    assert ("staging", "1", "flow") in [tuple(r) for r in rows]
+    assert main(["lineage", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"data {data_hash}  at s3://{BUCKET}/store/datasets/" in out and "weights vae" in out
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_mlflow_webhooks_reach_the_api_and_apply_the_rules(trained, on_stack):
+    from dreamops.registry import store
+    from dreamops.registry.audit import AuditLog
+    from dreamops.settings import get_settings
+
+    client = store.configure(get_settings())
+    audit = AuditLog(get_settings().sql_url)
+    v1 = client.get_model_version(MODEL, "1")
+
+    # an engineer promotes v1 in the MLflow UI (the UI calls this same REST endpoint)
+    client.set_registered_model_alias(MODEL, "production", "1")
+    accepted = _wait_for(lambda: [m for m in audit.history(MODEL, "production") if m.source == "webhook"],
+                         what="the webhook to record the UI promotion")
+    assert accepted[0].to_version == "1" and accepted[0].outcome == "applied"
+
+    # ... then points production at a version that failed its gates: the API reverts it
+    bad = client.create_model_version(MODEL, source=v1.source, run_id=v1.run_id, model_id=v1.source.removeprefix("models:/"),
+                                      tags={"validation_status": "failed", "gate.vae_recon": "failed: 0.3 >= 0.02"})
+    client.set_registered_model_alias(MODEL, "production", str(bad.version))
+    reverted = _wait_for(lambda: [m for m in audit.history(MODEL, "production") if m.outcome == "reverted"],
+                         what="the webhook to revert the failed version")
+    assert reverted[0].from_version == str(bad.version) and reverted[0].to_version == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
+
+
+def _post(url: str, body: bytes, headers: dict) -> int:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_api_rejects_forged_stale_and_replayed_deliveries(stack):
+    url = f"{stack.api_url}/api/v1/webhooks/mlflow"
+    body = json.dumps({"entity": "model_version", "action": "created", "data": {"name": MODEL, "version": "1"}})
+
+    def headers(secret=WEBHOOK_SECRET, ts=None, delivery_id=None):
+        delivery_id, ts = delivery_id or str(uuid.uuid4()), str(int(ts or time.time()))
+        return {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts,
+                "X-MLflow-Signature": sign(secret, delivery_id, ts, body)}
+
+    good = headers()
+    assert _post(url, body.encode(), good) == 200
+    assert _post(url, body.encode(), good) == 409  # replay
+    assert _post(url, body.encode(), headers(secret="wrong")) == 401
+    assert _post(url, body.encode(), headers(ts=time.time() - 3600)) == 401  # stale
+
+
+def test_mlflow_ui_shows_the_model_with_its_aliases(trained, on_stack):
+    """Headless Chromium (Debian's package) driven by Selenium opens the UI that `mlflow server` serves."""
+    stack = on_stack
+    assert main(["promote", "1", "--to", "production", "--reason", "UI test"]) == 0
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    if not (chromium.exists() and chromedriver.exists()):
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(chromedriver)), options=options)
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        driver.get(f"{stack.tracking_uri}/#/models/{MODEL}")
+        WebDriverWait(driver, 90).until(lambda d: "Version 1" in d.find_element("tag name", "body").text
+                                        and "staging" in d.find_element("tag name", "body").text)
+        page = driver.find_element("tag name", "body").text
+        assert MODEL in page and "production" in page
+        driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-model.png"))
+
+        driver.get(f"{stack.tracking_uri}/#/models/{MODEL}/versions/1")
+        WebDriverWait(driver, 90).until(lambda d: "validation_status" in d.find_element("tag name", "body").text)
+        page = driver.find_element("tag name", "body").text
+        assert "semver" in page and "1.0.0" in page and "staging" in page
+        driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-version.png"))
+    finally:
+        driver.quit()
+    assert (ARTIFACTS_DIR / "mlflow-ui-model.png").stat().st_size > 10_000

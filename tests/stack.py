@@ -1,0 +1,134 @@
+"""The production parts on loopback, for real: PostgreSQL (the machine's server, fresh databases),
+an S3 endpoint (moto's server mode), `mlflow server` started from dreamops's settings, and the
+dreamops API (uvicorn) receiving MLflow's webhooks."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+BUCKET = "dreamops"
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{url} did not come up; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def process(cmd: list[str], env: dict, log: Path):
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def postgres_database(prefix: str):
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+    finally:
+        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Stack:
+    tracking_uri: str
+    api_url: str
+    s3_endpoint: str
+    env: dict[str, str]  # what a dreamops client (CLI, flow) needs to use this stack
+    logs: Path
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint)
+
+    def s3_keys(self, prefix: str = "") -> list[str]:
+        keys = []
+        for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        return keys
+
+
+@contextmanager
+def production_stack(workdir: Path):
+    from cryptography.fernet import Fernet
+
+    from dreamops.registry.server import mlflow_server_command
+    from dreamops.settings import Settings
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    base_env = {**os.environ, **aws}
+    with ExitStack() as stack:
+        mlflow_db = stack.enter_context(postgres_database("dreamops_mlflow"))
+        dreamops_db = stack.enter_context(postgres_database("dreamops_app"))
+
+        s3_port = free_port()
+        s3_endpoint = f"http://127.0.0.1:{s3_port}"
+        moto = stack.enter_context(process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                                            str(s3_port)], base_env, workdir / "moto.log"))
+        wait_http(f"{s3_endpoint}/moto-api/", moto, workdir / "moto.log")
+        import boto3
+
+        boto3.client("s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in aws.items()
+                                                         if k != "AWS_DEFAULT_REGION"},
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+
+        mlflow_port = free_port()
+        server_settings = Settings(home=workdir / "server-home", server_backend_store_uri=mlflow_db,
+                                   server_artifacts_destination=f"s3://{BUCKET}/mlflow", s3_endpoint_url=s3_endpoint,
+                                   server_webhooks_to_private=True, server_webhook_key=Fernet.generate_key().decode())
+        cmd, env = mlflow_server_command(server_settings, "127.0.0.1", mlflow_port, workers=2)
+        env = {**env, **aws, "MLFLOW_WEBHOOK_CACHE_TTL": "1"}  # tests move aliases seconds after registering
+        mlflow_proc = stack.enter_context(process(cmd, env, workdir / "mlflow.log"))
+        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+        wait_http(f"{tracking_uri}/health", mlflow_proc, workdir / "mlflow.log", timeout=180)
+
+        client_env = {**aws, "DREAMOPS_TRACKING_URI": tracking_uri, "DREAMOPS_DATABASE_URL": dreamops_db,
+                      "DREAMOPS_STORAGE_URI": f"s3://{BUCKET}/store", "DREAMOPS_S3_ENDPOINT_URL": s3_endpoint,
+                      "DREAMOPS_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        api_port = free_port()
+        api_env = {**base_env, **client_env, "DREAMOPS_HOME": str(workdir / "api-home")}
+        api = stack.enter_context(process([sys.executable, "-m", "dreamops.flows.cli", "api", "--port", str(api_port)],
+                                          api_env, workdir / "api.log"))
+        api_url = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{api_url}/healthz", api, workdir / "api.log")
+        yield Stack(tracking_uri, api_url, s3_endpoint, client_env, workdir)
