@@ -65,6 +65,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
     settings = get_settings()
     cfg = resolve_config(profile, overrides)
     cfg.warehouse_id = warehouse_id
+    if cfg.vae.epochs == 0 and parent is None:
+        raise ValueError("vae.epochs=0 reuses a parent's V: name the parent version with --parent")
     store.configure(settings)
     parent_bundle, parent_version = _parent(agent, parent, cfg)
     objects = open_store(settings)
@@ -89,8 +91,6 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
 
-        if cfg.vae.epochs == 0 and parent_bundle is None:
-            raise ValueError("vae.epochs=0 reuses a parent's V: name the parent version with --parent")
         warm = {"vae": None, "mdnrnn": None, "controller": None} if parent_bundle is None else \
             {"vae": parent_bundle.vae, "mdnrnn": parent_bundle.mdnrnn, "controller": parent_bundle.controller}
         vae, vae_report = train_vae_task(data, train_ids, holdout_ids, cfg.vae, cfg.seed, log, show_progress,

@@ -46,9 +46,32 @@ def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dre
 
     assert main(["evaluate", "--model", "latest", "--episodes", "2", "--max-steps", "50"]) == 0
     assert "mean return" in capsys.readouterr().out
-    assert main(["profile", "--model", "1", "--iterations", "20"]) == 0
+    assert main(["profile", "--model", "1.0.0", "--iterations", "20"]) == 0  # by semver
     assert "full_step" in capsys.readouterr().out
     _ui_lists_the_model(dreamops_home)
+
+
+def test_warm_start_records_the_parent_and_reuses_its_vae(prefect_server, dreamops_home, capsys):
+    assert main(["train", "--profile", "smoke", "--no-progress"]) == 0
+    assert main(["train", "--profile", "smoke", "--no-progress", "--parent", "1", "--set", "vae.epochs=0"]) == 0
+    assert "semver 1.0.1" in capsys.readouterr().out  # same architecture and data, other hyperparameters
+    client = mlflow.MlflowClient()
+    v1, v2 = client.get_model_version("carracing-vmc", "1"), client.get_model_version("carracing-vmc", "2")
+    assert v2.tags["parent_version"] == "1"
+    assert v2.tags["weights.vae"] == v1.tags["weights.vae"]  # reused unchanged
+    assert v2.tags["weights.mdnrnn"] != v1.tags["weights.mdnrnn"]  # warm-started, then trained further
+    assert main(["lineage", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "parent version: 1" in out and "semver 1.0.1" in out and v1.tags["data_hash"] in out
+    assert main(["train", "--profile", "smoke", "--set", "vae.epochs=0", "--no-progress"]) == 2
+    assert "name the parent version with --parent" in capsys.readouterr().err
+    assert main(["train", "--profile", "smoke", "--parent", "1", "--set", "vae.latent_dim=16", "--no-progress"]) == 2
+    assert "cannot warm-start from version 1" in capsys.readouterr().err
+
+    # versions are immutable: weights that no longer match their registered hash are not served
+    client.set_model_version_tag("carracing-vmc", "1", "weights.controller", "0" * 64)
+    assert main(["evaluate", "--model", "1", "--episodes", "1", "--max-steps", "10"]) == 1
+    assert "controller weights hash to" in capsys.readouterr().err
 
 
 def _ui_lists_the_model(home):

@@ -126,3 +126,27 @@ def test_cli_promote_rollback_history(registry, capsys):
     assert main(["versions", MODEL]) == 0
     out = capsys.readouterr().out
     assert "production" in out and "failed" in out
+
+
+def test_reconciler_loop_reverts_a_ui_move_within_its_interval(registry):
+    import threading
+    import time
+
+    from dreamops.registry.promotion import reconcile_forever
+
+    promotions, client = registry
+    good, failed = add_version(), add_version(status="failed", gates={"gate.vae_recon": "failed: x"})
+    promotions.promote(MODEL, good, "canary")
+    stop, seen = threading.Event(), []
+    loop = threading.Thread(target=reconcile_forever, args=(promotions, None, 0.2, seen.extend, stop))
+    loop.start()
+    try:
+        client.set_registered_model_alias(MODEL, "canary", failed)
+        deadline = time.time() + 20
+        while alias(client, "canary") != good and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        loop.join(10)
+    assert alias(client, "canary") == good
+    assert [(m.alias, m.outcome) for m in seen] == [("canary", "reverted")]
