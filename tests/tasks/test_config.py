@@ -18,7 +18,7 @@ def test_overrides_apply_with_types():
 
 @pytest.mark.parametrize("key,value,message", [
     ("cma.population", 1, "cma.population"),
-    ("vae.epochs", 0, "vae.epochs"),
+    ("vae.epochs", -1, "vae.epochs"),
     ("vae.holdout_fraction", 1.5, "vae.holdout_fraction"),
     ("cma.generations", 2.5, "cma.generations"),
     ("cma.nope", 1, "unknown config key 'cma.nope'"),
