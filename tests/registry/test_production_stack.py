@@ -104,7 +104,6 @@ def test_mlflow_webhooks_reach_the_api_and_apply_the_rules(trained, on_stack):
 
     client = store.configure(get_settings())
     audit = AuditLog(get_settings().sql_url)
-    v1 = client.get_model_version(MODEL, "1")
 
     # an engineer promotes v1 in the MLflow UI (the UI calls this same REST endpoint)
     client.set_registered_model_alias(MODEL, "production", "1")
@@ -113,12 +112,11 @@ def test_mlflow_webhooks_reach_the_api_and_apply_the_rules(trained, on_stack):
     assert accepted[0].to_version == "1" and accepted[0].outcome == "applied"
 
     # ... then points production at a version that failed its gates: the API reverts it
-    bad = client.create_model_version(MODEL, source=v1.source, run_id=v1.run_id, model_id=v1.source.removeprefix("models:/"),
-                                      tags={"validation_status": "failed", "gate.vae_recon": "failed: 0.3 >= 0.02"})
-    client.set_registered_model_alias(MODEL, "production", str(bad.version))
+    bad = _failed_version(client)
+    client.set_registered_model_alias(MODEL, "production", bad)
     reverted = _wait_for(lambda: [m for m in audit.history(MODEL, "production") if m.outcome == "reverted"],
                          what="the webhook to revert the failed version")
-    assert reverted[0].from_version == str(bad.version) and reverted[0].to_version == "1"
+    assert reverted[0].from_version == bad and reverted[0].to_version == "1"
     assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
 
 
@@ -147,13 +145,18 @@ def test_api_rejects_forged_stale_and_replayed_deliveries(stack):
     assert _post(url, body.encode(), headers(ts=time.time() - 3600)) == 401  # stale
 
 
-def test_mlflow_ui_shows_the_model_with_its_aliases(trained, on_stack):
-    """Headless Chromium (Debian's package) driven by Selenium opens the UI that `mlflow server` serves."""
-    stack = on_stack
-    assert main(["promote", "1", "--to", "production", "--reason", "UI test"]) == 0
+def _failed_version(client) -> str:
+    """A version that did not pass its gates (same weights as v1; only its tags differ)."""
+    v1 = client.get_model_version(MODEL, "1")
+    return str(client.create_model_version(MODEL, source=v1.source, run_id=v1.run_id,
+                                           model_id=v1.source.removeprefix("models:/"),
+                                           tags={"validation_status": "failed",
+                                                 "gate.vae_recon": "failed: 0.3 >= 0.02"}).version)
+
+
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
 
     chromium, chromedriver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
     if not (chromium.exists() and chromedriver.exists()):
@@ -162,20 +165,66 @@ def test_mlflow_ui_shows_the_model_with_its_aliases(trained, on_stack):
     options.binary_location = str(chromium)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(chromedriver)), options=options)
+    return webdriver.Chrome(service=Service(str(chromedriver)), options=options)
+
+
+def _add_alias_in_ui(driver, base: str, version: str, alias: str) -> None:
+    """What an engineer does: open the version, edit its aliases, type one, save."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{base}/#/models/{MODEL}/versions/{version}")
+    wait = WebDriverWait(driver, 90)
+    # the aliases editor opens from "Add" (no alias yet) or the pencil beside the aliases
+    edit = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'button[data-component-id*="aliaseditor"]')
+                      or [b for b in d.find_elements(By.CSS_SELECTOR, "button")
+                          if b.text == "Add" and "btn-link" in (b.get_attribute("class") or "")])
+    edit[0].click()
+    box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog] input[role=combobox]"))
+    box.send_keys(alias, Keys.ENTER)
+    save = '[data-component-id="mlflow.edit-aliases-modal.save-button"]'
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, save).is_enabled())
+    driver.find_element(By.CSS_SELECTOR, save).click()
+
+
+def test_promotion_in_the_mlflow_ui_goes_through_the_rules(trained, on_stack):
+    """Headless Chromium (Debian's package) driven by Selenium uses the UI that `mlflow server`
+    serves: a passed version promoted there stays; a failed one is reverted by the API."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dreamops.registry import store
+    from dreamops.registry.audit import AuditLog
+    from dreamops.settings import get_settings
+
+    client = store.configure(get_settings())
+    audit = AuditLog(get_settings().sql_url)
+    failed = _failed_version(client)
+    driver = _chromium()
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        driver.get(f"{stack.tracking_uri}/#/models/{MODEL}")
-        WebDriverWait(driver, 90).until(lambda d: "Version 1" in d.find_element("tag name", "body").text
-                                        and "staging" in d.find_element("tag name", "body").text)
-        page = driver.find_element("tag name", "body").text
-        assert MODEL in page and "production" in page
+        _add_alias_in_ui(driver, on_stack.tracking_uri, "1", "canary")
+        applied = _wait_for(lambda: [m for m in audit.history(MODEL, "canary") if m.source == "webhook"],
+                            what="the UI's canary promotion to reach the audit log")
+        assert (applied[0].to_version, applied[0].outcome) == ("1", "applied")
+
+        _add_alias_in_ui(driver, on_stack.tracking_uri, failed, "staging")
+        reverted = _wait_for(lambda: [m for m in audit.history(MODEL, "staging") if m.outcome == "reverted"
+                                      and m.from_version == failed], what="the failed version's revert")
+        assert reverted[0].to_version == "1"
+        assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "1"
+
+        driver.get(f"{on_stack.tracking_uri}/#/models/{MODEL}")
+        body = lambda d: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        WebDriverWait(driver, 90).until(lambda d: f"Version {failed}" in body(d) and "canary" in body(d)
+                                        and "staging" in body(d))
+        assert MODEL in body(driver)
         driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-model.png"))
 
-        driver.get(f"{stack.tracking_uri}/#/models/{MODEL}/versions/1")
-        WebDriverWait(driver, 90).until(lambda d: "validation_status" in d.find_element("tag name", "body").text)
-        page = driver.find_element("tag name", "body").text
-        assert "semver" in page and "1.0.0" in page and "staging" in page
+        driver.get(f"{on_stack.tracking_uri}/#/models/{MODEL}/versions/1")
+        WebDriverWait(driver, 90).until(lambda d: "validation_status" in body(d) and "canary" in body(d))
+        assert "semver" in body(driver) and "1.0.0" in body(driver)
         driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-version.png"))
     finally:
         driver.quit()
