@@ -1,21 +1,115 @@
-"""The dreamops REST API (FastAPI). Run: `dreamops api` or `uvicorn dreamops.api.main:app`."""
+"""The dreamops REST API (FastAPI). Run: `dreamops api` (uvicorn). OpenAPI at /docs.
+
+Every error is a JSON body `{"status": <code>, "message": "..."}` (validation errors add `errors`).
+"""
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import logging
+from contextlib import asynccontextmanager
 
-from dreamops.api.routes import webhooks
+import sqlalchemy as sa
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from dreamops.api import canary
+from dreamops.api.auth import AuthError
+from dreamops.api.db import Deployment, session_factory
+from dreamops.api.deps import promotions
+from dreamops.api.routes import deployments, models, robots, training, webhooks
+from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
+from dreamops.settings import get_settings
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger("dreamops.api")
+
+
+def tick_deployments() -> int:
+    """Evaluate every active rollout once (bake times elapse without telemetry; a restarted API
+    picks its rollouts up here). Returns how many were evaluated."""
+    make_session = session_factory(get_settings().sql_url)
+    with make_session() as session:
+        ids = list(session.scalars(sa.select(Deployment.id).where(Deployment.status == canary.ACTIVE)))
+    for deployment_id in ids:
+        with make_session() as session:
+            try:
+                canary.step(session, deployment_id, promotions())
+            except Exception:  # one broken rollout must not stop the others
+                log.exception("evaluating deployment %s failed", deployment_id)
+    return len(ids)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings = get_settings()
+    await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
+
+    async def ticker():
+        while True:
+            await asyncio.sleep(settings.canary_tick_s)
+            try:
+                await run_in_threadpool(tick_deployments)
+            except Exception:
+                log.exception("deployment tick failed")
+
+    task = asyncio.create_task(ticker())
+    yield
+    task.cancel()
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="dreamops", version="0.1.0",
-                  description="Training triggers, model lookup, canary rollouts and registry events.")
-    app.include_router(webhooks.router, prefix=API_PREFIX)
+    app = FastAPI(title="dreamops", version="0.1.0", lifespan=lifespan,
+                  description="Training triggers, model lookup, staged canary rollouts and registry events.")
+    for router in (training.router, models.router, deployments.router, robots.router, webhooks.router):
+        app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
         return {"status": "ok"}
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{e['where']}: {e['problem']}" for e in errors)
+        return _error(422, f"invalid request: {summary}", errors=errors)
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(LookupError)
+    async def not_found(request: Request, exc: LookupError):
+        return _error(404, str(exc))
+
+    @app.exception_handler(PromotionRefusedError)
+    async def refused(request: Request, exc: PromotionRefusedError):
+        return _error(409, str(exc))
+
+    @app.exception_handler(canary.DeploymentConflict)
+    async def conflict(request: Request, exc: canary.DeploymentConflict):
+        return _error(409, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError):
+        return _error(422, str(exc))
+
+    @app.exception_handler(VersionIntegrityError)
+    async def integrity(request: Request, exc: VersionIntegrityError):
+        return _error(409, str(exc))
+
+    @app.exception_handler(RuntimeError)
+    async def unavailable(request: Request, exc: RuntimeError):  # e.g. Prefect unreachable
+        return _error(503, str(exc))
 
     return app
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dreamops.registry.audit import AliasMove
 
@@ -30,3 +30,142 @@ class WebhookAck(BaseModel):
     event: str
     model: str | None
     moves: list[AliasMoveOut]
+    deployments: list[str] = []  # rollouts started by a `canary` alias set in the MLflow UI
+
+
+# --- robots (the fleet's side of the API) ---
+
+class Assignment(BaseModel):
+    """What a robot should run now. `version` is None when nothing is deployed to it yet."""
+    robot_id: str
+    warehouse_id: str
+    model: str
+    version: str | None
+    semver: str | None = None
+    deployment_id: str | None = None
+    arm: str | None = None  # "canary" | "baseline" | "production"
+
+
+class EpisodeReport(BaseModel):
+    seed: int
+    reward: float
+    collisions: int = Field(ge=0, description="off-track events (CarRacing's collisions)")
+    steps: int = Field(ge=1)
+    latency_p50_ms: float = Field(ge=0)
+    latency_p99_ms: float = Field(ge=0)
+    ended_at: datetime = Field(description="when the episode ended, on the robot's clock (UTC)")
+
+
+class TelemetryBatch(BaseModel):
+    warehouse_id: str
+    version: str
+    deployment_id: str | None = None
+    episodes: list[EpisodeReport] = Field(min_length=1, max_length=1000)
+    latents: list[list[float]] = Field(default_factory=list, max_length=256,
+                                       description="a sample of V's latent means, for drift checks")
+
+
+class TelemetryAck(BaseModel):
+    accepted: int
+    deployment_status: str | None = None
+
+
+class EpisodeUploadAck(BaseModel):
+    key: str
+    uri: str
+    frames: int
+
+
+# --- training ---
+
+class TrainingTrigger(BaseModel):
+    warehouse_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    data_window_hours: float | None = Field(None, gt=0, le=24 * 365,
+                                            description="also train on fleet episodes uploaded in this window")
+    agent: str = "carracing-vmc"
+    profile: str = "quick"
+
+
+class TrainingJobOut(BaseModel):
+    job_id: str
+    status: str
+    warehouse_id: str
+    agent: str
+    profile: str
+    data_window_hours: float | None
+    flow_run_id: str | None
+    version: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job) -> "TrainingJobOut":
+        return cls(job_id=job.id, status=job.status, warehouse_id=job.warehouse_id, agent=job.agent,
+                   profile=job.profile, data_window_hours=job.data_window_hours, flow_run_id=job.flow_run_id,
+                   version=job.version, error=job.error, created_at=job.created_at, updated_at=job.updated_at)
+
+
+# --- models ---
+
+class VersionOut(BaseModel):
+    model: str
+    version: str
+    semver: str | None
+    aliases: list[str]
+    validation_status: str
+    gates: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    lineage: dict | None = None
+
+
+# --- deployments ---
+
+class DeployRequest(BaseModel):
+    warehouse_id: str | None = Field(None, min_length=1, max_length=64)
+    robot_ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    rollout_percent: int = Field(10, gt=0, le=100, description="the first stage's share of robots on the canary")
+    stages: list[int] | None = Field(None, description="explicit stages, e.g. [5, 20, 100]; default from rollout_percent")
+    bake_seconds: float = Field(60.0, ge=0)
+    min_episodes: int = Field(5, ge=1)
+    max_collisions_per_episode: float = Field(0.0, ge=0)
+    min_mean_reward: float = 0.0
+    max_latency_p99_ms: float = Field(80.0, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1)
+    min_detectable_drop: float = Field(50.0, gt=0)
+
+
+class DeploymentOut(BaseModel):
+    deployment_id: str
+    status: str
+    model: str
+    version: str
+    baseline_version: str | None
+    warehouse_id: str | None
+    robot_ids: list[str] | None
+    stages: list[int]
+    stage_index: int
+    percent: int
+    stage_started_at: datetime
+    policy: dict
+    statistics: dict
+    reason: str | None
+    breach_at: datetime | None
+    ended_at: datetime | None
+    rollback_seconds: float | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, d) -> "DeploymentOut":
+        return cls(deployment_id=d.id, status=d.status, model=d.model, version=d.version,
+                   baseline_version=d.baseline_version, warehouse_id=d.warehouse_id, robot_ids=d.robot_ids,
+                   stages=d.stages, stage_index=d.stage_index, percent=d.stages[d.stage_index],
+                   stage_started_at=d.stage_started_at, policy=d.policy, statistics=d.statistics, reason=d.reason,
+                   breach_at=d.breach_at, ended_at=d.ended_at, rollback_seconds=d.rollback_seconds,
+                   created_at=d.created_at)
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field("rolled back by hand", max_length=500)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     actor: str | None = Field(None, description="Who alias moves are recorded as; default: the OS user.")
     webhook_secret: str | None = Field(None, description="Shared secret of the MLflow webhooks (HMAC-SHA256).")
     webhook_max_age_s: int = Field(300, description="Webhook deliveries older than this are rejected.")
+    canary_tick_s: float = Field(2.0, description="How often the API re-evaluates active canary rollouts.")
     server_backend_store_uri: str | None = Field(None, description="`dreamops server`: MLflow backend store "
                                                  "(postgresql://...); default: the embedded SQLite.")
     server_artifacts_destination: str | None = Field(None, description="`dreamops server`: where the MLflow "

@@ -56,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--host", default="127.0.0.1")
 
+    sv = sub.add_parser("serve", help="run the Prefect deployments (the API's training trigger starts them)")
+    sv.add_argument("--limit", type=int, default=1, help="flow runs at a time")
+
+    up = sub.add_parser("up", help="the local stack on loopback: Prefect server, MLflow server, serve, API")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--api-port", type=int, default=8000)
+
+    tk = sub.add_parser("token", help="create an API token (printed once; only its hash is stored)")
+    tk.add_argument("action", choices=("create",))
+    tk.add_argument("--name", required=True)
+    tk.add_argument("--role", required=True, choices=("engineer", "robot", "viewer"))
+
     ls = sub.add_parser("versions", help="list a model's versions with semver, aliases and gate status")
     ls.add_argument("model", nargs="?", default="carracing-vmc")
 
@@ -109,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile,
                     "ui": _server, "server": _server, "versions": _versions, "lineage": _lineage, "promote": _promote,
-                    "rollback": _rollback, "history": _history, "reconcile": _reconcile, "webhook": _webhook, "api": _api}
+                    "rollback": _rollback, "history": _history, "reconcile": _reconcile, "webhook": _webhook, "api": _api, "serve": _serve,
+                    "token": _token, "up": _up}
         return commands[args.command](args, settings)
     except KeyboardInterrupt:
         return _fail("interrupted")
@@ -238,6 +253,31 @@ def _api(args, settings) -> int:
     import uvicorn
 
     uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _serve(args, settings) -> int:
+    from dreamops.flows.serve import serve_forever
+
+    if args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    serve_forever(args.limit)
+    return 0
+
+
+def _up(args, settings) -> int:
+    from dreamops.flows.up import Ports, up
+
+    return up(settings, args.host, Ports(args.prefect_port, args.mlflow_port, args.api_port))
+
+
+def _token(args, settings) -> int:
+    from dreamops.api.auth import create_token
+    from dreamops.api.db import session_factory
+
+    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    with session_factory(settings.sql_url)() as session:
+        print(create_token(session, args.name, args.role))
     return 0
 
 

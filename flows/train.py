@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, task
+from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
@@ -30,6 +31,7 @@ from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import baseline_factory, evaluate
 from dreamops.tasks.evolve import evolve_controller
+from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
@@ -56,10 +58,11 @@ profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 @flow(name="train")
 def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict | None = None,
           warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True,
-          parent: str | None = None) -> dict:
+          parent: str | None = None, data_window_hours: float | None = None) -> dict:
     """Train, evaluate and register one version. `dataset` (a hash, prefix or path) trains on an
     existing dataset instead of collecting one. `parent` (a version number, semver or alias)
-    warm-starts V, M and C from that version's weights and is recorded in the lineage."""
+    warm-starts V, M and C from that version's weights and is recorded in the lineage.
+    `data_window_hours` adds the warehouse's fleet episodes uploaded in that window to the data."""
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
     settings = get_settings()
@@ -75,12 +78,19 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
     with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         store.log_config(cfg.flat(), cfg.to_yaml())
-        mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha()})
+        mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha(),
+                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id)})
 
         if dataset is None:
             data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress).path
         else:
             data_path = fetch(objects, settings.datasets, dataset)
+        if data_window_hours:
+            merged, n_fleet = with_fleet_episodes(open_dataset(settings.datasets, str(data_path)), objects,
+                                                  settings.datasets, warehouse_id, data_window_hours,
+                                                  cfg.collect.action_repeat)
+            data_path = merged.path
+            mlflow.log_metric("data/fleet_episodes", n_fleet)
         gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
         _publish_data_gate(gate, out / "data_docs")
         if not gate.passed:
@@ -146,6 +156,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             agent, VMCPyfuncModel(), artifacts, store.frame_signature(),
             tags={"data_hash": data.hash, "data_uri": data_uri, "git_sha": store.git_sha(),
                   "warehouse_id": warehouse_id, "profile": profile, "validation_status": "pending",
+                  "prefect_flow_run_id": str(prefect_runtime.flow_run.id),
                   "semver": semver, **fingerprint.tags(), **({"parent_version": parent_version} if parent_version else {}),
                   **{f"weights.{k}": v for k, v in hashes.items()},
                   "eval.mean_reward": f"{evals['vmc'].mean:.1f}"},

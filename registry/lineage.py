@@ -45,3 +45,16 @@ def format_lineage(info: dict) -> str:
         lines.append(f"  eval {policy:<11} mean return {summary['mean_reward']:.1f} +/- {summary['std_reward']:.1f}"
                      f" over {summary['episodes']} episodes")
     return "\n".join(lines)
+
+
+def describe(model: str, ref: str) -> dict:
+    """One version for the API: identity, aliases, gate results, run metrics and lineage."""
+    mv = store.get_version(model, ref)
+    tags = dict(mv.tags)
+    metrics = MlflowClient().get_run(mv.run_id).data.metrics
+    return {"model": model, "version": str(mv.version), "semver": tags.get("semver"), "aliases": sorted(mv.aliases),
+            "validation_status": tags.get("validation_status", "missing"),
+            "gates": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
+            "metrics": {k: v for k, v in metrics.items() if k.startswith(("eval/", "gate/", "latency/", "data/"))
+                        or k in ("vae/holdout_recon", "mdn/holdout_nll")},
+            "tags": tags}

@@ -100,6 +100,15 @@ class Promotions:
                                           f"{reason}: the production holder before {target}"))
             return moves
 
+    def retire(self, model: str, alias: str, reason: str, source: str = "api") -> list[AliasMove]:
+        """Remove `alias` (e.g. `canary` when a rollout ends), recorded like any move."""
+        with self._lock:
+            holder = store.aliases(model).get(alias)
+            if holder is None:
+                return []
+            store.write_alias(model, alias, None)
+            return [self._record(model, alias, holder, None, source, reason)]
+
     # --- moves seen after the fact (MLflow UI via webhook, or the reconciler's poll) ---
 
     def reconcile(self, model: str, source: str = "reconciler", actor: str = "mlflow") -> list[AliasMove]:

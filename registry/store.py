@@ -272,3 +272,11 @@ def load_bundle(model_name: str, ref: str) -> LoadedVersion:
             raise VersionIntegrityError(f"version {mv.version} of {model_name!r}: {component} weights hash to "
                                         f"{digest[:12]}, registered as {recorded[:12]}; refusing to load")
     return LoadedVersion(mv, bundle, path)
+
+
+def find_version_by_tag(model_name: str, key: str, value: str) -> ModelVersion | None:
+    try:
+        found = [v for v in _versions(model_name) if v.tags.get(key) == value]
+    except mlflow.exceptions.MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None

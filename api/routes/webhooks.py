@@ -1,22 +1,47 @@
-"""POST /api/v1/webhooks/mlflow: MLflow's signed deliveries (new versions, alias moves)."""
+"""POST /api/v1/webhooks/mlflow: MLflow's signed deliveries (new versions, alias moves). A `canary`
+alias set in the MLflow UI, once accepted by the promotion rules, starts a staged rollout."""
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
-from dreamops.api.deps import webhook_receiver
+from dreamops.api import canary
+from dreamops.api.deps import db, promotions, webhook_receiver
 from dreamops.api.schemas import AliasMoveOut, WebhookAck
+from dreamops.registry import store
 from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+log = logging.getLogger("dreamops.api")
 
 
 @router.post("/mlflow", response_model=WebhookAck)
-async def mlflow_webhook(request: Request, receiver: WebhookReceiver = Depends(webhook_receiver)) -> WebhookAck:
+async def mlflow_webhook(request: Request, receiver: WebhookReceiver = Depends(webhook_receiver),
+                         session: Session = Depends(db)) -> WebhookAck:
     body = await request.body()  # the raw bytes: the signature covers them exactly
     try:
         result = await run_in_threadpool(receiver.handle, dict(request.headers), body)
     except WebhookRejected as exc:
         raise HTTPException(exc.status, exc.reason) from None
+    deployments = []
+    for move in result.moves:
+        if move.alias == "canary" and move.outcome == "applied" and move.to_version:
+            deployments.append(await run_in_threadpool(_start_rollout, session, move.model, move.to_version))
     return WebhookAck(delivery_id=result.delivery_id, event=f"{result.entity}.{result.action}", model=result.model,
-                      moves=[AliasMoveOut.of(m) for m in result.moves])
+                      moves=[AliasMoveOut.of(m) for m in result.moves], deployments=[d for d in deployments if d])
+
+
+def _start_rollout(session: Session, model: str, version: str) -> str | None:
+    """The rollout an engineer asked for by setting `canary` in the UI: the version's warehouse,
+    default stages and guardrails."""
+    warehouse = store.get_version(model, version).tags.get("warehouse_id", "default")
+    try:
+        deployment = canary.start(session, promotions(), model, version, canary.RolloutPolicy(), "mlflow-ui",
+                                  warehouse_id=warehouse, set_alias=False)
+    except (canary.DeploymentConflict, LookupError, ValueError) as exc:
+        log.warning("canary alias on %s v%s did not start a rollout: %s", model, version, exc)
+        return None
+    return deployment.id

@@ -1,0 +1,121 @@
+"""The fleet's side: GET assignment, POST telemetry, POST episodes (npz shards for retraining)."""
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from dreamops.api import canary
+from dreamops.api.auth import Principal
+from dreamops.api.db import Deployment, Robot, TelemetryEpisode, utcnow
+from dreamops.api.deps import allowed, db, promotions, settings
+from dreamops.api.schemas import Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
+from dreamops.registry import store
+from dreamops.settings import Settings
+from dreamops.storage import open_store
+from dreamops.tasks.dataset import SHARD_ARRAYS
+
+router = APIRouter(prefix="/robots", tags=["robots"])
+ID = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+
+@router.get("/{robot_id}/assignment", response_model=Assignment)
+def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model: str = Query("carracing-vmc"),
+               _: Principal = Depends(allowed("robot")), session: Session = Depends(db)) -> Assignment:
+    """The version this robot runs now: its arm of an active canary, else production."""
+    _valid_id(robot_id)
+    promotions()
+    robot = session.get(Robot, robot_id) or Robot(id=robot_id, warehouse_id=warehouse_id)
+    robot.warehouse_id, robot.last_seen = warehouse_id, utcnow()
+    session.add(robot)
+    deployment = canary.active_for(session, robot_id, warehouse_id)
+    if deployment is not None and deployment.model == model:
+        arm = canary.arm_of(deployment, robot_id)
+        version = deployment.version if arm == "canary" else deployment.baseline_version
+        deployment_id = deployment.id
+    else:
+        production = store.find_alias(model, "production")
+        arm, version, deployment_id = "production", str(production.version) if production else None, None
+    robot.running_version = version
+    session.commit()
+    return Assignment(robot_id=robot_id, warehouse_id=warehouse_id, model=model, version=version,
+                      deployment_id=deployment_id, arm=arm if version else None)
+
+
+@router.post("/{robot_id}/telemetry", response_model=TelemetryAck)
+def telemetry(robot_id: str, batch: TelemetryBatch, _: Principal = Depends(allowed("robot")),
+              session: Session = Depends(db)) -> TelemetryAck:
+    """Store the episodes; an active deployment is evaluated at once (guardrails -> rollback)."""
+    _valid_id(robot_id)
+    deployment = session.get(Deployment, batch.deployment_id) if batch.deployment_id else None
+    if batch.deployment_id and deployment is None:
+        raise HTTPException(404, f"no deployment {batch.deployment_id!r}")
+    arm = stage = None
+    if deployment is not None:
+        arm = {deployment.version: "canary", deployment.baseline_version: "baseline"}.get(batch.version)
+        stage = deployment.stage_index
+    for e in batch.episodes:
+        session.add(TelemetryEpisode(robot_id=robot_id, warehouse_id=batch.warehouse_id, version=batch.version,
+                                     deployment_id=batch.deployment_id, arm=arm, stage_index=stage, seed=e.seed,
+                                     reward=e.reward, collisions=e.collisions, steps=e.steps,
+                                     latency_p50_ms=e.latency_p50_ms, latency_p99_ms=e.latency_p99_ms,
+                                     ended_at=e.ended_at, latents=batch.latents or None))
+    session.commit()
+    status = None
+    if deployment is not None:
+        status = canary.step(session, deployment.id, promotions()).status
+    return TelemetryAck(accepted=len(batch.episodes), deployment_status=status)
+
+
+@router.post("/{robot_id}/episodes", response_model=EpisodeUploadAck, status_code=201)
+async def upload_episode(robot_id: str, request: Request, warehouse_id: str = Query(..., pattern=ID),
+                         version: str = Query(..., pattern=ID), _: Principal = Depends(allowed("robot")),
+                         cfg: Settings = Depends(settings)) -> EpisodeUploadAck:
+    """One episode as an npz of obs, actions, rewards, dones, kept for the next retrain."""
+    _valid_id(robot_id)
+    body = await request.body()
+    if not body or len(body) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413 if body else 422, f"episode must be 1 byte .. {MAX_UPLOAD_BYTES} bytes of npz")
+    frames = _check_episode(body)
+    key = f"uploads/{warehouse_id}/{int(time.time() * 1000)}-{robot_id}-{version}-{uuid.uuid4().hex[:8]}.npz"
+    objects = open_store(cfg)
+    await run_in_threadpool(_put, objects, body, key)
+    return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames)
+
+
+def _check_episode(body: bytes) -> int:
+    try:
+        with np.load(io.BytesIO(body), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception:
+        raise HTTPException(422, "body is not a readable npz file") from None
+    missing = set(SHARD_ARRAYS) - set(arrays)
+    if missing:
+        raise HTTPException(422, f"episode npz lacks {sorted(missing)}")
+    n = len(arrays["actions"])
+    if arrays["obs"].shape != (n, 64, 64, 3) or arrays["obs"].dtype != np.uint8 or arrays["actions"].shape != (n, 3) \
+            or len(arrays["rewards"]) != n or len(arrays["dones"]) != n or n == 0:
+        raise HTTPException(422, "episode arrays must be obs uint8 [T,64,64,3], actions [T,3], rewards [T], dones [T]")
+    return n
+
+
+def _put(objects, body: bytes, key: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "episode.npz"
+        path.write_bytes(body)
+        objects.put_file(path, key)
+
+
+def _valid_id(robot_id: str) -> None:
+    import re
+
+    if not re.match(ID, robot_id):
+        raise HTTPException(422, f"robot id {robot_id!r} must match {ID}")

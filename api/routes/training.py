@@ -1,0 +1,39 @@
+"""POST /training/trigger, GET /training/{job_id}."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from sqlalchemy.orm import Session
+
+from dreamops.api import training
+from dreamops.api.auth import Principal
+from dreamops.api.db import TrainingJob
+from dreamops.api.deps import allowed, db
+from dreamops.api.schemas import TrainingJobOut, TrainingTrigger
+from dreamops.tasks.config import PROFILES
+
+router = APIRouter(prefix="/training", tags=["training"])
+AGENTS = ("carracing-vmc",)
+
+
+@router.post("/trigger", response_model=TrainingJobOut, status_code=202)
+def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | None = Header(None, max_length=128),
+            who: Principal = Depends(allowed("train")), session: Session = Depends(db)) -> TrainingJobOut:
+    """Start the train flow for a warehouse and return at once (status `queued`). While a job for the
+    warehouse is still queued or running, or for a repeated Idempotency-Key, the existing job is returned."""
+    if body.agent not in AGENTS:
+        raise HTTPException(422, f"unknown agent {body.agent!r}; choose one of {', '.join(AGENTS)}")
+    if body.profile not in PROFILES:
+        raise HTTPException(422, f"unknown profile {body.profile!r}; choose one of {', '.join(PROFILES)}")
+    job, created = training.trigger(session, body.warehouse_id, body.agent, body.profile, body.data_window_hours,
+                                    who.name, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return TrainingJobOut.of(job)
+
+
+@router.get("/{job_id}", response_model=TrainingJobOut)
+def status(job_id: str, _: Principal = Depends(allowed("read")), session: Session = Depends(db)) -> TrainingJobOut:
+    job = session.get(TrainingJob, job_id)
+    if job is None:
+        raise HTTPException(404, f"no training job {job_id!r}")
+    return TrainingJobOut.of(training.refresh(session, job))

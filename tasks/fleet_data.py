@@ -1,0 +1,78 @@
+"""Fleet episodes uploaded through the API (`uploads/<warehouse>/<ms>-<robot>-<version>-<id>.npz` in
+the object store) joined to a collected dataset for the next retrain.
+
+Uploads are per simulator frame, as the robot saw them; training data is per agent step (one
+decision per `action_repeat` frames), so each upload is folded: the frame the decision was made
+on, its action, the reward summed over the repeated frames, done if any frame was terminal.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+
+from dreamops.storage import ObjectStore
+from dreamops.tasks import dataset as ds
+from dreamops.validation.data_gate import frame_summaries
+
+
+def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None) -> list[str]:
+    """Upload keys of a warehouse from the last `hours` (by the upload time in the key)."""
+    since_ms = ((now or time.time()) - hours * 3600) * 1000
+    keys = []
+    for key in objects.list(f"uploads/{warehouse_id}/"):
+        stamp = key.rsplit("/", 1)[-1].split("-", 1)[0]
+        if key.endswith(".npz") and stamp.isdigit() and int(stamp) >= since_ms:
+            keys.append(key)
+    return sorted(keys)
+
+
+def fold(arrays: dict[str, np.ndarray], action_repeat: int) -> dict[str, np.ndarray]:
+    """Per-frame arrays -> per-decision arrays (see the module docstring)."""
+    n = len(arrays["actions"]) // action_repeat * action_repeat
+    if n == 0:
+        raise ValueError(f"episode shorter than one decision ({action_repeat} frames)")
+    k = action_repeat
+    return {"obs": arrays["obs"][:n:k], "actions": arrays["actions"][:n:k].astype(np.float32),
+            "rewards": arrays["rewards"][:n].reshape(-1, k).sum(1).astype(np.float32),
+            "dones": arrays["dones"][:n].reshape(-1, k).any(1)}
+
+
+def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, warehouse_id: str, hours: float,
+                        action_repeat: int) -> tuple[ds.Dataset, int]:
+    """A new dataset: `base` plus the warehouse's uploads of the window (folded). Returns it and the
+    number of fleet episodes added (0: `base` itself is returned)."""
+    keys = window_keys(objects, warehouse_id, hours)
+    if not keys:
+        return base, 0
+    staging = ds.new_staging_dir(store_root)
+    rows = base.manifest.to_dict("records")
+    for row in rows:
+        shutil.copyfile(base.path / "shards" / row["shard"], staging / "shards" / row["shard"])
+    frames = [base.frames]
+    for i, key in enumerate(keys):
+        with np.load(io.BytesIO(_read(objects, key, staging)), allow_pickle=False) as npz:
+            arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
+        episode_id = f"fleet_{i:06d}"
+        shard, digest = ds.write_shard(staging / "shards", episode_id, arrays)
+        summary = frame_summaries(arrays["obs"], arrays["actions"], arrays["rewards"])
+        summary.insert(0, "episode_id", episode_id)
+        frames.append(summary)
+        length = len(arrays["actions"])
+        rows.append({"episode_id": episode_id, "shard": shard, "sha256": digest, "seed": -1,
+                     "policy": "fleet:" + key.rsplit("/", 1)[-1].split("-")[1], "length": length,
+                     "env_frames": length * action_repeat, "total_reward": float(arrays["rewards"].sum()),
+                     "off_track_frac": float("nan"), "terminated": bool(arrays["dones"].any())})
+    spec = {**base.info["spec"], "fleet": {"warehouse_id": warehouse_id, "uploads": keys}}
+    return ds.finalize(staging, store_root, rows, [pd.concat(frames, ignore_index=True)], spec), len(keys)
+
+
+def _read(objects: ObjectStore, key: str, scratch) -> bytes:
+    path = scratch / "download.npz"
+    objects.get_file(key, path)
+    data = path.read_bytes()
+    path.unlink()
+    return data
