@@ -5,7 +5,8 @@ default 10 -> 25 -> 50 -> 100). Every telemetry batch, and a periodic tick, eval
 - guardrails on the canary's episodes (collisions, mean reward, inference p99): a breach rolls
   back at once (assignments return to the baseline, the `canary` alias is removed);
 - when the stage has baked long enough and both arms have enough episodes, a one-sided Welch
-  t-test of episode reward must show no significant regression to move to the next stage;
+  t-test of episode reward (all episodes of the rollout so far, alpha split over the stages)
+  must show no significant regression to move to the next stage;
 - passing the last stage (100%) moves `production` through the registry's promotion rules.
 Robots are split between arms by a stable hash of (deployment, robot), so a robot stays on its arm
 while the percent grows. All state is in the database: a restarted API resumes every rollout.
@@ -103,7 +104,10 @@ def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation
     baseline_stage = _episodes(session, deployment, "baseline", stage)
     canary_all = _episodes(session, deployment, "canary")
     baseline_all = _episodes(session, deployment, "baseline")
-    test = compare([e.reward for e in canary_all], [e.reward for e in baseline_all], policy.alpha, policy.power,
+    # One test per stage (it runs once, when the stage is ripe, and the stage then advances or rolls
+    # back); Bonferroni over the stages keeps the chance of a false rollback per rollout <= alpha.
+    alpha = policy.alpha / len(deployment.stages)
+    test = compare([e.reward for e in canary_all], [e.reward for e in baseline_all], alpha, policy.power,
                    policy.min_detectable_drop)
     p99s = [e.latency_p99_ms for e in canary_stage]
     guardrails = {
@@ -139,9 +143,15 @@ def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation
         return Evaluation("hold", f"baking ({baked:.0f}/{policy.bake_seconds:g} s)", stats)
     if len(canary_stage) < policy.min_episodes or (needs_baseline and len(baseline_stage) < policy.min_episodes):
         return Evaluation("hold", f"waiting for {policy.min_episodes} episodes per arm", stats)
+    required = test.required_n_per_arm
+    if needs_baseline and required and min(len(canary_all), len(baseline_all)) < required:
+        return Evaluation("hold", f"underpowered: {len(canary_all)} canary / {len(baseline_all)} baseline episodes, "
+                          f"{required} per arm needed for power {policy.power:g} against a reward drop of "
+                          f"{policy.min_detectable_drop:g}", stats)
     if test.regression:
         return Evaluation("rollback", f"significant regression: canary mean reward {test.canary_mean:.1f} vs "
-                          f"baseline {test.baseline_mean:.1f}, Welch p={test.p_value:.4f} < {policy.alpha}",
+                          f"baseline {test.baseline_mean:.1f}, Welch p={test.p_value:.4f} < {alpha:.4f} "
+                          f"(alpha {policy.alpha:g} over {len(deployment.stages)} stages)",
                           stats | _breach(canary_stage[-1]))
     return Evaluation("complete" if last else "advance", "stage passed", stats)
 
@@ -187,8 +197,9 @@ def _breach(episode: TelemetryEpisode) -> dict:
 def step(session: Session, deployment_id: str, promotions: Promotions, now: datetime | None = None) -> Deployment:
     """Evaluate one deployment and apply the outcome, holding its row lock (PostgreSQL) so API
     workers and the ticker do not act twice."""
-    deployment = session.scalars(sa.select(Deployment).where(Deployment.id == deployment_id)
-                                 .with_for_update()).one()
+    # populate_existing: the row as it is now, not as this session loaded it before the lock
+    deployment = session.scalars(sa.select(Deployment).where(Deployment.id == deployment_id).with_for_update()
+                                 .execution_options(populate_existing=True)).one()
     if deployment.status != ACTIVE:
         session.commit()
         return deployment

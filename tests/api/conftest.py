@@ -1,0 +1,70 @@
+"""The API in-process (FastAPI's TestClient, lifespan and ticker included) on a fresh PostgreSQL
+database per test, with MLflow on a temporary embedded store."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+@dataclass
+class Api:
+    client: TestClient
+    tokens: dict[str, str]  # role -> bearer token
+
+    def as_(self, role: str) -> dict:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def get(self, path: str, role: str = "engineer", **kw):
+        return self.client.get(f"/api/v1{path}", headers=self.as_(role), **kw)
+
+    def post(self, path: str, role: str = "engineer", **kw):
+        return self.client.post(f"/api/v1{path}", headers={**self.as_(role), **kw.pop("headers", {})}, **kw)
+
+
+def reset_api_caches() -> None:
+    from dreamops.api import deps
+    from dreamops.settings import get_settings
+
+    get_settings.cache_clear()
+    deps.promotions.cache_clear()
+    deps._receiver.cache_clear()
+
+
+@pytest.fixture
+def api_db():
+    from tests.stack import postgres_database
+
+    with postgres_database("dreamops_api") as url:
+        yield url
+
+
+@pytest.fixture
+def api(api_db, dreamops_home, monkeypatch):
+    from dreamops.api.auth import create_token
+    from dreamops.api.db import session_factory
+    from dreamops.api.main import create_app
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    monkeypatch.setenv("DREAMOPS_DATABASE_URL", api_db)
+    monkeypatch.setenv("DREAMOPS_CANARY_TICK_S", "0.2")
+    monkeypatch.setenv("DREAMOPS_WEBHOOK_SECRET", "api-test-secret")
+    reset_api_caches()
+    store.configure(get_settings())
+    with session_factory(api_db)() as session:
+        tokens = {role: create_token(session, f"test-{role}", role) for role in ("engineer", "robot", "viewer")}
+    with TestClient(create_app()) as client:
+        yield Api(client, tokens)
+    reset_api_caches()
+
+
+@pytest.fixture
+def registry(api):
+    """(Promotions, MlflowClient) on the same stores as the API under test."""
+    from mlflow import MlflowClient
+
+    from dreamops.api.deps import promotions
+
+    return promotions(), MlflowClient()

@@ -1,0 +1,184 @@
+"""The canary state machine through the API: robots ask for assignments and report episodes;
+guardrails roll back at once, a Welch test blocks regressions, passing the last stage moves
+production, and a restarted API resumes its rollouts."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from tests.registry.conftest import MODEL, add_version, alias
+
+WH = "WH-042"
+ROBOTS = [f"r{i:02d}" for i in range(20)]
+
+
+def episode(reward: float, collisions: int = 0, p99: float = 4.0, seed: int = 0) -> dict:
+    return {"seed": seed, "reward": reward, "collisions": collisions, "steps": 250, "latency_p50_ms": p99 / 2,
+            "latency_p99_ms": p99, "ended_at": datetime.now(timezone.utc).isoformat()}
+
+
+def arms(api) -> dict[str, dict]:
+    return {r: api.get(f"/robots/{r}/assignment?warehouse_id={WH}", role="robot").json() for r in ROBOTS}
+
+
+def report(api, robot: str, assignment: dict, eps: list[dict]) -> dict:
+    body = {"warehouse_id": WH, "version": assignment["version"], "deployment_id": assignment["deployment_id"],
+            "episodes": eps}
+    answer = api.post(f"/robots/{robot}/telemetry", role="robot", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def setup_production(registry) -> tuple[str, str]:
+    promotions, _ = registry
+    v1, v2 = add_version(), add_version()
+    promotions.promote(MODEL, v1, "production")
+    return v1, v2
+
+
+def deploy(api, version: str, **policy) -> dict:
+    answer = api.post(f"/models/{version}/deploy", json={"warehouse_id": WH, **policy})
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def play_round(api, canary_reward=300.0, baseline_reward=300.0, n=1) -> dict:
+    """Every robot plays n episodes on its assigned version; rewards alternate mean -20, mean +20
+    (deterministic: the arms differ only by their means)."""
+    status = None
+    for robot, a in arms(api).items():
+        mean = canary_reward if a["arm"] == "canary" else baseline_reward
+        rewards = [mean + (20.0 if (i + int(robot[1:])) % 2 else -20.0) for i in range(n)]
+        status = report(api, robot, a, [episode(r) for r in rewards])["deployment_status"]
+    return status
+
+
+def test_good_version_goes_to_100_percent_and_becomes_production(api, registry, api_db):
+    import sqlalchemy as sa
+
+    v1, v2 = setup_production(registry)
+    d = deploy(api, v2, rollout_percent=25, bake_seconds=0, min_episodes=2)
+    assert d["status"] == "rolling_out" and d["stages"] == [25, 50, 100] and d["baseline_version"] == v1
+    assert alias(registry[1], "canary") == v2
+    assignment = arms(api)
+    canaries = [r for r, a in assignment.items() if a["arm"] == "canary"]
+    assert 0 < len(canaries) < len(ROBOTS) and all(assignment[r]["version"] == v2 for r in canaries)
+    for _ in range(10):
+        if play_round(api, n=2) == "completed":
+            break
+    final = api.get(f"/deployments/{d['deployment_id']}").json()
+    assert final["status"] == "completed" and final["percent"] == 100, final["reason"]
+    with sa.create_engine(api_db).connect() as conn:
+        events = conn.execute(sa.text("select action, detail from api_audit order by id")).all()
+    assert [e.action for e in events] == ["deployment.create", "deployment.advance", "deployment.advance",
+                                          "deployment.completed"]
+    assert [e.detail.get("percent") for e in events if e.action == "deployment.advance"] == [50, 100]
+    welch = final["statistics"]["welch"]
+    assert welch["p_value"] > 0.05 and welch["required_n_per_arm"] >= 2
+    _, client = registry
+    assert alias(client, "production") == v2 and alias(client, "last-known-good") == v1
+    assert alias(client, "canary") is None
+    assert {a["version"] for a in arms(api).values()} == {v2}  # the whole fleet runs the new version
+
+
+def test_collision_rolls_back_at_once_and_restores_assignments(api, registry):
+    v1, v2 = setup_production(registry)
+    d = deploy(api, v2, rollout_percent=50, bake_seconds=3600, min_episodes=5)
+    assignment = arms(api)
+    robot = next(r for r, a in assignment.items() if a["arm"] == "canary")
+    status = report(api, robot, assignment[robot], [episode(250.0, collisions=1)])["deployment_status"]
+    assert status == "rolled_back"
+    final = api.get(f"/deployments/{d['deployment_id']}").json()
+    assert "collision" in final["reason"] and 0 <= final["rollback_seconds"] < 5
+    assert {a["version"] for a in arms(api).values()} == {v1}
+    _, client = registry
+    assert alias(client, "production") == v1 and alias(client, "canary") is None
+
+
+def test_latency_guardrail(api, registry):
+    _, v2 = setup_production(registry)
+    deploy(api, v2, rollout_percent=50, bake_seconds=3600)
+    assignment = arms(api)
+    robot = next(r for r, a in assignment.items() if a["arm"] == "canary")
+    assert report(api, robot, assignment[robot], [episode(300.0, p99=120.0)])["deployment_status"] == "rolled_back"
+
+
+def test_significant_regression_rolls_back_with_the_test_shown(api, registry):
+    v1, v2 = setup_production(registry)
+    d = deploy(api, v2, rollout_percent=50, bake_seconds=0, min_episodes=6, min_mean_reward=-1000)
+    status = None
+    for _ in range(6):
+        status = play_round(api, canary_reward=150.0, baseline_reward=300.0)
+        if status != "rolling_out":
+            break
+    final = api.get(f"/deployments/{d['deployment_id']}").json()
+    assert status == "rolled_back" and "significant regression" in final["reason"]
+    welch = final["statistics"]["welch"]
+    assert welch["p_value"] < 0.05 and welch["canary_mean"] < welch["baseline_mean"]
+    assert alias(registry[1], "production") == v1
+
+
+def test_manual_promote_and_rollback(api, registry):
+    v1, v2 = setup_production(registry)
+    d = deploy(api, v2, rollout_percent=10, bake_seconds=3600)
+    moved = api.post(f"/deployments/{d['deployment_id']}/promote").json()
+    assert moved["percent"] == 25
+    back = api.post(f"/deployments/{d['deployment_id']}/rollback", json={"reason": "support tickets"}).json()
+    assert back["status"] == "rolled_back" and "support tickets" in back["reason"]
+    assert api.post(f"/deployments/{d['deployment_id']}/rollback").status_code == 409
+    assert api.post(f"/deployments/{d['deployment_id']}/promote", role="viewer").status_code == 403
+
+
+def test_second_rollout_in_the_same_warehouse_is_refused(api, registry):
+    _, v2 = setup_production(registry)
+    v3 = add_version()
+    deploy(api, v2)
+    second = api.post(f"/models/{v3}/deploy", json={"warehouse_id": WH})
+    assert second.status_code == 409 and "still rolling out" in second.json()["message"]
+
+
+def test_a_restarted_api_resumes_its_rollouts(api, registry, api_db):
+    """The first app stops (lifespan ends); a new one on the same database moves the rollout on by
+    its ticker alone, once the bake time has passed."""
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from dreamops.api.main import create_app
+
+    _, v2 = setup_production(registry)
+    d = deploy(api, v2, rollout_percent=50, bake_seconds=1.5, min_episodes=1)
+    play_round(api)
+    api.client.__exit__(None, None, None)  # the API process goes away mid-rollout
+
+    engine = sa.create_engine(api_db)
+    stage = lambda: engine.connect().execute(  # noqa: E731
+        sa.text("select stage_index from deployments where id = :i"), {"i": d["deployment_id"]}).scalar_one()
+    assert stage() == 0
+    with TestClient(create_app()):
+        deadline = time.time() + 20
+        while stage() == 0 and time.time() < deadline:
+            time.sleep(0.2)
+    assert stage() == 1
+    engine.dispose()
+
+
+def test_canary_set_in_the_mlflow_ui_starts_a_rollout(api, registry):
+    import json
+    import uuid
+
+    from dreamops.registry.webhooks import sign
+
+    _, client = registry
+    _, v2 = setup_production(registry)
+    client.set_model_version_tag(MODEL, v2, "warehouse_id", WH)
+    client.set_registered_model_alias(MODEL, "canary", v2)  # an engineer in the MLflow UI
+    body = json.dumps({"entity": "model_version_alias", "action": "created",
+                       "data": {"name": MODEL, "alias": "canary", "version": v2}})
+    delivery, ts = str(uuid.uuid4()), str(int(time.time()))
+    answer = api.client.post("/api/v1/webhooks/mlflow", content=body, headers={
+        "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": ts, "Content-Type": "application/json",
+        "X-MLflow-Signature": sign("api-test-secret", delivery, ts, body)})
+    assert answer.status_code == 200, answer.text
+    (deployment_id,) = answer.json()["deployments"]
+    started = api.get(f"/deployments/{deployment_id}").json()
+    assert started["version"] == v2 and started["warehouse_id"] == WH and started["status"] == "rolling_out"
