@@ -9,20 +9,20 @@ default 10 -> 25 -> 50 -> 100). Every telemetry batch, and a periodic tick, eval
   must show no significant regression to move to the next stage;
 - passing the last stage (100%) moves `production` through the registry's promotion rules.
 Robots are split between arms by a stable hash of (deployment, robot), so a robot stays on its arm
-while the percent grows. All state is in the database: a restarted API resumes every rollout.
+while the percent grows (see `arm_of`). All state is in the database: a restarted API resumes every rollout.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dreamops.api.db import ApiAuditEvent, Deployment, TelemetryEpisode, utcnow
+from dreamops.api.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
 from dreamops.api.stats import compare
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError
@@ -61,9 +61,8 @@ def stages_from_percent(first: int) -> list[int]:
     return [first] + [p for p in (25, 50, 100) if p > first]
 
 
-def in_canary(deployment_id: str, robot_id: str, percent: int) -> bool:
-    bucket = int(hashlib.sha256(f"{deployment_id}:{robot_id}".encode()).hexdigest()[:8], 16) % 100
-    return bucket < percent
+def _rank(deployment_id: str, robot_id: str) -> int:
+    return int(hashlib.sha256(f"{deployment_id}:{robot_id}".encode()).hexdigest()[:12], 16)
 
 
 def covers(deployment: Deployment, robot_id: str, warehouse_id: str) -> bool:
@@ -77,9 +76,23 @@ def active_for(session: Session, robot_id: str, warehouse_id: str) -> Deployment
     return next((d for d in session.scalars(q) if covers(d, robot_id, warehouse_id)), None)
 
 
-def arm_of(deployment: Deployment, robot_id: str) -> str:
-    percent = deployment.stages[deployment.stage_index]
-    return "canary" if in_canary(deployment.id, robot_id, percent) else "baseline"
+FLEET_WINDOW = timedelta(hours=1)  # robots seen this recently count towards the split
+
+
+def arm_of(session: Session, deployment: Deployment, robot_id: str) -> str:
+    """Robots in scope are ordered by a stable hash of (deployment, robot); the first
+    ceil(percent x robots) are on the canary. Growing percents only add robots to the canary, and
+    any stage below 100% with two or more robots has both arms."""
+    if deployment.robot_ids:
+        fleet = set(deployment.robot_ids)
+    else:
+        recent = utcnow() - FLEET_WINDOW
+        fleet = set(session.scalars(sa.select(Robot.id).where(Robot.warehouse_id == deployment.warehouse_id,
+                                                              Robot.last_seen >= recent)))
+    fleet.add(robot_id)
+    ordered = sorted(fleet, key=lambda r: _rank(deployment.id, r))
+    on_canary = math.ceil(deployment.stages[deployment.stage_index] / 100 * len(ordered))
+    return "canary" if ordered.index(robot_id) < on_canary else "baseline"
 
 
 @dataclass

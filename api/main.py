@@ -45,6 +45,7 @@ def tick_deployments() -> int:
 async def lifespan(app: FastAPI):
     settings = get_settings()
     await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
+    await run_in_threadpool(promotions)  # MLflow configured once, before any route needs it
 
     async def ticker():
         while True:

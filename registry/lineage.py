@@ -12,12 +12,13 @@ from dreamops.registry import store
 def lineage(model: str, ref: str) -> dict:
     mv = store.get_version(model, ref)
     tags = dict(mv.tags)
-    run = MlflowClient().get_run(mv.run_id)
-    datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "source": json.loads(d.dataset.source).get("uri",
-                 d.dataset.source) if d.dataset.source.startswith("{") else d.dataset.source}
-                for d in run.inputs.dataset_inputs]
-    config = yaml.safe_load(store.download_run_artifact(mv.run_id, "config.yaml").read_text())
-    report = json.loads(store.download_run_artifact(mv.run_id, "evaluation_report.json").read_text())
+    datasets, config, report = [], None, {}
+    if mv.run_id:  # versions registered by dreamops always have a run; others may not
+        run = MlflowClient().get_run(mv.run_id)
+        datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "source": _source(d.dataset.source)}
+                    for d in run.inputs.dataset_inputs]
+        config = yaml.safe_load(store.download_run_artifact(mv.run_id, "config.yaml").read_text())
+        report = json.loads(store.download_run_artifact(mv.run_id, "evaluation_report.json").read_text())
     return {
         "model": model, "version": str(mv.version), "semver": tags.get("semver"),
         "aliases": sorted(mv.aliases), "created": mv.creation_timestamp, "run_id": mv.run_id,
@@ -29,6 +30,13 @@ def lineage(model: str, ref: str) -> dict:
         "gates": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
         "evaluation": report.get("evaluation", {}),
     }
+
+
+def _source(source: str) -> str:
+    try:
+        return json.loads(source).get("uri", source)
+    except (ValueError, AttributeError):
+        return source
 
 
 def format_lineage(info: dict) -> str:
@@ -51,7 +59,7 @@ def describe(model: str, ref: str) -> dict:
     """One version for the API: identity, aliases, gate results, run metrics and lineage."""
     mv = store.get_version(model, ref)
     tags = dict(mv.tags)
-    metrics = MlflowClient().get_run(mv.run_id).data.metrics
+    metrics = MlflowClient().get_run(mv.run_id).data.metrics if mv.run_id else {}
     return {"model": model, "version": str(mv.version), "semver": tags.get("semver"), "aliases": sorted(mv.aliases),
             "validation_status": tags.get("validation_status", "missing"),
             "gates": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},

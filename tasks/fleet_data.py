@@ -52,7 +52,7 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
     rows = base.manifest.to_dict("records")
     for row in rows:
         shutil.copyfile(base.path / "shards" / row["shard"], staging / "shards" / row["shard"])
-    frames = [base.frames]
+    frames = [base.frames()]
     for i, key in enumerate(keys):
         with np.load(io.BytesIO(_read(objects, key, staging)), allow_pickle=False) as npz:
             arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)

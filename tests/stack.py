@@ -1,6 +1,7 @@
 """The production parts on loopback, for real: PostgreSQL (the machine's server, fresh databases),
-an S3 endpoint (moto's server mode), `mlflow server` started from dreamops's settings, and the
-dreamops API (uvicorn) receiving MLflow's webhooks."""
+an S3 endpoint (moto's server mode), `mlflow server` started from dreamops's settings, a Prefect
+server with the serve process of dreamops's deployments, and the dreamops API (uvicorn), which
+receives MLflow's webhooks and can be restarted mid-test."""
 from __future__ import annotations
 
 import os
@@ -39,10 +40,14 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120)
         time.sleep(0.5)
 
 
+def _spawn(cmd: list[str], env: dict, log: Path, append: bool = False) -> subprocess.Popen:
+    with open(log, "a" if append else "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @contextmanager
 def process(cmd: list[str], env: dict, log: Path):
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _spawn(cmd, env, log)
     try:
         yield proc
     finally:
@@ -74,6 +79,18 @@ class Stack:
     s3_endpoint: str
     env: dict[str, str]  # what a dreamops client (CLI, flow) needs to use this stack
     logs: Path
+    api_cmd: list[str]
+    api_env: dict[str, str]
+    api_proc: subprocess.Popen | None = None
+
+    def restart_api(self) -> float:
+        """Stop the API process (SIGTERM, as a deploy would) and start it again; returns seconds down."""
+        started = time.time()
+        self.api_proc.terminate()
+        self.api_proc.wait(30)
+        self.api_proc = _spawn(self.api_cmd, self.api_env, self.logs / "api.log", append=True)
+        wait_http(f"{self.api_url}/healthz", self.api_proc, self.logs / "api.log")
+        return time.time() - started
 
     def s3(self):
         import boto3
@@ -122,13 +139,32 @@ def production_stack(workdir: Path):
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
         wait_http(f"{tracking_uri}/health", mlflow_proc, workdir / "mlflow.log", timeout=180)
 
+        prefect_port = free_port()
+        prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+        prefect = stack.enter_context(process(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            {**base_env, "PREFECT_HOME": str(workdir / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            workdir / "prefect.log"))
+        wait_http(f"{prefect_api}/health", prefect, workdir / "prefect.log", timeout=180)
+
         client_env = {**aws, "DREAMOPS_TRACKING_URI": tracking_uri, "DREAMOPS_DATABASE_URL": dreamops_db,
                       "DREAMOPS_STORAGE_URI": f"s3://{BUCKET}/store", "DREAMOPS_S3_ENDPOINT_URL": s3_endpoint,
                       "DREAMOPS_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        cli = [sys.executable, "-m", "dreamops.flows.cli"]
+        served_env = {**base_env, **client_env, "PREFECT_API_URL": prefect_api, "DREAMOPS_WORKERS": "2",
+                      "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        serve = stack.enter_context(process(cli + ["serve"], {**served_env, "DREAMOPS_HOME": str(workdir / "serve-home")},
+                                            workdir / "serve.log"))
+        # the serve process registers the deployment the training trigger starts
+        wait_http(f"{prefect_api}/deployments/name/train/dreamops-train", serve, workdir / "serve.log", timeout=180)
         api_port = free_port()
-        api_env = {**base_env, **client_env, "DREAMOPS_HOME": str(workdir / "api-home")}
-        api = stack.enter_context(process([sys.executable, "-m", "dreamops.flows.cli", "api", "--port", str(api_port)],
-                                          api_env, workdir / "api.log"))
-        api_url = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{api_url}/healthz", api, workdir / "api.log")
-        yield Stack(tracking_uri, api_url, s3_endpoint, client_env, workdir)
+        api_cmd = cli + ["api", "--port", str(api_port)]
+        api_env = {**served_env, "DREAMOPS_HOME": str(workdir / "api-home"), "DREAMOPS_CANARY_TICK_S": "0.5"}
+        s = Stack(tracking_uri, f"http://127.0.0.1:{api_port}", s3_endpoint, client_env, workdir, api_cmd, api_env)
+        s.api_proc = _spawn(api_cmd, api_env, workdir / "api.log")
+        try:
+            wait_http(f"{s.api_url}/healthz", s.api_proc, workdir / "api.log")
+            yield s
+        finally:
+            s.api_proc.terminate()
+            s.api_proc.wait(20)

@@ -38,7 +38,8 @@ def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model:
     session.add(robot)
     deployment = canary.active_for(session, robot_id, warehouse_id)
     if deployment is not None and deployment.model == model:
-        arm = canary.arm_of(deployment, robot_id)
+        session.flush()  # this robot counts in the split
+        arm = canary.arm_of(session, deployment, robot_id)
         version = deployment.version if arm == "canary" else deployment.baseline_version
         deployment_id = deployment.id
     else:
