@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--api-port", type=int, default=8000)
 
+    fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in CarRacing and "
+                                      "report telemetry to the API")
+    from dreamops.sim.fleet import add_fleet_arguments
+
+    add_fleet_arguments(fl)
+
     tk = sub.add_parser("token", help="create an API token (printed once; only its hash is stored)")
     tk.add_argument("action", choices=("create",))
     tk.add_argument("--name", required=True)
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile,
                     "ui": _server, "server": _server, "versions": _versions, "lineage": _lineage, "promote": _promote,
                     "rollback": _rollback, "history": _history, "reconcile": _reconcile, "webhook": _webhook, "api": _api, "serve": _serve,
-                    "token": _token, "up": _up}
+                    "token": _token, "up": _up,
+                    "fleet": _fleet}
         return commands[args.command](args, settings)
     except KeyboardInterrupt:
         return _fail("interrupted")
@@ -265,6 +272,22 @@ def _serve(args, settings) -> int:
     return 0
 
 
+def _fleet(args, settings) -> int:
+    import logging
+
+    from dreamops.sim.fleet import config_from_args, run_fleet
+
+    config = config_from_args(args, settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    summary = run_fleet(config)
+    for version, stats in sorted(summary.versions.items()):
+        print(f"version {version}: {stats.episodes} episodes, mean reward {stats.mean_reward:.1f}, "
+              f"{stats.collisions} collisions")
+    print(f"failed episodes: {summary.failed_episodes}")
+    return 0
+
+
 def _up(args, settings) -> int:
     from dreamops.flows.up import Ports, up
 
@@ -301,7 +324,6 @@ def _versions(args, settings) -> int:
         raise LookupError(f"model {args.model!r} has no versions")
     print(f"{'version':>7}  {'semver':<8} {'aliases':<28} {'status':<8} {'return':>7}  {'data':<12}  created")
     for r in rows:
-        status = r.validation_status + (f" ({', '.join(r.failed_gates)})" if r.failed_gates else "")
         print(f"{r.version:>7}  {r.semver:<8} {','.join(r.aliases) or '-':<28} {r.validation_status:<8} "
               f"{r.mean_reward:>7}  {r.data_hash:<12}  {r.created:%Y-%m-%d %H:%M}"
               + (f"  failed: {', '.join(r.failed_gates)}" if r.failed_gates else ""))

@@ -5,7 +5,7 @@ Wiring only: every step is a plain function in `tasks/`, wrapped here as a Prefe
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
-from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn
+from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
 from dreamops.tasks.train_vae import train_vae
 
 AGENTS = ("carracing-vmc",)
@@ -86,11 +86,14 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         else:
             data_path = fetch(objects, settings.datasets, dataset)
         if data_window_hours:
-            merged, n_fleet = with_fleet_episodes(open_dataset(settings.datasets, str(data_path)), objects,
-                                                  settings.datasets, warehouse_id, data_window_hours,
-                                                  cfg.collect.action_repeat)
+            merged, n_fleet, skipped = with_fleet_episodes(
+                open_dataset(settings.datasets, str(data_path)), objects, settings.datasets, warehouse_id,
+                data_window_hours, cfg.collect.action_repeat,
+                replace(cfg.gate.data, skip_start_steps=zoom_steps(cfg.collect.action_repeat)))
             data_path = merged.path
-            mlflow.log_metric("data/fleet_episodes", n_fleet)
+            mlflow.log_metrics({"data/fleet_episodes": n_fleet, "data/fleet_skipped": len(skipped)})
+            if skipped:
+                store.log_json(skipped, "fleet_skipped.json")
         gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
         _publish_data_gate(gate, out / "data_docs")
         if not gate.passed:

@@ -4,19 +4,23 @@ the object store) joined to a collected dataset for the next retrain.
 Uploads are per simulator frame, as the robot saw them; training data is per agent step (one
 decision per `action_repeat` frames), so each upload is folded: the frame the decision was made
 on, its action, the reward summed over the repeated frames, done if any frame was terminal.
+Robots are untrusted sources: an upload the data gate would reject on its own (too short, or too
+many corrupt frames, e.g. a car that left the map) is left out and counted, so that one bad robot
+does not block every retrain; the gate still judges the joined dataset.
 """
 from __future__ import annotations
 
 import io
 import shutil
 import time
+import uuid
 
 import numpy as np
 import pandas as pd
 
 from dreamops.storage import ObjectStore
 from dreamops.tasks import dataset as ds
-from dreamops.validation.data_gate import frame_summaries
+from dreamops.validation.data_gate import DataGateThresholds, frame_summaries
 
 
 def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None) -> list[str]:
@@ -41,21 +45,42 @@ def fold(arrays: dict[str, np.ndarray], action_repeat: int) -> dict[str, np.ndar
             "dones": arrays["dones"][:n].reshape(-1, k).any(1)}
 
 
+def rejection(arrays: dict[str, np.ndarray], thresholds: DataGateThresholds) -> str | None:
+    """Why the data gate would refuse this (folded) episode on its own, or None."""
+    n = len(arrays["actions"])
+    if n < thresholds.min_episode_length:
+        return f"shorter than {thresholds.min_episode_length} steps ({n})"
+    frames = frame_summaries(arrays["obs"], arrays["actions"], arrays["rewards"], thresholds.skip_start_steps)
+    corrupt = ((frames["frac_black"] > thresholds.corrupt_pixel_fraction)
+               | (frames["frac_white"] > thresholds.corrupt_pixel_fraction)).mean()
+    if corrupt > thresholds.max_corrupt_frame_fraction:
+        return f"{corrupt:.0%} corrupt frames (black or white playfield)"
+    return None
+
+
 def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, warehouse_id: str, hours: float,
-                        action_repeat: int) -> tuple[ds.Dataset, int]:
-    """A new dataset: `base` plus the warehouse's uploads of the window (folded). Returns it and the
-    number of fleet episodes added (0: `base` itself is returned)."""
+                        action_repeat: int, thresholds: DataGateThresholds) -> tuple[ds.Dataset, int, dict[str, str]]:
+    """A new dataset: `base` plus the warehouse's usable uploads of the window (folded). Returns it,
+    the number of fleet episodes added (0: `base` itself is returned) and the skipped uploads with
+    the reason."""
     keys = window_keys(objects, warehouse_id, hours)
-    if not keys:
-        return base, 0
+    accepted, skipped = [], {}
+    for key in keys:
+        with np.load(io.BytesIO(_read(objects, key, store_root)), allow_pickle=False) as npz:
+            arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
+        why = rejection(arrays, thresholds)
+        if why:
+            skipped[key] = why
+        else:
+            accepted.append((key, arrays))
+    if not accepted:
+        return base, 0, skipped
     staging = ds.new_staging_dir(store_root)
     rows = base.manifest.to_dict("records")
     for row in rows:
         shutil.copyfile(base.path / "shards" / row["shard"], staging / "shards" / row["shard"])
     frames = [base.frames()]
-    for i, key in enumerate(keys):
-        with np.load(io.BytesIO(_read(objects, key, staging)), allow_pickle=False) as npz:
-            arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
+    for i, (key, arrays) in enumerate(accepted):
         episode_id = f"fleet_{i:06d}"
         shard, digest = ds.write_shard(staging / "shards", episode_id, arrays)
         summary = frame_summaries(arrays["obs"], arrays["actions"], arrays["rewards"])
@@ -66,12 +91,14 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
                      "policy": "fleet:" + key.rsplit("/", 1)[-1].split("-")[1], "length": length,
                      "env_frames": length * action_repeat, "total_reward": float(arrays["rewards"].sum()),
                      "off_track_frac": float("nan"), "terminated": bool(arrays["dones"].any())})
-    spec = {**base.info["spec"], "fleet": {"warehouse_id": warehouse_id, "uploads": keys}}
-    return ds.finalize(staging, store_root, rows, [pd.concat(frames, ignore_index=True)], spec), len(keys)
+    spec = {**base.info["spec"], "fleet": {"warehouse_id": warehouse_id, "uploads": [k for k, _ in accepted]}}
+    merged = ds.finalize(staging, store_root, rows, [pd.concat(frames, ignore_index=True)], spec)
+    return merged, len(accepted), skipped
 
 
 def _read(objects: ObjectStore, key: str, scratch) -> bytes:
-    path = scratch / "download.npz"
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / f".download-{uuid.uuid4().hex[:8]}.npz"
     objects.get_file(key, path)
     data = path.read_bytes()
     path.unlink()

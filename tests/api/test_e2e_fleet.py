@@ -155,18 +155,10 @@ def test_trigger_canary_rollback_and_restart_on_a_simulated_fleet(e2e):
     print(f"API was down {down:.1f} s mid-rollout; the rollout completed after the restart")
     assert api.get("/models").json()["aliases"]["production"] == baseline
 
-    # the robots' episodes are in S3 for the next retrain, which folds them into its dataset
-    from dreamops.registry import store
+    # the robots' episodes are in S3 for the next retrain (tests/tasks/test_fleet_data.py joins them)
     from dreamops.settings import get_settings
     from dreamops.storage import open_store
-    from dreamops.tasks.dataset import fetch, open_dataset
-    from dreamops.tasks.fleet_data import window_keys, with_fleet_episodes
+    from dreamops.tasks.fleet_data import window_keys
 
-    settings = get_settings()
-    objects = open_store(settings)
-    uploads = window_keys(objects, WH, hours=1)
-    assert len(uploads) >= 10
-    data_hash = store.get_version("carracing-vmc", baseline).tags["data_hash"]
-    base = open_dataset(settings.datasets, str(fetch(objects, settings.datasets, data_hash)))
-    merged, added = with_fleet_episodes(base, objects, settings.datasets, WH, 1, action_repeat=4)
-    assert added == len(uploads) and merged.n_episodes == base.n_episodes + added
+    uploads = window_keys(open_store(get_settings()), WH, hours=1)
+    assert len(uploads) >= 10 and all(k.startswith(f"uploads/{WH}/") for k in uploads)

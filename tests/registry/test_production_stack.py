@@ -16,7 +16,6 @@ import mlflow
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from mlflow import MlflowClient
 
 from dreamops.flows.cli import main
 from dreamops.registry.webhooks import sign

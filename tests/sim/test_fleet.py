@@ -1,21 +1,19 @@
+"""The simulated fleet's parts without the network: measured episodes, faults, config, uploads.
+The fleet against the real API is tested in tests/api (test_fleet_live.py, test_e2e_fleet.py)."""
 import argparse
 import io
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
 import torch
 
-from dreamops.api.schemas import Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
 from dreamops.models.bundle import Architecture, VMCBundle
 from dreamops.settings import Settings
 from dreamops.sim.carracing import CarRacing
-from dreamops.sim.fleet import (ApiError, BrokenController, FleetConfig, RobotApi, add_fleet_arguments,
+from dreamops.sim.fleet import (ApiError, BrokenController, RobotApi, add_fleet_arguments,
                                 config_from_args, encode_episode, parse_fault_spec, parse_faults,
-                                play_and_measure, run_fleet, with_fault)
+                                play_and_measure, with_fault)
 from dreamops.tasks.dataset import SHARD_ARRAYS
 from dreamops.tasks.evaluate import count_off_track_events
 
@@ -133,154 +131,6 @@ def test_episode_npz_has_the_dataset_shard_arrays(bundle):
     assert arrays["dones"].shape == (20,) and arrays["dones"].dtype == bool
     for name in SHARD_ARRAYS:
         assert np.array_equal(arrays[name], getattr(episode, name))
-
-
-# --- against the API contract (api/schemas.py) ---
-
-class ContractApi(ThreadingHTTPServer):
-    """The three robot endpoints on loopback, as the contract in api/schemas.py states them: bodies are
-    validated with the API's own models. Each robot's first poll finds nothing deployed, and the
-    first telemetry post fails with a 503 once, as an API restart would."""
-
-    def __init__(self, version: str):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.version = version
-        self.lock = threading.Lock()
-        self.polled: set[str] = set()
-        self.telemetry: list[tuple[str, TelemetryBatch]] = []
-        self.uploads: list[tuple[str, dict, dict[str, np.ndarray]]] = []
-        self.unavailable_once = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: ContractApi
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _reply(self, status: int, body: str, content_type: str = "application/json") -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _route(self) -> tuple[str, str, dict] | None:
-        url = urlparse(self.path)
-        parts = url.path.split("/")  # '', api, v1, robots, <id>, <what>
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._reply(401, "invalid token", "text/plain")
-            return None
-        return parts[4], parts[5], {k: v[0] for k, v in parse_qs(url.query).items()}
-
-    def do_GET(self) -> None:
-        route = self._route()
-        if route:
-            robot, _, query = route
-            with self.server.lock:
-                first = robot not in self.server.polled
-                self.server.polled.add(robot)
-            version = None if first else self.server.version
-            self._reply(200, Assignment(robot_id=robot, warehouse_id=query["warehouse_id"], model=MODEL,
-                                        version=version, deployment_id=version and "dep-1",
-                                        arm=version and "canary").model_dump_json())
-
-    def do_POST(self) -> None:
-        route = self._route()
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if not route:
-            return
-        robot, what, query = route
-        if what == "telemetry":
-            with self.server.lock:
-                unavailable, self.server.unavailable_once = self.server.unavailable_once, False
-            if unavailable:
-                return self._reply(503, "restarting", "text/plain")
-            batch = TelemetryBatch.model_validate_json(body)
-            with self.server.lock:
-                self.server.telemetry.append((robot, batch))
-            return self._reply(200, TelemetryAck(accepted=len(batch.episodes), deployment_status="running")
-                               .model_dump_json())
-        assert self.headers["Content-Type"] == "application/octet-stream"
-        with np.load(io.BytesIO(body)) as data:
-            arrays = {k: data[k] for k in data.files}
-        with self.server.lock:
-            self.server.uploads.append((robot, query, arrays))
-        self._reply(200, EpisodeUploadAck(key=f"episodes/{robot}/{len(self.server.uploads)}.npz", uri="s3://b/k",
-                                          frames=len(arrays["obs"])).model_dump_json())
-
-
-@pytest.fixture
-def contract_api():
-    server = ContractApi(version="1")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture
-def registered_version(dreamops_home, tmp_path):
-    """Version 1 of MODEL in an embedded MLflow registry: random weights, packaged as training does."""
-    import mlflow
-
-    from dreamops.registry import store
-    from dreamops.registry.pyfunc import VMCPyfuncModel
-    from dreamops.settings import get_settings
-
-    store.configure(get_settings())
-    torch.manual_seed(1)
-    bundle = VMCBundle.create(Architecture(32, 256, 5, action_repeat=4))
-    path = bundle.save(tmp_path / "vmc_bundle.pt")
-    with mlflow.start_run():
-        version = store.register_pyfunc(MODEL, VMCPyfuncModel(), {"bundle": str(path)}, store.frame_signature(),
-                                        tags={f"weights.{k}": v for k, v in bundle.component_hashes().items()},
-                                        pip_requirements=["torch"]).version
-    mlflow.set_tracking_uri(None)  # the fleet must find the registry through its own config
-    yield get_settings(), version
-    mlflow.set_registry_uri(None)
-
-
-def test_fleet_plays_the_assigned_version_and_reports_by_the_contract(contract_api, registered_version):
-    settings, version = registered_version
-    cfg = FleetConfig(api_url=contract_api.url, token=TOKEN, warehouse_id="WH-042", robots=2, max_steps=40,
-                      episodes_per_robot=2, faults={version: "broken_controller"}, poll_interval_s=0.05,
-                      mlflow_tracking_uri=settings.mlflow_tracking_uri,
-                      mlflow_registry_uri=settings.mlflow_registry_uri)
-    results = []
-    summary = run_fleet(cfg, on_episode=results.append)
-
-    assert summary.failed_episodes == 0 and set(summary.versions) == {version}
-    stats = summary.versions[version]
-    assert stats.episodes == 4 and stats.collisions == sum(r.collisions for r in results)
-    assert stats.mean_reward == pytest.approx(np.mean([r.reward for r in results]))
-    assert {r.robot_id for r in results} == {"WH-042-r001", "WH-042-r002"}
-    assert len({r.seed for r in results}) == 4  # robots and episodes all differ
-    assert {r.deployment_status for r in results} == {"running"}
-
-    assert not contract_api.unavailable_once and len(contract_api.telemetry) == 4  # the 503 was retried
-    for robot, batch in contract_api.telemetry:
-        assert batch.warehouse_id == "WH-042" and batch.version == version and batch.deployment_id == "dep-1"
-        assert len(batch.episodes) == 1 and batch.episodes[0].steps == 40
-        assert np.asarray(batch.latents).shape == (8, 32)
-    assert len(contract_api.uploads) == 4
-    for robot, query, arrays in contract_api.uploads:
-        assert query == {"warehouse_id": "WH-042", "version": version}
-        assert arrays["obs"].shape == (40, 64, 64, 3)
-        assert np.all(arrays["actions"] == BrokenController.ACTION)  # the fault was injected into that version
-
-
-def test_a_4xx_raises_with_the_servers_explanation(contract_api):
-    api = RobotApi(contract_api.url, "wrong-token")
-    with pytest.raises(ApiError, match="GET /api/v1/robots/WH-1-r001/assignment -> 401: invalid token"):
-        api.assignment("WH-1-r001", "WH-1")
-    api.close()
 
 
 def test_connection_errors_are_retried_then_reported():

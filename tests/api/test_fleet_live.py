@@ -1,0 +1,83 @@
+"""The fleet against the real API served by uvicorn (in a thread): robots get their assignment,
+load the version from MLflow, play real CarRacing episodes and report them; uploads land in the
+object store; a wrong token is an error with the API's explanation."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+import uvicorn
+
+from dreamops.sim.fleet import ApiError, FleetConfig, RobotApi, run_fleet
+from tests.registry.conftest import MODEL, PASSED_GATES
+from tests.stack import free_port
+
+
+@pytest.fixture
+def live_api(api):
+    from dreamops.api.main import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", api
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def production_version(registry, tmp_path):
+    """A registered version with real (random) weights, packaged as training does, in production."""
+    import mlflow
+
+    from dreamops.models.bundle import Architecture, VMCBundle
+    from dreamops.registry import store
+    from dreamops.registry.pyfunc import VMCPyfuncModel
+
+    promotions, _ = registry
+    torch.manual_seed(1)
+    bundle = VMCBundle.create(Architecture(32, 256, 5, action_repeat=4))
+    path = bundle.save(tmp_path / "vmc_bundle.pt")
+    with mlflow.start_run():
+        version = store.register_pyfunc(MODEL, VMCPyfuncModel(), {"bundle": str(path)}, store.frame_signature(),
+                                        tags={"validation_status": "passed", **PASSED_GATES,
+                                              **{f"weights.{k}": v for k, v in bundle.component_hashes().items()}},
+                                        pip_requirements=["torch"]).version
+    promotions.promote(MODEL, version, "production")
+    return version
+
+
+def test_fleet_runs_production_and_reports(live_api, production_version, api_db):
+    import sqlalchemy as sa
+
+    from dreamops.settings import get_settings
+
+    url, api = live_api
+    settings = get_settings()
+    cfg = FleetConfig(api_url=url, token=api.tokens["robot"], warehouse_id="WH-7", robots=2, max_steps=40,
+                      episodes_per_robot=2, poll_interval_s=0.2, mlflow_tracking_uri=settings.mlflow_tracking_uri,
+                      mlflow_registry_uri=settings.mlflow_registry_uri)
+    summary = run_fleet(cfg)
+    assert summary.failed_episodes == 0 and summary.versions[production_version].episodes == 4
+    with sa.create_engine(api_db).connect() as conn:
+        rows = conn.execute(sa.text("select robot_id, version, steps, latency_p99_ms, latents from telemetry_episodes"
+                                    )).all()
+    assert {r.robot_id for r in rows} == {"WH-7-r001", "WH-7-r002"} and len(rows) == 4
+    assert all(r.version == production_version and r.steps == 40 and r.latency_p99_ms > 0 for r in rows)
+    assert len(rows[0].latents) == 8 and len(rows[0].latents[0]) == 32
+    uploads = list((settings.resolved_home / "uploads" / "WH-7").glob("*.npz"))
+    assert len(uploads) == 4
+
+
+def test_a_wrong_token_raises_with_the_apis_explanation(live_api):
+    url, _ = live_api
+    robot = RobotApi(url, "nope.nope")
+    with pytest.raises(ApiError, match="401.*invalid or revoked token"):
+        robot.assignment("WH-7-r001", "WH-7")
+    robot.close()
