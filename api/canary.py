@@ -14,6 +14,7 @@ while the percent grows (see `arm_of`). All state is in the database: a restarte
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from dreamops.registry.errors import PromotionRefusedError
 from dreamops.registry.promotion import Promotions, refusal
 
 ACTIVE = "rolling_out"
+log = logging.getLogger("dreamops.api")
 
 
 @dataclass
@@ -200,6 +202,18 @@ def start(session: Session, promotions: Promotions, model: str, ref: str, policy
     _audit(session, actor, "deployment.create", deployment, baseline=baseline, stages=policy.stages)
     session.commit()
     return deployment
+
+
+def start_from_alias(session: Session, promotions: Promotions, model: str, version: str) -> Deployment | None:
+    """The rollout an engineer asked for by setting `canary` in the MLflow UI (seen by the webhook
+    or the reconciler): the version's warehouse, default stages and guardrails."""
+    warehouse = store.get_version(model, version).tags.get("warehouse_id", "default")
+    try:
+        return start(session, promotions, model, version, RolloutPolicy(), "mlflow-ui", warehouse_id=warehouse,
+                     set_alias=False)
+    except (DeploymentConflict, LookupError, ValueError) as exc:
+        log.warning("canary alias on %s v%s did not start a rollout: %s", model, version, exc)
+        return None
 
 
 def _breach(episode: TelemetryEpisode) -> dict:

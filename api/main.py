@@ -19,6 +19,7 @@ from dreamops.api.auth import AuthError
 from dreamops.api.db import Deployment, session_factory
 from dreamops.api.deps import promotions
 from dreamops.api.routes import deployments, models, robots, training, webhooks
+from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 from dreamops.settings import get_settings
 
@@ -41,6 +42,20 @@ def tick_deployments() -> int:
     return len(ids)
 
 
+def reconcile_aliases() -> int:
+    """The webhook fallback: apply the promotion rules to alias moves made in the MLflow UI, and
+    start the rollout of a `canary` set there. Returns how many moves it found."""
+    moves = 0
+    p = promotions()
+    for model in store.model_names():
+        for move in p.reconcile(model, source="reconciler", actor="mlflow"):
+            moves += 1
+            if move.alias == "canary" and move.outcome == "applied" and move.to_version:
+                with session_factory(get_settings().sql_url)() as session:
+                    canary.start_from_alias(session, p, model, move.to_version)
+    return moves
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
@@ -55,9 +70,18 @@ async def lifespan(app: FastAPI):
             except Exception:
                 log.exception("deployment tick failed")
 
-    task = asyncio.create_task(ticker())
+    async def reconciler():
+        while settings.reconcile_interval_s > 0:
+            await asyncio.sleep(settings.reconcile_interval_s)
+            try:
+                await run_in_threadpool(reconcile_aliases)
+            except Exception:
+                log.exception("alias reconciliation failed")
+
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(reconciler())]
     yield
-    task.cancel()
+    for task in tasks:
+        task.cancel()
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(None, description="Shared secret of the MLflow webhooks (HMAC-SHA256).")
     webhook_max_age_s: int = Field(300, description="Webhook deliveries older than this are rejected.")
     canary_tick_s: float = Field(2.0, description="How often the API re-evaluates active canary rollouts.")
+    reconcile_interval_s: float = Field(30.0, description="How often the API polls MLflow's aliases for moves "
+                                        "made in the UI (the webhook fallback); 0 turns it off.")
     server_backend_store_uri: str | None = Field(None, description="`dreamops server`: MLflow backend store "
                                                  "(postgresql://...); default: the embedded SQLite.")
     server_artifacts_destination: str | None = Field(None, description="`dreamops server`: where the MLflow "

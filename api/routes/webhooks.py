@@ -2,8 +2,6 @@
 alias set in the MLflow UI, once accepted by the promotion rules, starts a staged rollout."""
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -11,11 +9,9 @@ from sqlalchemy.orm import Session
 from dreamops.api import canary
 from dreamops.api.deps import db, promotions, webhook_receiver
 from dreamops.api.schemas import AliasMoveOut, WebhookAck
-from dreamops.registry import store
 from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
-log = logging.getLogger("dreamops.api")
 
 
 @router.post("/mlflow", response_model=WebhookAck)
@@ -35,13 +31,5 @@ async def mlflow_webhook(request: Request, receiver: WebhookReceiver = Depends(w
 
 
 def _start_rollout(session: Session, model: str, version: str) -> str | None:
-    """The rollout an engineer asked for by setting `canary` in the UI: the version's warehouse,
-    default stages and guardrails."""
-    warehouse = store.get_version(model, version).tags.get("warehouse_id", "default")
-    try:
-        deployment = canary.start(session, promotions(), model, version, canary.RolloutPolicy(), "mlflow-ui",
-                                  warehouse_id=warehouse, set_alias=False)
-    except (canary.DeploymentConflict, LookupError, ValueError) as exc:
-        log.warning("canary alias on %s v%s did not start a rollout: %s", model, version, exc)
-        return None
-    return deployment.id
+    deployment = canary.start_from_alias(session, promotions(), model, version)
+    return deployment.id if deployment else None

@@ -182,3 +182,17 @@ def test_canary_set_in_the_mlflow_ui_starts_a_rollout(api, registry):
     (deployment_id,) = answer.json()["deployments"]
     started = api.get(f"/deployments/{deployment_id}").json()
     assert started["version"] == v2 and started["warehouse_id"] == WH and started["status"] == "rolling_out"
+
+
+def test_without_webhooks_the_apis_reconciler_starts_the_rollout(api, registry):
+    """Where MLflow cannot reach the API, its reconciler sees the UI's `canary` and starts the rollout."""
+    from dreamops.api.main import reconcile_aliases
+
+    _, client = registry
+    _, v2 = setup_production(registry)
+    client.set_model_version_tag(MODEL, v2, "warehouse_id", WH)
+    client.set_registered_model_alias(MODEL, "canary", v2)  # no webhook delivered
+    assert reconcile_aliases() == 1
+    (started,) = api.get("/deployments?status=rolling_out").json()
+    assert started["version"] == v2 and started["warehouse_id"] == WH
+    assert reconcile_aliases() == 0  # idempotent
