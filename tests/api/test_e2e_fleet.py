@@ -119,6 +119,7 @@ def test_trigger_canary_rollback_and_restart_on_a_simulated_fleet(e2e):
     assert repeat.status_code == 200 and repeat.json()["job_id"] == keyed.json()["job_id"]
     candidate = _finished_job(api, keyed.json()["job_id"])["version"]
     assert candidate != baseline
+    assert api.get("/models/staging").json()["version"] == candidate  # by alias: the newest passed version
     assert main(["promote", baseline, "--to", "production", "--reason", "e2e baseline"]) == 0
 
     # a good version goes to 100% on the fleet and becomes production

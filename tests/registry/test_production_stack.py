@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from dreamops.flows.cli import main
+from dreamops.registry.semver import is_semver
 from dreamops.registry.webhooks import sign
 from tests.stack import BUCKET, WEBHOOK_SECRET
 
@@ -38,7 +39,10 @@ def trained(prefect_server, stack, tmp_path_factory):
     try:
         assert main(["webhook", "--url", f"{stack.api_url}/api/v1/webhooks/mlflow"]) == 0
         assert main(["train", "--profile", "smoke", "--no-progress"]) == 0
-        yield home
+        from dreamops.registry import store
+
+        store.configure(get_settings())
+        yield str(store.get_version(MODEL, "latest").version)  # other modules may have registered before
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -54,18 +58,20 @@ def test_smoke_pipeline_registers_on_the_stack_and_loads_back_from_s3(trained, o
 
     client = store.configure(get_settings())
     assert get_settings().mlflow_tracking_uri.startswith("http://127.0.0.1")
-    mv = client.get_model_version(MODEL, "1")
-    assert mv.tags["semver"] == "1.0.0" and mv.tags["validation_status"] == "passed"
-    assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "1"
+    v = trained
+    mv = client.get_model_version(MODEL, v)
+    assert is_semver(mv.tags["semver"]) and mv.tags["validation_status"] == "passed"
+    assert str(client.get_model_version_by_alias(MODEL, "staging").version) == v
 
     # the artifacts are objects in the S3 bucket, written by the MLflow server through boto3
-    bundle_keys = [k for k in on_stack.s3_keys("mlflow/") if k.endswith("artifacts/vmc_bundle.pt")]
+    model_id = mv.source.removeprefix("models:/")
+    bundle_keys = [k for k in on_stack.s3_keys("mlflow/") if k.endswith("artifacts/vmc_bundle.pt") and model_id in k]
     assert len(bundle_keys) == 1
     s3_bytes = on_stack.s3().get_object(Bucket=BUCKET, Key=bundle_keys[0])["Body"].read()
-    loaded = store.load_bundle(MODEL, "1")  # through the server's artifact proxy, hashes checked
+    loaded = store.load_bundle(MODEL, v)  # through the server's artifact proxy, hashes checked
     assert hashlib.sha256(loaded.path.read_bytes()).hexdigest() == hashlib.sha256(s3_bytes).hexdigest()
 
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{v}")
     frames = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     actions = model.predict(frames, params={"reset": True})
     assert actions.shape == (3, 3) and np.isfinite(actions).all()
@@ -80,8 +86,8 @@ def test_smoke_pipeline_registers_on_the_stack_and_loads_back_from_s3(trained, o
     # the audit log is in PostgreSQL and the CLI reads it
     with sa.create_engine(on_stack.env["DREAMOPS_DATABASE_URL"]).connect() as conn:
         rows = conn.execute(sa.text("select alias, to_version, source from dreamops_alias_moves")).all()
-    assert ("staging", "1", "flow") in [tuple(r) for r in rows]
-    assert main(["lineage", "1"]) == 0
+    assert ("staging", v, "flow") in [tuple(r) for r in rows]
+    assert main(["lineage", v]) == 0
     out = capsys.readouterr().out
     assert f"data {data_hash}  at s3://{BUCKET}/store/datasets/" in out and "weights vae" in out
 
@@ -105,18 +111,19 @@ def test_mlflow_webhooks_reach_the_api_and_apply_the_rules(trained, on_stack):
     audit = AuditLog(get_settings().sql_url)
 
     # an engineer promotes v1 in the MLflow UI (the UI calls this same REST endpoint)
-    client.set_registered_model_alias(MODEL, "production", "1")
+    v = trained
+    client.set_registered_model_alias(MODEL, "production", v)
     accepted = _wait_for(lambda: [m for m in audit.history(MODEL, "production") if m.source == "webhook"],
                          what="the webhook to record the UI promotion")
-    assert accepted[0].to_version == "1" and accepted[0].outcome == "applied"
+    assert accepted[0].to_version == v and accepted[0].outcome == "applied"
 
     # ... then points production at a version that failed its gates: the API reverts it
-    bad = _failed_version(client)
+    bad = _failed_version(client, v)
     client.set_registered_model_alias(MODEL, "production", bad)
     reverted = _wait_for(lambda: [m for m in audit.history(MODEL, "production") if m.outcome == "reverted"],
                          what="the webhook to revert the failed version")
-    assert reverted[0].from_version == bad and reverted[0].to_version == "1"
-    assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
+    assert reverted[0].from_version == bad and reverted[0].to_version == v
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == v
 
 
 def _post(url: str, body: bytes, headers: dict) -> int:
@@ -144,9 +151,9 @@ def test_api_rejects_forged_stale_and_replayed_deliveries(stack):
     assert _post(url, body.encode(), headers(ts=time.time() - 3600)) == 401  # stale
 
 
-def _failed_version(client) -> str:
-    """A version that did not pass its gates (same weights as v1; only its tags differ)."""
-    v1 = client.get_model_version(MODEL, "1")
+def _failed_version(client, like: str) -> str:
+    """A version that did not pass its gates (same weights as version `like`; only its tags differ)."""
+    v1 = client.get_model_version(MODEL, like)
     return str(client.create_model_version(MODEL, source=v1.source, run_id=v1.run_id,
                                            model_id=v1.source.removeprefix("models:/"),
                                            tags={"validation_status": "failed",
@@ -169,6 +176,7 @@ def _chromium():
 
 def _add_alias_in_ui(driver, base: str, version: str, alias: str) -> None:
     """What an engineer does: open the version, edit its aliases, type one, save."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -176,10 +184,20 @@ def _add_alias_in_ui(driver, base: str, version: str, alias: str) -> None:
     driver.get(f"{base}/#/models/{MODEL}/versions/{version}")
     wait = WebDriverWait(driver, 90)
     # the aliases editor opens from "Add" (no alias yet) or the pencil beside the aliases
-    edit = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'button[data-component-id*="aliaseditor"]')
-                      or [b for b in d.find_elements(By.CSS_SELECTOR, "button")
-                          if b.text == "Add" and "btn-link" in (b.get_attribute("class") or "")])
-    edit[0].click()
+    def open_editor(d) -> bool:
+        # the page re-renders while it loads: find and click again if the button went stale
+        try:
+            buttons = d.find_elements(By.CSS_SELECTOR, 'button[data-component-id*="aliaseditor"]') or \
+                [b for b in d.find_elements(By.CSS_SELECTOR, "button")
+                 if b.text == "Add" and "btn-link" in (b.get_attribute("class") or "")]
+            if buttons:
+                buttons[0].click()
+                return True
+        except StaleElementReferenceException:
+            pass
+        return False
+
+    wait.until(open_editor)
     box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=dialog] input[role=combobox]"))
     box.send_keys(alias, Keys.ENTER)
     save = '[data-component-id="mlflow.edit-aliases-modal.save-button"]'
@@ -199,20 +217,21 @@ def test_promotion_in_the_mlflow_ui_goes_through_the_rules(trained, on_stack):
 
     client = store.configure(get_settings())
     audit = AuditLog(get_settings().sql_url)
-    failed = _failed_version(client)
+    v = trained
+    failed = _failed_version(client, v)
     driver = _chromium()
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        _add_alias_in_ui(driver, on_stack.tracking_uri, "1", "canary")
+        _add_alias_in_ui(driver, on_stack.tracking_uri, v, "canary")
         applied = _wait_for(lambda: [m for m in audit.history(MODEL, "canary") if m.source == "webhook"],
                             what="the UI's canary promotion to reach the audit log")
-        assert (applied[0].to_version, applied[0].outcome) == ("1", "applied")
+        assert (applied[0].to_version, applied[0].outcome) == (v, "applied")
 
         _add_alias_in_ui(driver, on_stack.tracking_uri, failed, "staging")
         reverted = _wait_for(lambda: [m for m in audit.history(MODEL, "staging") if m.outcome == "reverted"
                                       and m.from_version == failed], what="the failed version's revert")
-        assert reverted[0].to_version == "1"
-        assert str(client.get_model_version_by_alias(MODEL, "staging").version) == "1"
+        assert reverted[0].to_version == v
+        assert str(client.get_model_version_by_alias(MODEL, "staging").version) == v
 
         driver.get(f"{on_stack.tracking_uri}/#/models/{MODEL}")
         body = lambda d: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
@@ -221,9 +240,9 @@ def test_promotion_in_the_mlflow_ui_goes_through_the_rules(trained, on_stack):
         assert MODEL in body(driver)
         driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-model.png"))
 
-        driver.get(f"{on_stack.tracking_uri}/#/models/{MODEL}/versions/1")
+        driver.get(f"{on_stack.tracking_uri}/#/models/{MODEL}/versions/{v}")
         WebDriverWait(driver, 90).until(lambda d: "validation_status" in body(d) and "canary" in body(d))
-        assert "semver" in body(driver) and "1.0.0" in body(driver)
+        assert "semver" in body(driver) and client.get_model_version(MODEL, v).tags["semver"] in body(driver)
         driver.save_screenshot(str(ARTIFACTS_DIR / "mlflow-ui-version.png"))
     finally:
         driver.quit()
