@@ -9,8 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_collect  # noqa: E402
 import bench_dream  # noqa: E402
 import bench_latency  # noqa: E402
+import bench_mmd  # noqa: E402
 
 if __name__ == "__main__":
-    for bench in (bench_dream, bench_collect, bench_latency):
+    for bench in (bench_dream, bench_collect, bench_latency, bench_mmd):
         bench.main()
         print()
