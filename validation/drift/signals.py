@@ -1,0 +1,95 @@
+"""The three drift signals and the two-of-three decision.
+
+1. latents: MMD permutation test of recent fleet latents against the version's reference latents;
+2. residual: M's prediction error (|predicted next z - encoded next z|) stays more than `k` baseline
+   standard deviations above the baseline mean for a sustained window;
+3. performance: the rolling mean reward of the last `window` episodes falls below a threshold, or
+   a one-sided CUSUM on standardized reward signals a small sustained drop.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    name: str
+    fired: bool
+    figure: float | None  # the number the verdict rests on
+    threshold: float | None
+    detail: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def residual_signal(baseline: np.ndarray, recent: np.ndarray, k: float = 2.0, min_recent: int = 5) -> SignalResult:
+    """Fires when the median per-episode residual of the sustained window is more than k baseline
+    standard deviations above the baseline mean (the median: one odd episode does not fire it)."""
+    baseline, recent = np.asarray(baseline, float), np.asarray(recent, float)
+    baseline, recent = baseline[np.isfinite(baseline)], recent[np.isfinite(recent)]
+    if len(baseline) < 2 or len(recent) < min_recent:
+        return SignalResult("residual", False, None, None, {"reason": "not enough episodes",
+                                                            "baseline_n": len(baseline), "recent_n": len(recent)})
+    limit = float(baseline.mean() + k * baseline.std(ddof=1))
+    figure = float(np.median(recent))
+    return SignalResult("residual", figure > limit, figure, limit,
+                        {"baseline_mean": float(baseline.mean()), "baseline_std": float(baseline.std(ddof=1)),
+                         "recent_n": len(recent)})
+
+
+# h = 7 with k = 0.5, simulated over 100-episode windows (2000 windows each, seed 1): false alarm
+# in 1.9% of windows without a shift, alarm in 95% with a -0.6 std shift (h = 5: 9.8% / 99%).
+CUSUM_K, CUSUM_H = 0.5, 7.0
+
+
+def cusum_lower(rewards: np.ndarray, mean: float, std: float, k: float = CUSUM_K, h: float = CUSUM_H
+                ) -> tuple[bool, float]:
+    """One-sided (downward) CUSUM on standardized rewards: S_t = max(0, S_{t-1} + (mean - x_t)/std - k);
+    alarm when S_t > h. Returns (alarm, the largest S_t)."""
+    s, peak = 0.0, 0.0
+    for x in np.asarray(rewards, float):
+        s = max(0.0, s + (mean - x) / max(std, 1e-9) - k)
+        peak = max(peak, s)
+    return peak > h, peak
+
+
+def performance_signal(baseline: np.ndarray, recent: np.ndarray, min_reward: float, window: int = 100,
+                       cusum_k: float = CUSUM_K, cusum_h: float = CUSUM_H) -> SignalResult:
+    """Fires when the rolling mean of the last `window` rewards is below `min_reward`, or when the
+    CUSUM (against the baseline's mean and std) alarms."""
+    baseline, recent = np.asarray(baseline, float), np.asarray(recent, float)
+    if len(recent) == 0 or len(baseline) < 2:
+        return SignalResult("performance", False, None, min_reward, {"reason": "not enough episodes"})
+    rolling = float(recent[-window:].mean())
+    alarm, peak = cusum_lower(recent, float(baseline.mean()), float(baseline.std(ddof=1)), cusum_k, cusum_h)
+    return SignalResult("performance", rolling < min_reward or alarm, rolling, min_reward,
+                        {"cusum_peak": peak, "cusum_h": cusum_h, "cusum_alarm": alarm, "rolling_window": window,
+                         "baseline_mean": float(baseline.mean())})
+
+
+def mmd_signal(result, alpha: float = 0.05) -> SignalResult:
+    """From a validation.drift.mmd.MMDResult."""
+    return SignalResult("latents", result.p_value < alpha, result.p_value, alpha,
+                        {"mmd2": result.mmd2, "sigma": result.sigma, "n_reference": result.n_reference,
+                         "n_current": result.n_current, "permutations": result.permutations})
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    drift: bool
+    fired: list[str]
+    signals: list[SignalResult]
+    required: int = 2
+
+    def to_dict(self) -> dict:
+        return {"drift": self.drift, "fired": self.fired, "required": self.required,
+                "signals": [s.to_dict() for s in self.signals]}
+
+
+def decide(signals: list[SignalResult], required: int = 2) -> DriftDecision:
+    """Drift when at least `required` of the signals fired in the same window (the seed: two of three)."""
+    fired = [s.name for s in signals if s.fired]
+    return DriftDecision(len(fired) >= required, fired, signals, required)
