@@ -106,6 +106,7 @@ class TelemetryEpisode(Base):
     steps: Mapped[int]
     latency_p50_ms: Mapped[float]
     latency_p99_ms: Mapped[float]
+    residual: Mapped[float | None]
     ended_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     latents: Mapped[list | None]

@@ -53,6 +53,7 @@ class EpisodeReport(BaseModel):
     steps: int = Field(ge=1)
     latency_p50_ms: float = Field(ge=0)
     latency_p99_ms: float = Field(ge=0)
+    residual: float | None = Field(None, ge=0, description="mean |M's predicted next z - encoded z| (drift)")
     ended_at: datetime = Field(description="when the episode ended, on the robot's clock (UTC)")
 
 

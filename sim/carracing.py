@@ -42,16 +42,31 @@ class StepInfo:
     track_tiles: int
 
 
+# Shifted worlds for drift: the simulator renders them, nothing is edited after the fact.
+# "night": darker road, background and grass (CarRacing's defaults are 102/102/102, 102/204/102,
+# 102/230/102), as a warehouse under night lighting looks darker to the camera.
+SCENARIOS: dict[str, dict[str, tuple[int, int, int]] | None] = {
+    "day": None,
+    "night": {"road_color": (45, 45, 55), "bg_color": (35, 80, 45), "grass_color": (40, 95, 50)},
+}
+
+
 class CarRacing:
     """A CarRacing-v3 episode source with 64x64 frames, fixed seeding and track-contact info."""
 
-    def __init__(self, max_steps: int = 1000, action_repeat: int = 1):
+    def __init__(self, max_steps: int = 1000, action_repeat: int = 1, scenario: str = "day"):
         if max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {max_steps}")
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.max_steps, self.action_repeat = max_steps, action_repeat
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         self.env = gym.make(ENV_ID, max_episode_steps=max_steps * action_repeat)
+        self.scenario = scenario
+        for name, rgb in (SCENARIOS[scenario] or {}).items():
+            # read when the track is built at reset (colours are not re-drawn without domain_randomize)
+            setattr(self.env.unwrapped, name, np.array(rgb, dtype=np.float64))
         self.t = 0  # agent steps this episode
         self.frames = 0  # simulator frames this episode (= real env steps)
 

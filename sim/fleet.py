@@ -25,7 +25,7 @@ from dreamops.api.schemas import Assignment, EpisodeReport, EpisodeUploadAck, Te
 from dreamops.models.bundle import VMCBundle
 from dreamops.models.vae import VAE
 from dreamops.settings import Settings
-from dreamops.sim.carracing import CarRacing
+from dreamops.sim.carracing import SCENARIOS, CarRacing
 from dreamops.sim.rollout import Episode, Policy, play_episode
 from dreamops.tasks.dataset import SHARD_ARRAYS
 from dreamops.tasks.evaluate import count_off_track_events
@@ -56,6 +56,14 @@ class BrokenController:
     def act(self, frame: np.ndarray) -> np.ndarray:
         self.policy.act(frame)
         return self.ACTION.copy()
+
+    def diagnostics(self) -> dict:
+        return _diagnostics(self.policy)
+
+
+def _diagnostics(policy) -> dict:
+    """The wrapped policy's per-step diagnostics (the VMC policy's M residual), if it has any."""
+    return getattr(policy, "diagnostics", dict)()
 
 
 FAULTS: dict[str, Callable[[Policy], Policy]] = {"broken_controller": BrokenController}
@@ -110,8 +118,11 @@ class FleetConfig:
     robot_prefix: str | None = None  # default: f"{warehouse_id}-r"
     mlflow_tracking_uri: str | None = None  # where versions are downloaded from; None: as configured
     mlflow_registry_uri: str | None = None
+    scenario: str = "day"  # sim.carracing.SCENARIOS: "night" shifts the world the robots see (drift)
 
     def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
         if not self.api_url.startswith(("http://", "https://")):
             raise ValueError(f"API URL must start with http:// or https://, got {self.api_url!r}")
         if not self.token:
@@ -145,6 +156,8 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"inject a fault into one version, e.g. 3=broken_controller (repeatable; "
                              f"faults: {', '.join(sorted(FAULTS))})")
     parser.add_argument("--model", default="carracing-vmc", help="registered model the robots run")
+    parser.add_argument("--scenario", default="day", choices=sorted(SCENARIOS),
+                        help="the world the robots drive in; 'night' is darker (a drift to detect)")
     parser.add_argument("--seed", type=int, default=0, help="base episode seed")
     parser.add_argument("--latent-sample", type=int, default=8, help="latents reported per episode")
     parser.add_argument("--no-upload", action="store_true", help="report telemetry only, not the episodes")
@@ -158,7 +171,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> FleetConfi
         api_url=args.api, token=args.token or os.environ.get(TOKEN_ENV, ""), warehouse_id=args.warehouse,
         robots=args.robots, model=args.model, max_steps=args.max_steps, episodes_per_robot=args.episodes,
         upload_episodes=not args.no_upload, latent_sample=args.latent_sample, seed=args.seed,
-        faults=parse_faults(args.faults), poll_interval_s=args.poll_interval, robot_prefix=args.robot_prefix,
+        faults=parse_faults(args.faults), scenario=args.scenario, poll_interval_s=args.poll_interval, robot_prefix=args.robot_prefix,
         mlflow_tracking_uri=settings.mlflow_tracking_uri, mlflow_registry_uri=settings.mlflow_registry_uri)
 
 
@@ -181,6 +194,9 @@ class _Timed:
         self.seconds.append(time.perf_counter() - start)
         return action
 
+    def diagnostics(self) -> dict:
+        return _diagnostics(self.policy)
+
 
 @dataclass
 class MeasuredEpisode:
@@ -202,9 +218,11 @@ def play_and_measure(env: CarRacing, policy: Policy, vae: VAE, seed: int, latent
     # between decisions the policy only repeats its action: those calls say nothing about latency
     decisions = np.asarray(timed.seconds[::getattr(policy, "action_repeat", 1)]) * 1000.0
     p50, p99 = np.percentile(decisions, [50, 99])
+    residuals = episode.extras.get("residual")
+    residual = float(np.nanmean(residuals)) if residuals is not None and np.isfinite(residuals).any() else None
     report = EpisodeReport(seed=seed, reward=episode.total_reward, collisions=count_off_track_events(episode.on_track),
                            steps=episode.length, latency_p50_ms=float(p50), latency_p99_ms=float(p99),
-                           ended_at=datetime.now(timezone.utc))
+                           residual=residual, ended_at=datetime.now(timezone.utc))
     return MeasuredEpisode(episode, report, sample_latents(vae, episode.obs, latent_sample))
 
 
@@ -322,7 +340,8 @@ class Robot:
         self.robot_id = f"{config.robot_prefix}{index + 1:03d}"
         self.stop = stop or threading.Event()
         self.api = RobotApi(config.api_url, config.token)
-        self.env = CarRacing(max_steps=config.max_steps)  # VMC policies repeat their actions themselves
+        # VMC policies repeat their actions themselves; the scenario shifts the world (drift)
+        self.env = CarRacing(max_steps=config.max_steps, scenario=config.scenario)
         self.episodes_played = 0
         self._policies: dict[str, tuple[Policy, VAE]] = {}
 

@@ -68,6 +68,7 @@ def telemetry(robot_id: str, batch: TelemetryBatch, _: Principal = Depends(allow
                                      deployment_id=batch.deployment_id, arm=arm, stage_index=stage, seed=e.seed,
                                      reward=e.reward, collisions=e.collisions, steps=e.steps,
                                      latency_p50_ms=e.latency_p50_ms, latency_p99_ms=e.latency_p99_ms,
+                                     residual=e.residual,
                                      ended_at=e.ended_at, latents=batch.latents or None))
     session.commit()
     status = None

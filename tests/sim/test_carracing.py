@@ -46,3 +46,21 @@ def test_rule_based_steers_towards_the_road():
     frame[30:56, 44:60] = [0, 200, 0]
     frame[30:56, 4:20] = 105
     assert RuleBasedPolicy().act(frame)[0] < -0.3
+
+
+def test_night_scenario_renders_a_darker_world():
+    import numpy as np
+
+    from dreamops.sim.carracing import CarRacing
+
+    means = {}
+    for scenario in ("day", "night"):
+        env = CarRacing(max_steps=60, scenario=scenario)
+        frame = env.reset(seed=3)
+        for _ in range(60):  # past the zoom-in
+            frame, *_ = env.step(np.array([0.0, 0.3, 0.0]))
+        env.close()
+        means[scenario] = frame.mean()
+    assert means["night"] < 0.6 * means["day"]
+    with pytest.raises(ValueError, match="unknown scenario"):
+        CarRacing(scenario="fog")
