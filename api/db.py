@@ -112,6 +112,21 @@ class TelemetryEpisode(Base):
     latents: Mapped[list | None]
 
 
+class DriftIncident(Base):
+    """Drift found for a warehouse: its robots run `fallback_version` (last-known-good) until a new
+    production version lands."""
+    __tablename__ = "drift_incidents"
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_id)
+    warehouse_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    model: Mapped[str] = mapped_column(sa.String(256))
+    version: Mapped[str] = mapped_column(sa.String(16))  # the production version that drifted
+    fallback_version: Mapped[str | None] = mapped_column(sa.String(16))
+    signals: Mapped[dict]
+    detected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(sa.Text)
+
+
 class ApiAuditEvent(Base):
     __tablename__ = "api_audit"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)

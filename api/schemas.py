@@ -43,7 +43,7 @@ class Assignment(BaseModel):
     version: str | None
     semver: str | None = None
     deployment_id: str | None = None
-    arm: str | None = None  # "canary" | "baseline" | "production"
+    arm: str | None = None  # "canary" | "baseline" | "production" | "fallback" (drift: last-known-good)
 
 
 class EpisodeReport(BaseModel):

@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     canary_tick_s: float = Field(2.0, description="How often the API re-evaluates active canary rollouts.")
     reconcile_interval_s: float = Field(30.0, description="How often the API polls MLflow's aliases for moves "
                                         "made in the UI (the webhook fallback); 0 turns it off.")
+    warehouses: list[str] = Field(default_factory=lambda: ["default"], description="Warehouses with a weekly "
+                                  "retrain and an hourly drift check (JSON list in the environment).")
+    retrain_profile: str = Field("quick", description="Profile of scheduled and drift-triggered retrains.")
+    retrain_cron: str = Field("0 3 * * 1", description="Weekly retrain schedule (Monday 03:00).")
+    retrain_timezone: str = Field("UTC", description="Time zone of the retrain schedule.")
+    retrain_data_window_hours: float = Field(24.0, description="Fleet data a drift-triggered retrain adds.")
+    drift_check_interval_s: float = Field(3600.0, description="How often each warehouse's drift check runs.")
     server_backend_store_uri: str | None = Field(None, description="`dreamops server`: MLflow backend store "
                                                  "(postgresql://...); default: the embedded SQLite.")
     server_artifacts_destination: str | None = Field(None, description="`dreamops server`: where the MLflow "

@@ -18,6 +18,7 @@ from pathlib import Path
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 BUCKET = "dreamops"
 WEBHOOK_SECRET = "test-webhook-secret"
+DRIFT_WAREHOUSE = "WH-DRIFT"  # the stack serves its weekly retrain and hourly drift check
 
 
 def free_port() -> int:
@@ -82,6 +83,7 @@ class Stack:
     api_cmd: list[str]
     api_env: dict[str, str]
     api_proc: subprocess.Popen | None = None
+    prefect_api: str = ""
 
     def restart_api(self) -> float:
         """Stop the API process (SIGTERM, as a deploy would) and start it again; returns seconds down."""
@@ -152,7 +154,8 @@ def production_stack(workdir: Path):
                       "DREAMOPS_WEBHOOK_SECRET": WEBHOOK_SECRET}
         cli = [sys.executable, "-m", "dreamops.flows.cli"]
         served_env = {**base_env, **client_env, "PREFECT_API_URL": prefect_api, "DREAMOPS_WORKERS": "2",
-                      "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+                      "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DREAMOPS_WAREHOUSES": f'["{DRIFT_WAREHOUSE}"]',
+                      "DREAMOPS_RETRAIN_PROFILE": "smoke"}
         serve = stack.enter_context(process(cli + ["serve"], {**served_env, "DREAMOPS_HOME": str(workdir / "serve-home")},
                                             workdir / "serve.log"))
         # the serve process registers the deployment the training trigger starts
@@ -160,7 +163,8 @@ def production_stack(workdir: Path):
         api_port = free_port()
         api_cmd = cli + ["api", "--port", str(api_port)]
         api_env = {**served_env, "DREAMOPS_HOME": str(workdir / "api-home"), "DREAMOPS_CANARY_TICK_S": "0.5"}
-        s = Stack(tracking_uri, f"http://127.0.0.1:{api_port}", s3_endpoint, client_env, workdir, api_cmd, api_env)
+        s = Stack(tracking_uri, f"http://127.0.0.1:{api_port}", s3_endpoint, client_env, workdir, api_cmd, api_env,
+                  prefect_api=prefect_api)
         s.api_proc = _spawn(api_cmd, api_env, workdir / "api.log")
         try:
             wait_http(f"{s.api_url}/healthz", s.api_proc, workdir / "api.log")

@@ -37,3 +37,18 @@ def test_image_installs_the_lock():
     dockerfile = (INFRA / "Dockerfile").read_text()
     assert "requirements.lock" in dockerfile and "torch==2.13.0" in dockerfile
     assert 'ENTRYPOINT ["dreamops"]' in dockerfile
+
+
+def test_prefect_yaml_matches_the_served_deployments():
+    """prefect.yaml (work-pool deployments) and flows/serve.py declare the same flows and trigger."""
+    from dreamops.flows.serve import deployments
+
+    spec = yaml.safe_load((INFRA.parent / "prefect.yaml").read_text())
+    declared = {d["name"]: d for d in spec["deployments"]}
+    served = {d.name for d in deployments()}
+    assert {"dreamops-train", "retrain-on-drift"} <= set(declared) & served
+    trigger = declared["retrain-on-drift"]["triggers"][0]
+    assert trigger["expect"] == ["dreamops.drift.detected"]
+    for d in spec["deployments"]:
+        path, name = d["entrypoint"].split(":")
+        assert (INFRA.parent / path).exists() and f"def {name}(" in (INFRA.parent / path).read_text()

@@ -8,13 +8,14 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from dreamops.api import canary
 from dreamops.api.auth import Principal
-from dreamops.api.db import Deployment, Robot, TelemetryEpisode, utcnow
+from dreamops.api.db import Deployment, DriftIncident, Robot, TelemetryEpisode, utcnow
 from dreamops.api.deps import allowed, db, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
 from dreamops.registry import store
@@ -45,6 +46,9 @@ def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model:
     else:
         production = store.find_alias(model, "production")
         arm, version, deployment_id = "production", str(production.version) if production else None, None
+        fallback = _drift_fallback(session, model, warehouse_id, version)
+        if fallback:
+            arm, version = "fallback", fallback
     robot.running_version = version
     session.commit()
     return Assignment(robot_id=robot_id, warehouse_id=warehouse_id, model=model, version=version,
@@ -91,6 +95,20 @@ async def upload_episode(robot_id: str, request: Request, warehouse_id: str = Qu
     objects = open_store(cfg)
     await run_in_threadpool(_put, objects, body, key)
     return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames)
+
+
+def _drift_fallback(session: Session, model: str, warehouse_id: str, production: str | None) -> str | None:
+    """While drift is open for the warehouse, its robots run last-known-good; the incident closes
+    when production has moved on (the retrain landed)."""
+    incident = session.scalars(sa.select(DriftIncident).where(
+        DriftIncident.warehouse_id == warehouse_id, DriftIncident.model == model,
+        DriftIncident.resolved_at.is_(None)).order_by(DriftIncident.detected_at.desc())).first()
+    if incident is None:
+        return None
+    if production != incident.version:
+        incident.resolved_at, incident.resolution = utcnow(), f"production moved to {production}"
+        return None
+    return incident.fallback_version
 
 
 def _check_episode(body: bytes) -> int:

@@ -1,0 +1,64 @@
+"""drift: the fleet's telemetry of one warehouse -> the three signals -> the two-of-three decision."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+import torch
+
+from dreamops.api.db import TelemetryEpisode, session_factory
+from dreamops.validation.drift.mmd import mmd_test
+from dreamops.validation.drift.signals import (DriftDecision, decide, mmd_signal, performance_signal,
+                                               residual_signal)
+
+MIN_REFERENCE_LATENTS = 200
+
+
+@dataclass
+class DriftWindow:
+    """What one check looks at: `recent` is the window judged, `baseline` the time before it."""
+    warehouse_id: str
+    version: str
+    now: datetime
+    window: timedelta
+    baseline: timedelta
+
+
+def telemetry(database_url: str, warehouse_id: str, version: str, since: datetime, until: datetime) -> pd.DataFrame:
+    with session_factory(database_url)() as session:
+        rows = session.scalars(sa.select(TelemetryEpisode).where(
+            TelemetryEpisode.warehouse_id == warehouse_id, TelemetryEpisode.version == version,
+            TelemetryEpisode.ended_at >= since, TelemetryEpisode.ended_at < until).order_by(TelemetryEpisode.ended_at))
+        return pd.DataFrame([{"ended_at": r.ended_at, "reward": r.reward, "residual": r.residual,
+                              "collisions": r.collisions, "latents": r.latents or []} for r in rows],
+                            columns=["ended_at", "reward", "residual", "collisions", "latents"])
+
+
+def _latents(frame: pd.DataFrame) -> np.ndarray:
+    rows = [z for batch in frame["latents"] for z in batch]
+    return np.asarray(rows, np.float32).reshape(len(rows), -1)
+
+
+def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0) -> tuple[DriftDecision, dict]:
+    """The decision and the figures behind it. The latent reference is the version's own fleet
+    latents from the baseline period when there are enough: the reference stored with the version
+    comes from exploration episodes, whose states differ from the deployed policy's."""
+    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now)
+    base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window)
+    fleet_reference = _latents(base)
+    reference, reference_source = (fleet_reference, "fleet baseline") if len(fleet_reference) >= MIN_REFERENCE_LATENTS \
+        else (version_reference, "model version")
+    current = _latents(recent)
+    signals = []
+    if len(current) >= 2 and len(reference) >= 2:
+        signals.append(mmd_signal(mmd_test(torch.from_numpy(reference), torch.from_numpy(current), permutations,
+                                           seed), alpha))
+    signals.append(residual_signal(base["residual"].dropna().to_numpy(), recent["residual"].dropna().to_numpy()))
+    signals.append(performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward))
+    facts = {"recent_episodes": len(recent), "baseline_episodes": len(base), "recent_latents": len(current),
+             "reference_latents": len(reference), "reference_source": reference_source}
+    return decide(signals), facts
