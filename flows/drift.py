@@ -30,7 +30,8 @@ def warehouse_resource(warehouse_id: str) -> dict[str, str]:
 
 @flow(name="drift-check")
 def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: float = 4.0,
-                baseline_days: float = 30.0, min_reward: float = 150.0) -> dict:
+                baseline_days: float = 30.0, min_reward: float = 150.0, required_signals: int = 2) -> dict:
+    """`required_signals` of the three must fire in the window (the seed's rule: two of three)."""
     settings = get_settings()
     store.configure(settings)
     production = store.find_alias(model, "production")
@@ -39,7 +40,7 @@ def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: f
     version = str(production.version)
     reference = np.load(store.download_version_artifact(model, version, "reference_latents.npy"))
     window = DriftWindow(warehouse_id, version, utcnow(), timedelta(hours=window_hours), timedelta(days=baseline_days))
-    decision, facts = check_task(window, settings.sql_url, reference, min_reward)
+    decision, facts = check_task(window, settings.sql_url, reference, min_reward, required=required_signals)
     summary = {"warehouse_id": warehouse_id, "version": version, **decision.to_dict(), **facts}
 
     mlflow.set_experiment(DRIFT_EXPERIMENT)

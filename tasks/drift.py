@@ -43,7 +43,8 @@ def _latents(frame: pd.DataFrame) -> np.ndarray:
 
 
 def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
-          alpha: float = 0.05, permutations: int = 100, seed: int = 0) -> tuple[DriftDecision, dict]:
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2
+          ) -> tuple[DriftDecision, dict]:
     """The decision and the figures behind it. The latent reference is the version's own fleet
     latents from the baseline period when there are enough: the reference stored with the version
     comes from exploration episodes, whose states differ from the deployed policy's."""
@@ -61,4 +62,4 @@ def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_
     signals.append(performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward))
     facts = {"recent_episodes": len(recent), "baseline_episodes": len(base), "recent_latents": len(current),
              "reference_latents": len(reference), "reference_source": reference_source}
-    return decide(signals), facts
+    return decide(signals, required), facts
