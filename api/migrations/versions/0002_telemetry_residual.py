@@ -6,7 +6,6 @@ Create Date: 2026-11-21 16:28:18.395676
 """
 from alembic import op
 import sqlalchemy as sa
-import dreamops.api.db
 
 
 revision = '0002'
