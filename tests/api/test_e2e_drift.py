@@ -109,7 +109,9 @@ def test_night_shift_fires_drift_and_the_automation_starts_a_retrain(drift_stack
     for s in summary["signals"]:
         print(f"  {s['name']}: fired={s['fired']} figure={s['figure']} threshold={s['threshold']}")
     assert summary["drift"] and "latents" in summary["fired"], summary
-    assert summary["reference_source"] == "fleet baseline" and summary["recent_episodes"] >= 10
+    # the latent reference: the day fleet's own latents when >= 200 arrived in the baseline minute,
+    # else the version's stored ones (a busy machine plays fewer episodes); night differs from both
+    assert summary["reference_source"] in ("fleet baseline", "model version") and summary["recent_episodes"] >= 10
 
     async def retrain_runs():
         async with get_client() as client:
