@@ -125,7 +125,7 @@ def test_trigger_canary_rollback_and_restart_on_a_simulated_fleet(e2e):
     assert main(["promote", baseline, "--to", "production", "--reason", "e2e baseline"]) == 0
 
     # a good version goes to 100% on the fleet and becomes production
-    good = _deploy(api, candidate)
+    good = _deploy(api, candidate, alpha=0.001)  # about the mechanics: two smoke models may differ a little
     with Fleet(stack, tokens["robot"]):
         done = _ended(api, good["deployment_id"])
     assert done["status"] == "completed", done["reason"]
