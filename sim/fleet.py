@@ -244,7 +244,7 @@ def encode_episode(episode: Episode) -> bytes:
 # --- the API, as a robot sees it ---
 
 class ApiError(RuntimeError):
-    pass
+    """The API refused a request (4xx) or stayed unreachable after the retries."""
 
 
 class RobotApi:
