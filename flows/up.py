@@ -36,18 +36,23 @@ class Service:
     url: str
 
 
-def _wait(service: Service, health: str, timeout: float) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Until `url` answers 200; a process that exits, or the deadline, raises with its log's tail."""
     deadline = time.time() + timeout
     while True:
         try:
-            with urllib.request.urlopen(health, timeout=5) as r:
+            with urllib.request.urlopen(url, timeout=5) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except OSError:  # not listening yet
             pass
-        if service.proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"{service.name} did not start (see {service.log}):\n{_tail(service.log)}")
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{url} did not come up (see {log}):\n{_tail(log)}")
         time.sleep(0.5)
+
+
+def _wait(service: Service, health: str, timeout: float) -> None:
+    wait_http(health, service.proc, service.log, timeout)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

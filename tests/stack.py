@@ -9,11 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from dreamops.flows.up import wait_http
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 BUCKET = "dreamops"
@@ -25,20 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"{url} did not come up; log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 def _spawn(cmd: list[str], env: dict, log: Path, append: bool = False) -> subprocess.Popen:
