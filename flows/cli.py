@@ -40,6 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--max-steps", type=int, default=1000)
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
 
+    de = sub.add_parser("drift-eval", help="false-alarm and detection rates of the drift decision: held-out "
+                                           "normal windows vs windows of a shifted scenario, played for real")
+    de.add_argument("--model", default="staging", help="version number, semver, alias or 'latest' (default staging)")
+    de.add_argument("--agent", default="carracing-vmc")
+    de.add_argument("--baseline-episodes", type=int, default=100)
+    de.add_argument("--window", type=int, default=20, help="episodes per drift-check window")
+    de.add_argument("--holdout-windows", type=int, default=10)
+    de.add_argument("--shifted-windows", type=int, default=5)
+    de.add_argument("--scenario", default="night", help="the shifted scenario (sim.carracing.SCENARIOS)")
+    de.add_argument("--max-steps", type=int, default=300, help="simulator frames per episode")
+    de.add_argument("--min-reward", type=float, default=0.0, help="the performance signal's rolling-mean floor")
+    de.add_argument("--required", type=int, default=2, help="signals that must fire (the seed's rule: 2 of 3)")
+    de.add_argument("--workers", type=int, default=2)
+    de.add_argument("--json", metavar="PATH", help="also write the full result (every window) as JSON")
+
     pr = sub.add_parser("profile", help="latency p50/p95/p99 of V, M, C and the full step on one CPU thread")
     pr.add_argument("--model", required=True, help="version number, alias or 'latest'")
     pr.add_argument("--agent", default="carracing-vmc")
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile,
                     "ui": _server, "server": _server, "versions": _versions, "lineage": _lineage, "promote": _promote,
                     "rollback": _rollback, "history": _history, "reconcile": _reconcile, "webhook": _webhook, "api": _api, "serve": _serve,
-                    "token": _token, "up": _up,
+                    "token": _token, "up": _up, "drift-eval": _drift_eval,
                     "fleet": _fleet}
         return commands[args.command](args, settings)
     except KeyboardInterrupt:
@@ -230,6 +245,29 @@ def _evaluate(args, settings) -> int:
               f"off-track events {summary['off_track_events']}")
         if "failures" in summary:
             print(f"  failures: {summary['failures']}")
+    return 0
+
+
+def _drift_eval(args, settings) -> int:
+    import numpy as np
+
+    from dreamops.registry import store
+    from dreamops.sim.carracing import SCENARIOS
+    from dreamops.tasks.drift_eval import DriftEvalConfig, evaluate, format_summary
+
+    if args.scenario not in SCENARIOS or args.scenario == "day":
+        raise ValueError(f"--scenario must be a shifted scenario: {', '.join(s for s in SCENARIOS if s != 'day')}")
+    config = DriftEvalConfig(args.baseline_episodes, args.window, args.holdout_windows, args.shifted_windows,
+                             args.scenario, args.max_steps, min_reward=args.min_reward,
+                             required_signals=args.required, workers=args.workers)
+    mv, _, path = _load_version(args.agent, args.model, settings)
+    reference = np.load(store.download_version_artifact(args.agent, str(mv.version), "reference_latents.npy"))
+    summary = evaluate(str(path), reference, config, progress=lambda line: print(line, file=sys.stderr))
+    summary["version"] = str(mv.version)
+    print(f"{args.agent} v{mv.version}\n{format_summary(summary)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
     return 0
 
 

@@ -4,7 +4,9 @@ it emits the Prefect event `dreamops.drift.detected` (resource: the warehouse), 
 last-known-good until a new production version lands. Figures go to MLflow."""
 from __future__ import annotations
 
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,10 +18,12 @@ from prefect.events import emit_event
 from dreamops.api.db import DriftIncident, session_factory, utcnow
 from dreamops.registry import store
 from dreamops.settings import get_settings
-from dreamops.tasks.drift import DriftWindow, check
+from dreamops.tasks.drift import DriftWindow, Judgement, check
+from dreamops.validation.drift.report import save_html
 
 DRIFT_EVENT = "dreamops.drift.detected"
 DRIFT_EXPERIMENT = "dreamops-drift"
+REPORT_FILE = "evidently_report.html"
 
 check_task = task(check, name="drift_signals", cache_policy=NONE)
 
@@ -40,15 +44,11 @@ def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: f
     version = str(production.version)
     reference = np.load(store.download_version_artifact(model, version, "reference_latents.npy"))
     window = DriftWindow(warehouse_id, version, utcnow(), timedelta(hours=window_hours), timedelta(days=baseline_days))
-    decision, facts = check_task(window, settings.sql_url, reference, min_reward, required=required_signals)
-    summary = {"warehouse_id": warehouse_id, "version": version, **decision.to_dict(), **facts}
-
-    mlflow.set_experiment(DRIFT_EXPERIMENT)
-    with mlflow.start_run(run_name=f"drift-{warehouse_id}"):
-        mlflow.set_tags({"warehouse_id": warehouse_id, "model_version": version, "drift": str(decision.drift)})
-        mlflow.log_metrics({f"drift/{s.name}": float(s.figure) for s in decision.signals if s.figure is not None})
-        mlflow.log_metrics({"drift/fired": len(decision.fired), "drift/recent_episodes": facts["recent_episodes"]})
-        mlflow.log_dict(summary, "drift.json")
+    judgement = check_task(window, settings.sql_url, reference, min_reward, required=required_signals)
+    decision, facts = judgement.decision, judgement.facts
+    summary = {"warehouse_id": warehouse_id, "version": version, **decision.to_dict(), **facts,
+               "evidently": judgement.evidently.to_dict()}
+    summary["mlflow_run_id"] = log_drift_run(judgement, summary)
     create_markdown_artifact(_markdown(summary), key=f"drift-{warehouse_id.lower()}",
                              description=f"drift check of {warehouse_id}")
     if decision.drift:
@@ -61,6 +61,30 @@ def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: f
         emit_event(DRIFT_EVENT, resource=warehouse_resource(warehouse_id),
                    payload={"model": model, "version": version, "fired": decision.fired})
     return summary
+
+
+@task(cache_policy=NONE)
+def log_drift_run(judgement: Judgement, summary: dict) -> str:
+    """One MLflow run per check: every signal's figure, the MMD test's figures, the decision as
+    drift.json and the Evidently report as evidently_report.html. Returns the run id."""
+    decision, evidently = judgement.decision, judgement.evidently
+    mlflow.set_experiment(DRIFT_EXPERIMENT)
+    with mlflow.start_run(run_name=f"drift-{summary['warehouse_id']}") as run:
+        mlflow.set_tags({"warehouse_id": summary["warehouse_id"], "model_version": summary["version"],
+                         "drift": str(decision.drift), "fired": ",".join(decision.fired) or "none"})
+        signals = [*decision.signals, evidently]
+        mlflow.log_metrics({f"drift/{s.name}": float(s.figure) for s in signals if s.figure is not None})
+        mlflow.log_metrics({f"drift/{s.name}_fired": float(s.fired) for s in signals})
+        mmd = next((s for s in decision.signals if s.name == "latents"), None)
+        if mmd is not None:
+            mlflow.log_metrics({f"mmd/{k}": float(v) for k, v in mmd.detail.items()})
+        mlflow.log_metrics({"drift/fired": len(decision.fired), "drift/recent_episodes": summary["recent_episodes"],
+                            "drift/baseline_episodes": summary["baseline_episodes"]})
+        mlflow.log_dict(summary, "drift.json")
+        if judgement.snapshot is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.log_artifact(str(save_html(judgement.snapshot, Path(tmp) / REPORT_FILE)))
+        return run.info.run_id
 
 
 def _markdown(summary: dict) -> str:

@@ -11,7 +11,8 @@ import torch
 
 from dreamops.api.db import TelemetryEpisode, session_factory
 from dreamops.validation.drift.mmd import mmd_test
-from dreamops.validation.drift.signals import (DriftDecision, decide, mmd_signal, performance_signal,
+from dreamops.validation.drift.report import evidently_report
+from dreamops.validation.drift.signals import (DriftDecision, SignalResult, decide, mmd_signal, performance_signal,
                                                residual_signal)
 
 MIN_REFERENCE_LATENTS = 200
@@ -37,29 +38,54 @@ def telemetry(database_url: str, warehouse_id: str, version: str, since: datetim
                             columns=["ended_at", "reward", "residual", "collisions", "latents"])
 
 
-def _latents(frame: pd.DataFrame) -> np.ndarray:
-    rows = [z for batch in frame["latents"] for z in batch]
-    return np.asarray(rows, np.float32).reshape(len(rows), -1)
+def _latents(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """All latents of the frame's episodes, and the episode (row position) each came from."""
+    rows, episodes = [], []
+    for i, batch in enumerate(frame["latents"]):
+        rows.extend(batch)
+        episodes.extend([i] * len(batch))
+    return np.asarray(rows, np.float32).reshape(len(rows), -1), np.asarray(episodes, np.int64)
 
 
-def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
-          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2
-          ) -> tuple[DriftDecision, dict]:
-    """The decision and the figures behind it. The latent reference is the version's own fleet
-    latents from the baseline period when there are enough: the reference stored with the version
-    comes from exploration episodes, whose states differ from the deployed policy's."""
-    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now)
-    base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window)
-    fleet_reference = _latents(base)
-    reference, reference_source = (fleet_reference, "fleet baseline") if len(fleet_reference) >= MIN_REFERENCE_LATENTS \
-        else (version_reference, "model version")
-    current = _latents(recent)
+@dataclass
+class Judgement:
+    decision: DriftDecision
+    facts: dict
+    evidently: SignalResult  # the Evidently report's verdict
+    snapshot: object | None  # the Evidently report (save_html), None when there was too little data
+
+
+def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarray, min_reward: float,
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
+    """The decision on one window of telemetry (`recent`) against the time before it (`base`); both
+    frames have telemetry()'s columns. The latent reference is the version's own fleet latents from
+    the baseline period when there are enough: the reference stored with the version comes from
+    exploration episodes, whose states differ from the deployed policy's. Fleet latents are tested
+    episode by episode (a block permutation test): frames of one drive are not independent."""
+    fleet_reference, reference_episodes = _latents(base)
+    current, current_episodes = _latents(recent)
+    if len(fleet_reference) >= MIN_REFERENCE_LATENTS:
+        reference, reference_source = fleet_reference, "fleet baseline"
+        groups = np.concatenate([reference_episodes, current_episodes + reference_episodes.max() + 1])
+    else:
+        # the stored reference has no episode ids: its rows count as single samples
+        reference, reference_source = version_reference, "model version"
+        groups = np.concatenate([np.arange(len(reference)), current_episodes + len(reference)])
     signals = []
     if len(current) >= 2 and len(reference) >= 2:
         signals.append(mmd_signal(mmd_test(torch.from_numpy(reference), torch.from_numpy(current), permutations,
-                                           seed), alpha))
+                                           seed, groups=torch.from_numpy(groups)), alpha))
     signals.append(residual_signal(base["residual"].dropna().to_numpy(), recent["residual"].dropna().to_numpy()))
     signals.append(performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward))
+    evidently, snapshot = evidently_report(base, recent)
     facts = {"recent_episodes": len(recent), "baseline_episodes": len(base), "recent_latents": len(current),
              "reference_latents": len(reference), "reference_source": reference_source}
-    return decide(signals, required), facts
+    return Judgement(decide(signals, required), facts, evidently, snapshot)
+
+
+def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
+    """judge() on the warehouse's telemetry of the window and of the baseline period before it."""
+    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now)
+    base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window)
+    return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required)

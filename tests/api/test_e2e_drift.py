@@ -84,9 +84,12 @@ def test_schedules_and_the_automation_exist(drift_stack):
 
 
 def test_night_shift_fires_drift_and_the_automation_starts_a_retrain(drift_stack):
+    import mlflow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.deployments import run_deployment
+
+    from dreamops.flows.drift import REPORT_FILE
 
     stack, tokens = drift_stack
     with Fleet(stack, tokens["robot"], warehouse=WH):  # daylight: the baseline
@@ -109,6 +112,11 @@ def test_night_shift_fires_drift_and_the_automation_starts_a_retrain(drift_stack
     for s in summary["signals"]:
         print(f"  {s['name']}: fired={s['fired']} figure={s['figure']} threshold={s['threshold']}")
     assert summary["drift"] and "latents" in summary["fired"], summary
+    # each drift run carries the Evidently report and the MMD test's figures
+    client = mlflow.MlflowClient()
+    assert REPORT_FILE in [a.path for a in client.list_artifacts(summary["mlflow_run_id"])]
+    metrics = client.get_run(summary["mlflow_run_id"]).data.metrics
+    assert {"mmd/mmd2", "mmd/sigma", "mmd/permutations", "drift/latents", "drift/evidently"} <= set(metrics), metrics
     # the latent reference: the day fleet's own latents when >= 200 arrived in the baseline minute,
     # else the version's stored ones (a busy machine plays fewer episodes); night differs from both
     assert summary["reference_source"] in ("fleet baseline", "model version") and summary["recent_episodes"] >= 10

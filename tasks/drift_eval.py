@@ -1,0 +1,171 @@
+"""How often the drift decision fires: on held-out windows of the simulator's normal (day) world,
+where every alarm is false, and on windows of a shifted world (night), where every window should
+fire. The telemetry is played for real (CarRacing with the registered version), episode by episode,
+exactly as the fleet reports it; the windows are then judged by the same `judge` the drift flow
+uses. Engineers run this before they trust a model's drift thresholds (`dreamops drift-eval`).
+"""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dreamops.models.bundle import VMCBundle
+from dreamops.sim.carracing import CarRacing
+from dreamops.sim.fleet import play_and_measure
+from dreamops.tasks.drift import judge
+
+# seeds far from training collection's (which count up from the run's seed): held-out tracks
+DAY_SEED_BASE, SHIFTED_SEED_BASE = 7_000_000, 8_000_000
+
+
+@dataclass(frozen=True)
+class DriftEvalConfig:
+    baseline_episodes: int = 100  # the normal period every window is compared with
+    window_episodes: int = 20  # one drift check's window
+    holdout_windows: int = 10  # normal windows, after the baseline: any alarm is false
+    shifted_windows: int = 5  # windows of the shifted scenario: every one should fire
+    shifted_scenario: str = "night"
+    max_steps: int = 300  # simulator frames per episode, as the fleet plays them
+    latent_sample: int = 8
+    min_reward: float = 0.0
+    alpha: float = 0.05
+    permutations: int = 200
+    required_signals: int = 2
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("baseline_episodes", "window_episodes", "holdout_windows", "shifted_windows", "max_steps",
+                     "workers", "permutations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.required_signals <= 3:
+            raise ValueError(f"required_signals must be 1, 2 or 3, got {self.required_signals}")
+
+
+_worker_bundle: VMCBundle | None = None
+
+
+def _init_worker(bundle_path: str) -> None:
+    global _worker_bundle
+    torch.set_num_threads(1)  # one episode per core
+    _worker_bundle = VMCBundle.load(bundle_path)
+
+
+def _play(args: tuple[str, list[int], int, int]) -> list[dict]:
+    scenario, seeds, max_steps, latent_sample = args
+    env, rows = CarRacing(max_steps=max_steps, scenario=scenario), []
+    try:
+        for seed in seeds:
+            run = play_and_measure(env, _worker_bundle.policy(), _worker_bundle.vae, seed, latent_sample)
+            rows.append({"seed": seed, "scenario": scenario, "reward": run.report.reward,
+                         "residual": run.report.residual, "collisions": run.report.collisions,
+                         "latents": run.latents.tolist()})
+    finally:
+        env.close()
+    return rows
+
+
+def play_telemetry(bundle_path: str, scenario: str, seeds: list[int], max_steps: int, latent_sample: int,
+                   workers: int) -> pd.DataFrame:
+    """One telemetry row per episode (telemetry()'s columns), played on `workers` processes; the
+    result does not depend on the number of workers."""
+    chunks = [seeds[i::workers] for i in range(workers) if seeds[i::workers]]
+    context = multiprocessing.get_context("spawn")  # torch and Box2D state must not be forked
+    with ProcessPoolExecutor(len(chunks), mp_context=context, initializer=_init_worker,
+                             initargs=(str(bundle_path),)) as pool:
+        rows = [row for part in pool.map(_play, [(scenario, c, max_steps, latent_sample) for c in chunks])
+                for row in part]
+    return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    kind: str  # "holdout" or "shifted"
+    index: int
+    drift: bool
+    fired: list[str]
+    figures: dict[str, float | None]
+
+
+def judge_windows(base: pd.DataFrame, windows: list[pd.DataFrame], kind: str, reference: np.ndarray,
+                  config: DriftEvalConfig) -> list[WindowVerdict]:
+    verdicts = []
+    for i, window in enumerate(windows):
+        judgement = judge(base, window, reference, config.min_reward, config.alpha, config.permutations, seed=i,
+                          required=config.required_signals)
+        decision, evidently = judgement.decision, judgement.evidently
+        verdicts.append(WindowVerdict(kind, i, decision.drift, decision.fired + ["evidently"] * evidently.fired,
+                                      {s.name: s.figure for s in [*decision.signals, evidently]}))
+    return verdicts
+
+
+def split_windows(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    return [frame.iloc[i:i + size] for i in range(0, len(frame) - size + 1, size)]
+
+
+def evaluate(bundle_path: str, reference: np.ndarray, config: DriftEvalConfig, progress=print) -> dict:
+    """Play the baseline, the held-out windows and the shifted windows; judge every window."""
+    n_day = config.baseline_episodes + config.holdout_windows * config.window_episodes
+    progress(f"playing {n_day} day episodes on {config.workers} workers")
+    day = play_telemetry(bundle_path, "day", list(range(DAY_SEED_BASE, DAY_SEED_BASE + n_day)), config.max_steps,
+                         config.latent_sample, config.workers)
+    n_shifted = config.shifted_windows * config.window_episodes
+    progress(f"playing {n_shifted} {config.shifted_scenario} episodes")
+    shifted = play_telemetry(bundle_path, config.shifted_scenario,
+                             list(range(SHIFTED_SEED_BASE, SHIFTED_SEED_BASE + n_shifted)), config.max_steps,
+                             config.latent_sample, config.workers)
+    base = day.iloc[:config.baseline_episodes]
+    verdicts = (judge_windows(base, split_windows(day.iloc[config.baseline_episodes:], config.window_episodes),
+                              "holdout", reference, config)
+                + judge_windows(base, split_windows(shifted, config.window_episodes), "shifted", reference, config))
+    return summarize(verdicts, day, shifted, config)
+
+
+def _rate(verdicts: list[WindowVerdict], kind: str, signal: str | None = None) -> float:
+    chosen = [v for v in verdicts if v.kind == kind]
+    hits = [v.drift if signal is None else signal in v.fired for v in chosen]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def _describe(frame: pd.DataFrame) -> dict:
+    return {"episodes": len(frame), "reward_mean": float(frame["reward"].mean()),
+            "reward_std": float(frame["reward"].std()), "residual_mean": float(frame["residual"].mean()),
+            "residual_std": float(frame["residual"].std())}
+
+
+def summarize(verdicts: list[WindowVerdict], day: pd.DataFrame, shifted: pd.DataFrame,
+              config: DriftEvalConfig) -> dict:
+    signals = ("latents", "residual", "performance", "evidently")
+    return {
+        "config": asdict(config),
+        "false_alarm_rate": _rate(verdicts, "holdout"),
+        "detection_rate": _rate(verdicts, "shifted"),
+        "signal_rates": {kind: {s: _rate(verdicts, kind, s) for s in signals} for kind in ("holdout", "shifted")},
+        "day": _describe(day.iloc[:config.baseline_episodes]),
+        "holdout": _describe(day.iloc[config.baseline_episodes:]),
+        config.shifted_scenario: _describe(shifted),
+        "windows": [asdict(v) for v in verdicts],
+    }
+
+
+def format_summary(summary: dict) -> str:
+    c = summary["config"]
+    lines = [f"windows of {c['window_episodes']} episodes against a {c['baseline_episodes']}-episode day baseline; "
+             f"decision: {c['required_signals']} of 3 signals",
+             f"held-out day windows: {c['holdout_windows']}, 2-of-3 fired in {summary['false_alarm_rate']:.0%} "
+             f"(false alarms)",
+             f"{c['shifted_scenario']} windows: {c['shifted_windows']}, fired in {summary['detection_rate']:.0%}",
+             "signal fired in          latents  residual  performance  (evidently)"]
+    for kind, rates in summary["signal_rates"].items():
+        lines.append(f"  {kind:<22} {rates['latents']:>7.0%} {rates['residual']:>9.0%} {rates['performance']:>12.0%}"
+                     f" {rates['evidently']:>12.0%}")
+    for name in ("day", "holdout", c["shifted_scenario"]):
+        d = summary[name]
+        lines.append(f"{name:<8} reward {d['reward_mean']:7.1f} ± {d['reward_std']:5.1f}   "
+                     f"residual {d['residual_mean']:.3f} ± {d['residual_std']:.3f}   ({d['episodes']} episodes)")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""judge() on telemetry frames, and the drift evaluation's real episodes: the same telemetry
+whatever the number of worker processes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dreamops.models.bundle import Architecture, VMCBundle
+from dreamops.tasks.drift import judge
+from dreamops.tasks.drift_eval import DriftEvalConfig, play_telemetry, split_windows
+from tests.validation.test_drift_report import _telemetry
+
+
+def test_judge_finds_no_drift_in_the_same_world():
+    judgement = judge(_telemetry(0, 60), _telemetry(1, 20), np.zeros((2, 6), np.float32), min_reward=0.0)
+    assert not judgement.decision.drift and judgement.decision.fired == []
+    assert judgement.facts["reference_source"] == "fleet baseline"  # 60 x 8 latents >= 200
+
+
+def test_judge_finds_drift_when_latents_shift_and_reward_drops():
+    shifted = _telemetry(2, 20, shift=1.5)
+    shifted["reward"] -= 150
+    judgement = judge(_telemetry(0, 60), shifted, np.zeros((2, 6), np.float32), min_reward=0.0)
+    assert judgement.decision.drift and set(judgement.decision.fired) == {"latents", "performance"}
+    assert judgement.evidently.fired and judgement.snapshot is not None
+
+
+def test_windows_are_disjoint_and_whole():
+    frame = pd.DataFrame({"seed": range(45)})
+    windows = split_windows(frame, 20)
+    assert [len(w) for w in windows] == [20, 20] and windows[1]["seed"].iloc[0] == 20
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="window_episodes"):
+        DriftEvalConfig(window_episodes=0)
+    with pytest.raises(ValueError, match="required_signals"):
+        DriftEvalConfig(required_signals=4)
+
+
+def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    path = VMCBundle.create(Architecture()).save(tmp_path / "bundle.pt")
+    seeds = [11, 12, 13]
+    one = play_telemetry(str(path), "night", seeds, max_steps=60, latent_sample=4, workers=1)
+    two = play_telemetry(str(path), "night", seeds, max_steps=60, latent_sample=4, workers=2)
+    assert list(one["seed"]) == seeds and len(one["latents"][0]) == 4
+    pd.testing.assert_frame_equal(one, two)
