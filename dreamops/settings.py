@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     experiment: str = Field("dreamops", description="MLflow experiment that training runs go to.")
     dataset_dir: Path | None = Field(None, description="Local dataset store; default: home/datasets.")
     workers: int = Field(0, description="Parallel simulator processes; 0 means one per CPU core.")
+    ray_address: str | None = Field(None, description="Ray cluster (host:port) that collection and real-env "
+                                    "evaluation run on; default: `workers` local processes.")
     database_url: str | None = Field(None, description="dreamops's own SQL store (alias audit log, webhook "
                                      "deliveries); default: SQLite under home. PostgreSQL in production.")
     storage_uri: str | None = Field(None, description="Object store for datasets and uploads: a folder or "

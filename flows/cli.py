@@ -233,7 +233,7 @@ def _evaluate(args, settings) -> int:
     else:
         mv, _, path = _load_version(args.agent, args.model, settings)
         name, factory = f"{args.agent} v{mv.version}", BundlePolicyFactory(str(path))
-    report = evaluate(factory, name, seeds, args.max_steps, settings.n_workers)
+    report = evaluate(factory, name, seeds, args.max_steps, settings.n_workers, ray_address=settings.ray_address)
     summary = report.summary()
     if not args.baseline:
         summary["failures"] = analyze_failures(report.episodes)["counts"]

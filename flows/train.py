@@ -82,7 +82,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                          "prefect_flow_run_id": str(prefect_runtime.flow_run.id)})
 
         if dataset is None:
-            data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress).path
+            data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress,
+                                     ray_address=settings.ray_address).path
         else:
             data_path = fetch(objects, settings.datasets, dataset)
         if data_window_hours:
@@ -120,11 +121,11 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         bundle_path = bundle.save(out / "eval" / "vmc_bundle.pt")
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds, cfg.eval.max_steps,
-                                      workers, show_progress)}
+                                      workers, show_progress, settings.ray_address)}
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):
                 evals[name] = evaluate_task(baseline_factory(name), name, seeds, cfg.eval.max_steps, workers,
-                                            show_progress)
+                                            show_progress, settings.ray_address)
         failures = failures_task(evals["vmc"].episodes)
         latency = profile_task(bundle, cfg.eval.latency_iterations)
         candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency)

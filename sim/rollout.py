@@ -1,14 +1,10 @@
-"""Play episodes, one at a time or many in parallel processes (one simulator per process)."""
+"""Play one episode of a policy in a simulator (tasks.parallel runs many at once)."""
 from __future__ import annotations
 
-import multiprocessing as mp
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dreamops.sim.carracing import CarRacing
 
@@ -71,33 +67,3 @@ def play_episode(env: CarRacing, policy: Policy, seed: int, keep_frames: bool = 
         extras={k: np.asarray(v, np.float32) for k, v in extras.items()},
         env_frames=env.frames,
     )
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int, desc: str,
-                 initializer: Callable[..., Any] | None = None, initargs: tuple = (),
-                 show_progress: bool = True) -> list[R]:
-    """fn over items in `workers` spawned processes (in-process when workers == 1), results in
-    input order, with a progress bar. A failing item raises in the caller."""
-    items = list(items)
-    results: list[Any] = [None] * len(items)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), disable=not show_progress, transient=False) as progress:
-        task = progress.add_task(desc, total=len(items))
-        if workers <= 1:
-            if initializer:
-                initializer(*initargs)
-            for i, item in enumerate(items):
-                results[i] = fn(item)
-                progress.advance(task)
-            return results
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=initializer, initargs=initargs) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                progress.advance(task)
-    return results

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from dataclasses import dataclass
+import io
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dreamops.sim.carracing import ENV_ID, CarRacing
 from dreamops.sim.policies import EXPLORATION_POLICIES
-from dreamops.sim.rollout import parallel_map, play_episode
+from dreamops.sim.rollout import play_episode
 from dreamops.tasks import dataset as ds
 from dreamops.tasks.config import CollectConfig
+from dreamops.tasks.parallel import imap_jobs
 from dreamops.validation.data_gate import frame_summaries
 
 
@@ -23,7 +27,6 @@ class EpisodeJob:
     policy: str
     max_steps: int
     action_repeat: int
-    shard_dir: str
 
 
 def assign_policies(cfg: CollectConfig) -> list[str]:
@@ -38,20 +41,30 @@ def assign_policies(cfg: CollectConfig) -> list[str]:
     return [n for _, n in sorted((j / counts[n], n) for n in names for j in range(counts[n]))]
 
 
-def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame]:
+@dataclass
+class Collected(ds.Dataset):
+    """A dataset plus the node that collected each episode (empty when it came from the cache)."""
+    nodes: dict[str, str] = field(default_factory=dict)  # episode_id -> node
+
+
+def _collect_one(job: EpisodeJob) -> tuple[dict, pd.DataFrame, bytes]:
+    """One episode -> (manifest row, frame summaries, compressed shard). The shard comes back as
+    bytes because the worker may run on another machine than the dataset store."""
     env = CarRacing(max_steps=job.max_steps, action_repeat=job.action_repeat)
     try:
         episode = play_episode(env, EXPLORATION_POLICIES[job.policy](), job.seed)
     finally:
         env.close()
     arrays = {"obs": episode.obs, "actions": episode.actions, "rewards": episode.rewards, "dones": episode.dones}
-    shard, digest = ds.write_shard(Path(job.shard_dir), job.episode_id, arrays)
+    shard, digest = f"{job.episode_id}.npz", ds.arrays_hash(arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)  # in the worker: compression is the costly part of writing
     frames = frame_summaries(episode.obs, episode.actions, episode.rewards)
     frames.insert(0, "episode_id", job.episode_id)
     row = {"episode_id": job.episode_id, "shard": shard, "sha256": digest, "seed": job.seed,
            "policy": job.policy, "length": episode.length, "env_frames": episode.env_frames, "total_reward": episode.total_reward,
            "off_track_frac": float(1 - episode.on_track.mean()), "terminated": bool(episode.dones.any())}
-    return row, frames
+    return row, frames, buf.getvalue()
 
 
 def collection_code_hash() -> str:
@@ -73,14 +86,27 @@ def collection_spec(cfg: CollectConfig) -> dict:
 
 
 def collect(cfg: CollectConfig, store: Path, workers: int, use_cache: bool = True,
-            show_progress: bool = True) -> ds.Dataset:
-    """Collect cfg.episodes episodes in `workers` processes. A dataset with the same spec already in
-    the store is reused (collection is deterministic given the spec)."""
+            show_progress: bool = True, ray_address: str | None = None) -> Collected:
+    """Collect cfg.episodes episodes in `workers` processes, or on the Ray cluster at `ray_address`
+    (the same data either way: episodes are seeded). A dataset with the same spec already in the
+    store is reused (collection is deterministic given the spec)."""
     spec = collection_spec(cfg)
     if use_cache and (cached := ds.find_by_spec(store, spec)) is not None:
-        return cached
+        return Collected(**vars(cached))
     staging = ds.new_staging_dir(store)
-    jobs = [EpisodeJob(f"ep_{i:06d}", cfg.seed + i, policy, cfg.max_steps, cfg.action_repeat, str(staging / "shards"))
+    jobs = [EpisodeJob(f"ep_{i:06d}", cfg.seed + i, policy, cfg.max_steps, cfg.action_repeat)
             for i, policy in enumerate(assign_policies(cfg))]
-    results = parallel_map(_collect_one, jobs, workers, "collect episodes", show_progress=show_progress)
-    return ds.finalize(staging, store, [r for r, _ in results], [f for _, f in results], spec)
+    rows: list = [None] * len(jobs)
+    frames: list = [None] * len(jobs)
+    nodes = {}
+    try:
+        for done in imap_jobs(_collect_one, jobs, workers, "collect episodes", show_progress=show_progress,
+                              ray_address=ray_address):
+            row, frames[done.index], shard = done.result
+            (staging / "shards" / row["shard"]).write_bytes(shard)  # as they come: never all in memory
+            rows[done.index], nodes[row["episode_id"]] = row, done.node
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a retry starts a new staging folder
+        raise
+    dataset = ds.finalize(staging, store, rows, frames, spec)  # in job order, wherever each job ran
+    return Collected(**vars(dataset), nodes=nodes)

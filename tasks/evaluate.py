@@ -1,4 +1,4 @@
-"""evaluate: a policy in the real simulator over N seeded episodes, in parallel processes."""
+"""evaluate: a policy in the real simulator over N seeded episodes, in parallel processes or on Ray."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,7 +8,8 @@ import numpy as np
 
 from dreamops.sim.carracing import CarRacing
 from dreamops.sim.policies import BASELINE_POLICIES
-from dreamops.sim.rollout import Episode, Policy, parallel_map, play_episode
+from dreamops.sim.rollout import Episode, Policy, play_episode
+from dreamops.tasks.parallel import map_jobs
 
 _worker_policy: Policy | None = None
 _worker_env: CarRacing | None = None
@@ -37,6 +38,7 @@ class EvalReport:
     lengths: list[int]
     off_track_events: list[int]
     episodes: list[Episode] = field(repr=False, default_factory=list)
+    nodes: list[str] = field(default_factory=list)  # the node that played each seed
 
     @property
     def mean(self) -> float:
@@ -55,14 +57,18 @@ class EvalReport:
 
 
 def evaluate(factory: Callable[[], Policy], name: str, seeds: list[int], max_steps: int, workers: int,
-             show_progress: bool = True) -> EvalReport:
-    """Play one episode per seed; `factory` (picklable) builds the policy inside each worker."""
+             show_progress: bool = True, ray_address: str | None = None) -> EvalReport:
+    """Play one episode per seed in `workers` processes, or on the Ray cluster at `ray_address`;
+    `factory` (picklable) builds the policy inside each worker, so whatever it reads (a bundle
+    file) must be reachable from every node."""
     if not seeds:
         raise ValueError("evaluate needs at least one seed")
-    episodes = parallel_map(_run_seed, seeds, min(workers, len(seeds)), f"evaluate {name} (real env)",
-                            initializer=_init_worker, initargs=(factory, max_steps), show_progress=show_progress)
+    done = map_jobs(_run_seed, seeds, min(workers, len(seeds)), f"evaluate {name} (real env)",
+                    initializer=_init_worker, initargs=(factory, max_steps), show_progress=show_progress,
+                    ray_address=ray_address)
+    episodes = [d.result for d in done]
     return EvalReport(name, list(seeds), [e.total_reward for e in episodes], [e.length for e in episodes],
-                      [count_off_track_events(e.on_track) for e in episodes], episodes)
+                      [count_off_track_events(e.on_track) for e in episodes], episodes, [d.node for d in done])
 
 
 def baseline_factory(name: str) -> Callable[[], Policy]:
