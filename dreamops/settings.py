@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     retrain_timezone: str = Field("UTC", description="Time zone of the retrain schedule.")
     retrain_data_window_hours: float = Field(24.0, description="Fleet data a drift-triggered retrain adds.")
     drift_check_interval_s: float = Field(3600.0, description="How often each warehouse's drift check runs.")
+    drift_window_hours: float = Field(4.0, gt=0, description="The recent telemetry one drift check judges.")
+    drift_min_reward: float = Field(0.0, description="Performance floor: the window's mean episode reward below "
+                                                     "it fires the performance signal (fleet episodes are 300 "
+                                                     "frames; the seed's 700 is for 1000-frame laps).")
     server_backend_store_uri: str | None = Field(None, description="`dreamops server`: MLflow backend store "
                                                  "(postgresql://...); default: the embedded SQLite.")
     server_artifacts_destination: str | None = Field(None, description="`dreamops server`: where the MLflow "

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--required", type=int, default=2, help="signals that must fire (the seed's rule: 2 of 3)")
     de.add_argument("--workers", type=int, default=2)
     de.add_argument("--json", metavar="PATH", help="also write the full result (every window) as JSON")
+    de.add_argument("--no-cache", action="store_true",
+                    help="replay every episode (default: reuse episodes played before, kept in $DREAMOPS_HOME/drift-eval)")
 
     pr = sub.add_parser("profile", help="latency p50/p95/p99 of V, M, C and the full step on one CPU thread")
     pr.add_argument("--model", required=True, help="version number, alias or 'latest'")
@@ -251,9 +253,10 @@ def _evaluate(args, settings) -> int:
 def _drift_eval(args, settings) -> int:
     import numpy as np
 
+    from dreamops.models.bundle import BundlePolicyFactory
     from dreamops.registry import store
     from dreamops.sim.carracing import SCENARIOS
-    from dreamops.tasks.drift_eval import DriftEvalConfig, evaluate, format_summary
+    from dreamops.tasks.drift_eval import DriftEvalConfig, TelemetryCache, evaluate, format_summary
 
     if args.scenario not in SCENARIOS or args.scenario == "day":
         raise ValueError(f"--scenario must be a shifted scenario: {', '.join(s for s in SCENARIOS if s != 'day')}")
@@ -262,7 +265,11 @@ def _drift_eval(args, settings) -> int:
                              required_signals=args.required, workers=args.workers)
     mv, _, path = _load_version(args.agent, args.model, settings)
     reference = np.load(store.download_version_artifact(args.agent, str(mv.version), "reference_latents.npy"))
-    summary = evaluate(str(path), reference, config, progress=lambda line: print(line, file=sys.stderr))
+    # keyed by the weights' hash: a version number alone names different models in different stores
+    weights = "".join(mv.tags.get(f"weights.{c}", str(mv.version))[:6] for c in ("vae", "mdnrnn", "controller"))
+    key = f"{args.agent}-{weights}-{args.max_steps}f-{config.latent_sample}z"
+    cache = TelemetryCache(None if args.no_cache else settings.resolved_home / "drift-eval", key)
+    summary = evaluate(BundlePolicyFactory(path), reference, config, cache)
     summary["version"] = str(mv.version)
     print(f"{args.agent} v{mv.version}\n{format_summary(summary)}")
     if args.json:

@@ -33,10 +33,13 @@ def warehouse_resource(warehouse_id: str) -> dict[str, str]:
 
 
 @flow(name="drift-check")
-def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: float = 4.0,
-                baseline_days: float = 30.0, min_reward: float = 150.0, required_signals: int = 2) -> dict:
-    """`required_signals` of the three must fire in the window (the seed's rule: two of three)."""
+def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: float | None = None,
+                baseline_days: float = 30.0, min_reward: float | None = None, required_signals: int = 2) -> dict:
+    """`required_signals` of the three must fire in the window (the seed's rule: two of three).
+    window_hours and min_reward default to the settings drift_window_hours and drift_min_reward."""
     settings = get_settings()
+    window_hours = settings.drift_window_hours if window_hours is None else window_hours
+    min_reward = settings.drift_min_reward if min_reward is None else min_reward
     store.configure(settings)
     production = store.find_alias(model, "production")
     if production is None:

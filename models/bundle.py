@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class VMCBundle:
         return path
 
     @classmethod
-    def load(cls, path: Path | str) -> "VMCBundle":
+    def load(cls, path: Path | str | io.BytesIO) -> "VMCBundle":
         state = torch.load(path, map_location="cpu", weights_only=True)
         bundle = cls.create(Architecture(**state["arch"]))
         bundle.vae.load_state_dict(state["vae"])
@@ -74,11 +75,16 @@ class VMCBundle:
 
 
 class BundlePolicyFactory:
-    """Picklable: builds a VMCPolicy from a bundle file inside a worker process."""
+    """Picklable: builds a VMCPolicy inside a worker process. It carries the bundle's bytes, not its
+    path, so a worker on another machine (a Ray node) needs no access to this one's files."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str | Path):
         self.path = str(path)
+        self.data = Path(path).read_bytes()
+
+    def bundle(self) -> VMCBundle:
+        return VMCBundle.load(io.BytesIO(self.data))
 
     def __call__(self) -> VMCPolicy:
         torch.set_num_threads(1)
-        return VMCBundle.load(self.path).policy()
+        return self.bundle().policy()

@@ -1,6 +1,8 @@
 """Lineage of one version: what data, weights, config, code, gates and parent made it."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 
 import yaml
@@ -12,24 +14,31 @@ from dreamops.registry import store
 def lineage(model: str, ref: str) -> dict:
     mv = store.get_version(model, ref)
     tags = dict(mv.tags)
-    datasets, config, report = [], None, {}
-    if mv.run_id:  # versions registered by dreamops always have a run; others may not
-        run = MlflowClient().get_run(mv.run_id)
-        datasets = [{"name": d.dataset.name, "digest": d.dataset.digest, "source": _source(d.dataset.source)}
-                    for d in run.inputs.dataset_inputs]
-        config = yaml.safe_load(store.download_run_artifact(mv.run_id, "config.yaml").read_text())
-        report = json.loads(store.download_run_artifact(mv.run_id, "evaluation_report.json").read_text())
+    # versions registered by dreamops always have a run with both artifacts; others may not
+    datasets, config, report = copy.deepcopy(_run_record(mv.run_id)) if mv.run_id else ((), None, {})
     return {
         "model": model, "version": str(mv.version), "semver": tags.get("semver"),
         "aliases": sorted(mv.aliases), "created": mv.creation_timestamp, "run_id": mv.run_id,
         "source": mv.source, "parent_version": tags.get("parent_version"),
-        "data": {"hash": tags.get("data_hash"), "uri": tags.get("data_uri"), "mlflow_inputs": datasets},
+        "data": {"hash": tags.get("data_hash"), "uri": tags.get("data_uri"), "mlflow_inputs": list(datasets)},
         "weights": {k.removeprefix("weights."): v for k, v in tags.items() if k.startswith("weights.")},
         "config": config, "arch_hash": tags.get("lineage.arch_hash"), "hparams_hash": tags.get("lineage.hparams_hash"),
         "git_sha": tags.get("git_sha"), "validation_status": tags.get("validation_status"),
         "gates": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
         "evaluation": report.get("evaluation", {}),
     }
+
+
+@functools.lru_cache(maxsize=512)
+def _run_record(run_id: str) -> tuple[tuple[dict, ...], dict | None, dict]:
+    """(dataset inputs, config, evaluation report) of a run: a finished run does not change, so
+    model lookups read its artifacts once per process, not once per request."""
+    run = MlflowClient().get_run(run_id)
+    datasets = tuple({"name": d.dataset.name, "digest": d.dataset.digest, "source": _source(d.dataset.source)}
+                     for d in run.inputs.dataset_inputs)
+    config, report = store.read_run_artifact(run_id, "config.yaml"), store.read_run_artifact(run_id,
+                                                                                                "evaluation_report.json")
+    return datasets, yaml.safe_load(config) if config else None, json.loads(report) if report else {}
 
 
 def _source(source: str) -> str:

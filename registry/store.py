@@ -186,9 +186,15 @@ def download_version_artifact(model_name: str, version: str, artifact: str) -> P
     return Path(path)
 
 
-def download_run_artifact(run_id: str, artifact: str) -> Path:
-    dst = Path(tempfile.mkdtemp(prefix=f"dreamops-run-{run_id[:8]}-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(dst)))
+def read_run_artifact(run_id: str, artifact: str) -> str | None:
+    """A run's text artifact, or None when the run has none by that name (a version registered
+    outside dreamops, e.g. from the MLflow UI). The download is removed once read."""
+    with tempfile.TemporaryDirectory(prefix=f"dreamops-run-{run_id[:8]}-") as dst:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=dst)
+        except (mlflow.exceptions.MlflowException, OSError):
+            return None
+        return Path(path).read_text()
 
 
 def find_alias(model_name: str, alias: str) -> ModelVersion | None:

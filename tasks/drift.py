@@ -16,6 +16,8 @@ from dreamops.validation.drift.signals import (DriftDecision, SignalResult, deci
                                                residual_signal)
 
 MIN_REFERENCE_LATENTS = 200
+MMD_MAX_EPISODES = 400  # per side: 3,200 latents (bench_mmd: 5,000 a side take 0.6-1.2 s)
+BASELINE_MAX_EPISODES = 5000  # the latest episodes of the baseline period that are read
 
 
 @dataclass
@@ -28,11 +30,15 @@ class DriftWindow:
     baseline: timedelta
 
 
-def telemetry(database_url: str, warehouse_id: str, version: str, since: datetime, until: datetime) -> pd.DataFrame:
+def telemetry(database_url: str, warehouse_id: str, version: str, since: datetime, until: datetime,
+              limit: int | None = None) -> pd.DataFrame:
+    """Episodes of [since, until) in time order; with `limit`, only the latest `limit` of them (a
+    30-day baseline of 200 robots is millions of episodes: the latest few thousand describe it)."""
     with session_factory(database_url)() as session:
-        rows = session.scalars(sa.select(TelemetryEpisode).where(
+        rows = list(session.scalars(sa.select(TelemetryEpisode).where(
             TelemetryEpisode.warehouse_id == warehouse_id, TelemetryEpisode.version == version,
-            TelemetryEpisode.ended_at >= since, TelemetryEpisode.ended_at < until).order_by(TelemetryEpisode.ended_at))
+            TelemetryEpisode.ended_at >= since, TelemetryEpisode.ended_at < until)
+            .order_by(TelemetryEpisode.ended_at.desc()).limit(limit)))[::-1]
         return pd.DataFrame([{"ended_at": r.ended_at, "reward": r.reward, "residual": r.residual,
                               "collisions": r.collisions, "latents": r.latents or []} for r in rows],
                             columns=["ended_at", "reward", "residual", "collisions", "latents"])
@@ -55,15 +61,21 @@ class Judgement:
     snapshot: object | None  # the Evidently report (save_html), None when there was too little data
 
 
+def _sample_episodes(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most n whole episodes, drawn at random (the MMD kernel matrix grows with the square)."""
+    return frame if len(frame) <= n else frame.sample(n, random_state=seed).sort_index()
+
+
 def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarray, min_reward: float,
-          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2,
+          mmd_max_episodes: int = MMD_MAX_EPISODES) -> Judgement:
     """The decision on one window of telemetry (`recent`) against the time before it (`base`); both
     frames have telemetry()'s columns. The latent reference is the version's own fleet latents from
     the baseline period when there are enough: the reference stored with the version comes from
     exploration episodes, whose states differ from the deployed policy's. Fleet latents are tested
     episode by episode (a block permutation test): frames of one drive are not independent."""
-    fleet_reference, reference_episodes = _latents(base)
-    current, current_episodes = _latents(recent)
+    fleet_reference, reference_episodes = _latents(_sample_episodes(base, mmd_max_episodes, seed))
+    current, current_episodes = _latents(_sample_episodes(recent, mmd_max_episodes, seed + 1))
     if len(fleet_reference) >= MIN_REFERENCE_LATENTS:
         reference, reference_source = fleet_reference, "fleet baseline"
         groups = np.concatenate([reference_episodes, current_episodes + reference_episodes.max() + 1])
@@ -87,5 +99,6 @@ def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_
           alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
     """judge() on the warehouse's telemetry of the window and of the baseline period before it."""
     recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now)
-    base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window)
+    base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window,
+                     limit=BASELINE_MAX_EPISODES)
     return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required)

@@ -6,18 +6,18 @@ uses. Engineers run this before they trust a model's drift thresholds (`dreamops
 """
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from dreamops.models.bundle import VMCBundle
+from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
 from dreamops.sim.carracing import CarRacing
 from dreamops.sim.fleet import play_and_measure
 from dreamops.tasks.drift import judge
+from dreamops.tasks.parallel import map_jobs
 
 # seeds far from training collection's (which count up from the run's seed): held-out tracks
 DAY_SEED_BASE, SHIFTED_SEED_BASE = 7_000_000, 8_000_000
@@ -47,40 +47,60 @@ class DriftEvalConfig:
             raise ValueError(f"required_signals must be 1, 2 or 3, got {self.required_signals}")
 
 
-_worker_bundle: VMCBundle | None = None
+_worker: tuple[VMCBundle, dict[str, CarRacing], int, int] | None = None
 
 
-def _init_worker(bundle_path: str) -> None:
-    global _worker_bundle
+def _init_worker(factory: BundlePolicyFactory, max_steps: int, latent_sample: int) -> None:
+    global _worker
     torch.set_num_threads(1)  # one episode per core
-    _worker_bundle = VMCBundle.load(bundle_path)
+    _worker = (factory.bundle(), {}, max_steps, latent_sample)
 
 
-def _play(args: tuple[str, list[int], int, int]) -> list[dict]:
-    scenario, seeds, max_steps, latent_sample = args
-    env, rows = CarRacing(max_steps=max_steps, scenario=scenario), []
-    try:
-        for seed in seeds:
-            run = play_and_measure(env, _worker_bundle.policy(), _worker_bundle.vae, seed, latent_sample)
-            rows.append({"seed": seed, "scenario": scenario, "reward": run.report.reward,
-                         "residual": run.report.residual, "collisions": run.report.collisions,
-                         "latents": run.latents.tolist()})
-    finally:
-        env.close()
-    return rows
+def _play(job: tuple[str, int]) -> dict:
+    scenario, seed = job
+    bundle, envs, max_steps, latent_sample = _worker
+    env = envs.setdefault(scenario, CarRacing(max_steps=max_steps, scenario=scenario))
+    run = play_and_measure(env, bundle.policy(), bundle.vae, seed, latent_sample)
+    return {"seed": seed, "scenario": scenario, "reward": run.report.reward, "residual": run.report.residual,
+            "collisions": run.report.collisions, "latents": run.latents.tolist()}
 
 
-def play_telemetry(bundle_path: str, scenario: str, seeds: list[int], max_steps: int, latent_sample: int,
-                   workers: int) -> pd.DataFrame:
-    """One telemetry row per episode (telemetry()'s columns), played on `workers` processes; the
-    result does not depend on the number of workers."""
-    chunks = [seeds[i::workers] for i in range(workers) if seeds[i::workers]]
-    context = multiprocessing.get_context("spawn")  # torch and Box2D state must not be forked
-    with ProcessPoolExecutor(len(chunks), mp_context=context, initializer=_init_worker,
-                             initargs=(str(bundle_path),)) as pool:
-        rows = [row for part in pool.map(_play, [(scenario, c, max_steps, latent_sample) for c in chunks])
-                for row in part]
-    return pd.DataFrame(rows).sort_values("seed", kind="stable").reset_index(drop=True)
+class TelemetryCache:
+    """Played episodes of one version, kept by (scenario, seed) in a parquet file: a re-run with
+    more windows or other thresholds plays only the episodes it has not played yet."""
+
+    def __init__(self, folder: Path | None, version_key: str):
+        self.path = folder / f"{version_key}.parquet" if folder else None
+        self.frame = pd.read_parquet(self.path) if self.path and self.path.exists() else pd.DataFrame()
+
+    def get(self, scenario: str, seeds: list[int]) -> tuple[pd.DataFrame, list[int]]:
+        """(the cached rows of these seeds, the seeds still to play)."""
+        if self.frame.empty:
+            return self.frame, list(seeds)
+        hit = self.frame[(self.frame["scenario"] == scenario) & self.frame["seed"].isin(seeds)]
+        return hit, sorted(set(seeds) - set(hit["seed"]))
+
+    def add(self, rows: pd.DataFrame) -> None:
+        self.frame = pd.concat([self.frame, rows], ignore_index=True)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.frame.to_parquet(self.path)
+
+
+def play_telemetry(factory: BundlePolicyFactory, scenario: str, seeds: list[int], max_steps: int,
+                   latent_sample: int, workers: int, cache: TelemetryCache | None = None,
+                   show_progress: bool = True) -> pd.DataFrame:
+    """One telemetry row per episode (telemetry()'s columns), one episode per seed, played on
+    `workers` processes; the result does not depend on the number of workers."""
+    cache = cache or TelemetryCache(None, "")
+    cached, todo = cache.get(scenario, seeds)
+    if todo:
+        done = map_jobs(_play, [(scenario, s) for s in todo], min(workers, len(todo)), f"drift-eval {scenario}",
+                        initializer=_init_worker, initargs=(factory, max_steps, latent_sample),
+                        show_progress=show_progress)
+        cache.add(pd.DataFrame([d.result for d in done]))
+        cached, _ = cache.get(scenario, seeds)
+    return cached.sort_values("seed", kind="stable").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -108,17 +128,16 @@ def split_windows(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [frame.iloc[i:i + size] for i in range(0, len(frame) - size + 1, size)]
 
 
-def evaluate(bundle_path: str, reference: np.ndarray, config: DriftEvalConfig, progress=print) -> dict:
+def evaluate(factory: BundlePolicyFactory, reference: np.ndarray, config: DriftEvalConfig,
+             cache: TelemetryCache | None = None, show_progress: bool = True) -> dict:
     """Play the baseline, the held-out windows and the shifted windows; judge every window."""
     n_day = config.baseline_episodes + config.holdout_windows * config.window_episodes
-    progress(f"playing {n_day} day episodes on {config.workers} workers")
-    day = play_telemetry(bundle_path, "day", list(range(DAY_SEED_BASE, DAY_SEED_BASE + n_day)), config.max_steps,
-                         config.latent_sample, config.workers)
+    day = play_telemetry(factory, "day", list(range(DAY_SEED_BASE, DAY_SEED_BASE + n_day)), config.max_steps,
+                         config.latent_sample, config.workers, cache, show_progress)
     n_shifted = config.shifted_windows * config.window_episodes
-    progress(f"playing {n_shifted} {config.shifted_scenario} episodes")
-    shifted = play_telemetry(bundle_path, config.shifted_scenario,
+    shifted = play_telemetry(factory, config.shifted_scenario,
                              list(range(SHIFTED_SEED_BASE, SHIFTED_SEED_BASE + n_shifted)), config.max_steps,
-                             config.latent_sample, config.workers)
+                             config.latent_sample, config.workers, cache, show_progress)
     base = day.iloc[:config.baseline_episodes]
     verdicts = (judge_windows(base, split_windows(day.iloc[config.baseline_episodes:], config.window_episodes),
                               "holdout", reference, config)

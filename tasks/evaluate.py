@@ -59,8 +59,8 @@ class EvalReport:
 def evaluate(factory: Callable[[], Policy], name: str, seeds: list[int], max_steps: int, workers: int,
              show_progress: bool = True, ray_address: str | None = None) -> EvalReport:
     """Play one episode per seed in `workers` processes, or on the Ray cluster at `ray_address`;
-    `factory` (picklable) builds the policy inside each worker, so whatever it reads (a bundle
-    file) must be reachable from every node."""
+    `factory` (picklable) builds the policy inside each worker (BundlePolicyFactory carries the
+    weights themselves, so a node needs none of this machine's files)."""
     if not seeds:
         raise ValueError("evaluate needs at least one seed")
     done = map_jobs(_run_seed, seeds, min(workers, len(seeds)), f"evaluate {name} (real env)",

@@ -46,6 +46,24 @@ def test_lookup_by_number_semver_and_alias(api, registry):
     assert missing.status_code == 404 and "no version" in missing.json()["message"]
 
 
+def test_lookup_of_a_version_registered_outside_dreamops(api):
+    """A version made in the MLflow UI from any run has no config.yaml or evaluation report: its
+    lookup says so with empty lineage fields instead of failing."""
+    import mlflow
+
+    with mlflow.start_run() as run:
+        mlflow.log_param("made_by", "hand")
+    add_version(semver="1.0.0")  # the registered model exists
+    client = mlflow.MlflowClient()
+    mv = client.create_model_version(MODEL, source="file:///dev/null", run_id=run.info.run_id,
+                                     tags={"validation_status": "pending"})
+    for _ in range(2):  # the second lookup reads the run's record from the cache
+        body = api.get(f"/models/{mv.version}", role="viewer")
+        assert body.status_code == 200, body.json()
+        lineage = body.json()["lineage"]
+        assert lineage["run_id"] == run.info.run_id and lineage["config"] is None and lineage["evaluation"] == {}
+
+
 @pytest.mark.parametrize("body, status, words", [
     ({"warehouse_id": "WH-1", "rollout_percent": 0}, 422, "rollout_percent"),
     ({"warehouse_id": "WH-1", "rollout_percent": 101}, 422, "rollout_percent"),

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamops.models.bundle import Architecture, VMCBundle
+from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
 from dreamops.tasks.drift import judge
-from dreamops.tasks.drift_eval import DriftEvalConfig, play_telemetry, split_windows
+from dreamops.tasks.drift_eval import DriftEvalConfig, TelemetryCache, play_telemetry, split_windows
 from tests.validation.test_drift_report import _telemetry
 
 
@@ -42,9 +42,14 @@ def test_bad_config_is_refused():
 def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    path = VMCBundle.create(Architecture()).save(tmp_path / "bundle.pt")
+    factory = BundlePolicyFactory(VMCBundle.create(Architecture()).save(tmp_path / "bundle.pt"))
     seeds = [11, 12, 13]
-    one = play_telemetry(str(path), "night", seeds, max_steps=60, latent_sample=4, workers=1)
-    two = play_telemetry(str(path), "night", seeds, max_steps=60, latent_sample=4, workers=2)
+    one = play_telemetry(factory, "night", seeds, max_steps=60, latent_sample=4, workers=1)
+    cache = TelemetryCache(tmp_path / "cache", "v1")
+    two = play_telemetry(factory, "night", seeds, max_steps=60, latent_sample=4, workers=2, cache=cache)
     assert list(one["seed"]) == seeds and len(one["latents"][0]) == 4
     pd.testing.assert_frame_equal(one, two)
+    # a later run reads them back and plays only the seeds it lacks
+    reopened = TelemetryCache(tmp_path / "cache", "v1")
+    assert reopened.get("night", [12, 13, 14])[1] == [14] and reopened.get("day", [12])[1] == [12]
+    pd.testing.assert_frame_equal(play_telemetry(factory, "night", seeds, 60, 4, workers=1, cache=reopened), one)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from dreamops.validation.drift.mmd import mmd_test
-from dreamops.validation.drift.signals import (cusum_lower, decide, mmd_signal, performance_signal,
-                                               residual_signal)
+from dreamops.validation.drift.signals import (CUSUM_H, cusum_lower, cusum_threshold, decide, mmd_signal,
+                                               performance_signal, residual_signal)
 
 rng = np.random.default_rng(0)
 BASE_RESIDUAL = rng.normal(1.0, 0.1, 500)
@@ -47,3 +47,18 @@ def test_two_of_three():
     assert decision.drift and decision.fired == ["latents", "residual"]
     assert not decide([same, quiet_res, quiet_perf]).drift
     assert decision.to_dict()["signals"][0]["name"] == "latents"
+
+
+def test_cusum_limit_is_calibrated_on_heavy_tailed_rewards():
+    """A policy that crashes now and then: most episodes near 100, one in ten at -30. Windows drawn
+    from that same world must not alarm more than ~1% of the time with the calibrated limit."""
+    g = np.random.default_rng(3)
+    crashes = lambda n: np.where(g.random(n) < 0.1, -30.0, g.normal(100, 10, n))  # noqa: E731
+    baseline = crashes(200)
+    h = cusum_threshold(baseline, 20)
+    assert h > CUSUM_H  # the textbook limit is too tight for this tail
+    alarms = [cusum_lower(crashes(20), baseline.mean(), baseline.std(ddof=1), h=h)[0] for _ in range(500)]
+    textbook = [cusum_lower(crashes(20), baseline.mean(), baseline.std(ddof=1))[0] for _ in range(500)]
+    assert np.mean(alarms) <= 0.03 < np.mean(textbook)
+    # normal rewards: the calibrated limit stays at the textbook floor's order
+    assert cusum_threshold(BASE_REWARD, 20) < 1.5 * CUSUM_H

@@ -34,7 +34,9 @@ def evidently_report(base: pd.DataFrame, recent: pd.DataFrame, drift_share: floa
     from evidently.presets import DataDriftPreset
 
     reference, current = episode_table(base), episode_table(recent)
-    columns = [c for c in reference.columns if reference[c].notna().sum() >= 2 and current[c].notna().sum() >= 2]
+    # a column needs values on both sides, and one value everywhere (no collisions at all) says nothing
+    columns = [c for c in reference.columns if reference[c].notna().sum() >= 2 and current[c].notna().sum() >= 2
+               and pd.concat([reference[c], current[c]]).nunique() > 1]
     if len(current) < 2 or not columns:
         return SignalResult("evidently", False, None, drift_share, {"reason": "not enough episodes"}), None
     # current first: Evidently 0.7's Report.run(current_data, reference_data)
