@@ -1,0 +1,122 @@
+"""Scripted expert for the pick cell, and a no-language baseline that picks a random object.
+
+The expert reads the object pose from the simulator (privileged state) and runs
+above -> descend -> close -> lift, with Gaussian noise on every action. Recovery: if the object is not
+between the fingers once lifting starts (it slipped or the grasp missed), it opens, goes back above
+the object's new position and grasps again, up to `max_regrasps` times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dreamops.sim.pick import TRAY_FLOOR_Z, PickCell, PickConfig
+
+
+@dataclass
+class ExpertConfig:
+    noise: float = 0.1          # std of Gaussian noise on the normalised xyz action (0.1 = 3 mm at max_delta 3 cm)
+    max_regrasps: int = 2
+    above: float = 0.10         # pre-grasp height over the object centre
+    lift: float = 0.18          # lift goal over the grasp height
+    close_steps: int = 4        # 0.4 s at 10 Hz for the fingers to close
+    xy_tol: float = 0.008
+    z_tol: float = 0.012
+
+
+class ScriptedExpert:
+    """Closed-loop state machine. aim='target' follows the instruction; aim='random' ignores it."""
+
+    def __init__(self, cfg: ExpertConfig | None = None, aim: str = "target"):
+        if aim not in ("target", "random"):
+            raise ValueError(f"aim must be 'target' or 'random', got {aim!r}")
+        self.cfg = cfg or ExpertConfig()
+        self.aim = aim
+
+    def reset(self, env: PickCell, seed: int):
+        self.rng = np.random.default_rng([seed, 17])   # own stream: the env's draws stay untouched
+        n = len(env.objects)
+        self.obj = env.target_index if self.aim == "target" else int(self.rng.integers(n))
+        self.phase, self.count, self.regrasps = "above", 0, 0
+
+    def act(self, env: PickCell) -> np.ndarray:
+        c = self.cfg
+        obj = env.object_position(self.obj)
+        ee = env.ee_position()
+        grasp_z = max(obj[2], TRAY_FLOOR_Z + 0.012)   # fingertips stay clear of the tray floor
+        close = False
+        if self.phase == "above":
+            goal = np.array([obj[0], obj[1], obj[2] + c.above])
+            if np.linalg.norm(ee[:2] - obj[:2]) < c.xy_tol and abs(ee[2] - goal[2]) < 2 * c.z_tol:
+                self.phase, self.count = "descend", 0
+        if self.phase == "descend":
+            goal = np.array([obj[0], obj[1], grasp_z])
+            self.count += 1
+            if abs(ee[2] - grasp_z) < c.z_tol or self.count > 20:
+                self.phase, self.count, self.grasp = "close", 0, goal
+        if self.phase == "close":
+            goal, close = self.grasp, True
+            self.count += 1
+            if self.count > c.close_steps:
+                self.phase, self.count = "lift", 0
+        if self.phase == "lift":
+            goal, close = self.grasp + np.array([0.0, 0.0, c.lift]), True
+            self.count += 1
+            slipped = self.count > 2 and (not env.holding(self.obj) or ee[2] - obj[2] > 0.05)
+            if slipped and self.regrasps < c.max_regrasps:
+                self.regrasps += 1
+                self.phase, self.count = "above", 0
+                goal, close = np.array([ee[0], ee[1], ee[2] + 0.03]), False
+        step = (goal - env.commanded_ee()) / env.cfg.max_delta
+        xyz = np.clip(np.clip(step, -1, 1) + self.rng.normal(0.0, c.noise, 3), -1, 1)
+        return np.concatenate([xyz, [1.0 if close else -1.0]]).astype(np.float32)
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    collision: bool
+    cycle_time: float          # simulated seconds until success, or the episode length
+    actions: np.ndarray        # [T, 4] executed actions
+    regrasps: int
+    n_objects: int
+    instruction: str
+    aimed_at_target: bool
+    frames: dict[str, np.ndarray] = field(default_factory=dict)   # rgb/depth/proprio stacks if recorded
+
+
+def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "target",
+                  expert: ExpertConfig | None = None, record: bool = False, **env_overrides) -> list[EpisodeResult]:
+    """Play n episodes with seeds seed, seed+1, ...; record=True keeps the observations (demonstrations).
+
+    Without record the camera is skipped (render=False) unless env_overrides ask for it: success,
+    collision and cycle time do not depend on pixels, and rendering is most of the cost.
+    """
+    env_overrides.setdefault("render", record)
+    env = PickCell(PickConfig(object_set=object_set, **env_overrides))
+    policy = ScriptedExpert(expert, aim=aim)
+    results = []
+    try:
+        for i in range(n):
+            s = seed + i
+            obs, info = env.reset(seed=s)
+            policy.reset(env, s)
+            actions, keep = [], {"rgb": [], "depth": [], "proprio": []}
+            done = False
+            while not done:
+                if record:
+                    for k in keep:
+                        keep[k].append(obs[k])
+                a = policy.act(env)
+                obs, _, term, trunc, info = env.step(a)
+                actions.append(a)
+                done = term or trunc
+            frames = {k: np.stack(v) for k, v in keep.items()} if record else {}
+            results.append(EpisodeResult(s, bool(info["success"]), bool(info["collided"]), float(info["cycle_time"]),
+                                         np.stack(actions), policy.regrasps, info["n_objects"], env.instruction,
+                                         policy.obj == env.target_index, frames))
+    finally:
+        env.close()
+    return results
