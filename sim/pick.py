@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -181,8 +181,8 @@ class PickCell(gym.Env):
         # Let objects settle (and the arm hold still) before the first frame.
         for _ in range(int(0.4 * self.cfg.sim_hz)):
             p.stepSimulation(physicsClientId=c)
-        for o in self.objects:
-            o.rest_z = self.object_position(self.objects.index(o))[2]
+        for i, o in enumerate(self.objects):
+            o.rest_z = float(self.object_position(i)[2])
         self.steps = 0
         self.collided = False
         self._held_steps = 0
