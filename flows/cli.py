@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "normal windows vs windows of a shifted scenario, played for real")
     de.add_argument("--model", default="staging", help="version number, semver, alias or 'latest' (default staging)")
     de.add_argument("--agent", default="carracing-vmc")
-    de.add_argument("--baseline-episodes", type=int, default=100)
+    de.add_argument("--baseline-episodes", type=int, default=200)
     de.add_argument("--window", type=int, default=20, help="episodes per drift-check window")
     de.add_argument("--holdout-windows", type=int, default=10)
     de.add_argument("--shifted-windows", type=int, default=5)

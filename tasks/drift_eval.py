@@ -25,7 +25,7 @@ DAY_SEED_BASE, SHIFTED_SEED_BASE = 7_000_000, 8_000_000
 
 @dataclass(frozen=True)
 class DriftEvalConfig:
-    baseline_episodes: int = 100  # the normal period every window is compared with
+    baseline_episodes: int = 200  # the normal period every window is compared with
     window_episodes: int = 20  # one drift check's window
     holdout_windows: int = 10  # normal windows, after the baseline: any alarm is false
     shifted_windows: int = 5  # windows of the shifted scenario: every one should fire
@@ -71,7 +71,11 @@ class TelemetryCache:
 
     def __init__(self, folder: Path | None, version_key: str):
         self.path = folder / f"{version_key}.parquet" if folder else None
-        self.frame = pd.read_parquet(self.path) if self.path and self.path.exists() else pd.DataFrame()
+        self.frame = pd.DataFrame()
+        if self.path and self.path.exists():
+            self.frame = pd.read_parquet(self.path)
+            # parquet gives back arrays of arrays; telemetry rows hold lists of latent vectors
+            self.frame["latents"] = [np.stack(z).tolist() if len(z) else [] for z in self.frame["latents"]]
 
     def get(self, scenario: str, seeds: list[int]) -> tuple[pd.DataFrame, list[int]]:
         """(the cached rows of these seeds, the seeds still to play)."""

@@ -13,17 +13,21 @@ from tests.validation.test_drift_report import _telemetry
 
 
 def test_judge_finds_no_drift_in_the_same_world():
-    judgement = judge(_telemetry(0, 60), _telemetry(1, 20), np.zeros((2, 6), np.float32), min_reward=0.0)
+    judgement = judge(_telemetry(0, 200), _telemetry(1, 20), np.zeros((2, 6), np.float32), min_reward=0.0)
     assert not judgement.decision.drift and judgement.decision.fired == []
-    assert judgement.facts["reference_source"] == "fleet baseline"  # 60 x 8 latents >= 200
+    assert judgement.facts["reference_source"] == "fleet baseline"  # 200 x 8 latents >= 200
 
 
 def test_judge_finds_drift_when_latents_shift_and_reward_drops():
     shifted = _telemetry(2, 20, shift=1.5)
     shifted["reward"] -= 150
-    judgement = judge(_telemetry(0, 60), shifted, np.zeros((2, 6), np.float32), min_reward=0.0)
+    judgement = judge(_telemetry(0, 200), shifted, np.zeros((2, 6), np.float32), min_reward=0.0)
     assert judgement.decision.drift and set(judgement.decision.fired) == {"latents", "performance"}
     assert judgement.evidently.fired and judgement.snapshot is not None
+    # the same window against a short baseline: only the latents are judged
+    short = judge(_telemetry(0, 60), shifted, np.zeros((2, 6), np.float32), min_reward=0.0)
+    assert short.decision.fired == ["latents"] and not short.decision.drift
+    assert "fewer than 200" in short.decision.signals[2].detail["reason"]
 
 
 def test_windows_are_disjoint_and_whole():
@@ -52,4 +56,7 @@ def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     # a later run reads them back and plays only the seeds it lacks
     reopened = TelemetryCache(tmp_path / "cache", "v1")
     assert reopened.get("night", [12, 13, 14])[1] == [14] and reopened.get("day", [12])[1] == [12]
-    pd.testing.assert_frame_equal(play_telemetry(factory, "night", seeds, 60, 4, workers=1, cache=reopened), one)
+    again = play_telemetry(factory, "night", seeds, 60, 4, workers=1, cache=reopened)
+    pd.testing.assert_frame_equal(again, one)
+    assert again["latents"].tolist() == one["latents"].tolist()  # lists of vectors, as telemetry() gives them
+    judge(again, one, np.zeros((2, 32), np.float32), min_reward=0.0)  # judged like live telemetry

@@ -58,13 +58,17 @@ def cusum_lower(rewards: np.ndarray, mean: float, std: float, k: float = CUSUM_K
 
 def cusum_threshold(baseline: np.ndarray, n: int, k: float = CUSUM_K, floor: float = CUSUM_H,
                     false_alarm: float = 0.01, resamples: int = 2000, seed: int = 0) -> float:
-    """The CUSUM limit h at which windows of n episodes drawn (with replacement) from the baseline
-    alarm in at most `false_alarm` of cases, and never below `floor`. Rewards are not normal: a
-    crash lands many standard deviations below the mean, and the textbook h (set for normal data)
-    fired in 2 of 10 held-out windows of a quick-trained model."""
+    """The CUSUM limit h at which a window of n episodes alarms in at most `false_alarm` of cases
+    when nothing changed (and never below `floor`), found by resampling the baseline: each resample
+    draws a baseline of the same size (its mean and std are estimates too) and an independent
+    window. Rewards are not normal: a crash lands many standard deviations below the mean, and the
+    textbook h (set for normal data and a known mean) fired in 2 of 10 held-out windows of a
+    quick-trained model."""
     baseline = np.asarray(baseline, float)
-    mean, std = baseline.mean(), max(baseline.std(ddof=1), 1e-9)
-    steps = (mean - np.random.default_rng(seed).choice(baseline, size=(resamples, n))) / std - k
+    rng = np.random.default_rng(seed)
+    base = rng.choice(baseline, size=(resamples, len(baseline)))
+    mean, std = base.mean(1, keepdims=True), np.maximum(base.std(1, ddof=1, keepdims=True), 1e-9)
+    steps = (mean - rng.choice(baseline, size=(resamples, n))) / std - k
     s, peak = np.zeros(resamples), np.zeros(resamples)
     for t in range(n):  # all resamples at once, one episode at a time
         s = np.maximum(0.0, s + steps[:, t])
