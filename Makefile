@@ -31,7 +31,7 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest
 
-## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency)
+## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, MMD, scaling and API load)
 bench: install
 	$(BIN)/python bench/run_all.py
 

@@ -201,12 +201,12 @@ def api_load(seconds: float) -> dict[str, dict]:
         return out
 
 
-def main(episodes: int = 4, collect_steps: int = 50, eval_steps: int = 200, dream_steps: int = 25,
+def main(episodes: int = 8, collect_steps: int = 200, eval_steps: int = 300, dream_steps: int = 25,
          api_seconds: float = 4.0) -> dict:
     r = rollouts(episodes, collect_steps, eval_steps)
     print(f"rollout throughput, episodes/s on {CORES} cores, {episodes} episodes per cell (the start-up of "
           f"worker processes counts; 1 worker runs in this process)")
-    print(f"  {'workers':<20} {f'collect ({collect_steps} steps x4)':>22} {f'evaluate ({eval_steps} frames)':>22}"
+    print(f"  {'workers':<20} {f'collect ({collect_steps} steps)':>22} {f'evaluate ({eval_steps} frames)':>22}"
           f" {'pool start-up s':>16}")
     for n in _worker_counts():
         print(f"  {_label(n):<20} {r['collect'][n]:>22.2f} {r['evaluate'][n]:>22.2f} {r['startup'][n]:>16.1f}")
