@@ -21,6 +21,7 @@ MIN_REFERENCE_LATENTS = 200
 MIN_BASELINE_EPISODES = 200
 MMD_MAX_EPISODES = 400  # per side: 3,200 latents (bench_mmd: 5,000 a side take 0.6-1.2 s)
 BASELINE_MAX_EPISODES = 5000  # the latest episodes of the baseline period that are read
+RECENT_MAX_EPISODES = 2000  # the latest episodes of the window (200 robots x 4 h are ~48,000)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarra
 def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
           alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
     """judge() on the warehouse's telemetry of the window and of the baseline period before it."""
-    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now)
+    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now, limit=RECENT_MAX_EPISODES)
     base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window,
                      limit=BASELINE_MAX_EPISODES)
     return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required)

@@ -60,3 +60,23 @@ def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     pd.testing.assert_frame_equal(again, one)
     assert again["latents"].tolist() == one["latents"].tolist()  # lists of vectors, as telemetry() gives them
     judge(again, one, np.zeros((2, 32), np.float32), min_reward=0.0)  # judged like live telemetry
+
+
+def test_telemetry_reads_the_window_in_time_order_and_at_most_the_latest_episodes(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from dreamops.api.db import TelemetryEpisode, session_factory
+    from dreamops.tasks.drift import telemetry
+
+    url = f"sqlite:///{tmp_path / 'dreamops.db'}"
+    t0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+    with session_factory(url)() as session:
+        session.add_all(TelemetryEpisode(robot_id="r1", warehouse_id=wh, version="3", seed=i, reward=float(i),
+                                         collisions=0, steps=300, latency_p50_ms=1.0, latency_p99_ms=2.0,
+                                         residual=1.0, ended_at=t0 + timedelta(minutes=i), latents=[[0.0, 1.0]])
+                        for i in range(10) for wh in ("WH-1", "WH-2"))
+        session.commit()
+    window = telemetry(url, "WH-1", "3", t0 + timedelta(minutes=2), t0 + timedelta(minutes=9))
+    assert window["reward"].tolist() == [2, 3, 4, 5, 6, 7, 8]  # [since, until), oldest first, one warehouse
+    assert telemetry(url, "WH-1", "3", t0, t0 + timedelta(hours=1), limit=3)["reward"].tolist() == [7, 8, 9]
+    assert telemetry(url, "WH-1", "4", t0, t0 + timedelta(hours=1)).empty
