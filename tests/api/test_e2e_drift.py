@@ -62,7 +62,7 @@ def _latest_drift_summary() -> dict:
                               order_by=["start_time DESC"], max_results=1, output_format="list")
     path = mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path="drift.json")
     with open(path) as f:
-        return json.load(f)
+        return {**json.load(f), "mlflow_run_id": runs[0].info.run_id}
 
 
 def test_schedules_and_the_automation_exist(drift_stack):
