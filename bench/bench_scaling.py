@@ -109,7 +109,7 @@ def _api_with_one_version(root: Path):
 
     from dreamops.api.auth import create_token
     from dreamops.api.db import session_factory
-    from dreamops.flows.up import wait_http
+    from dreamops.flows.up import stop_process, wait_http
     from dreamops.models.bundle import Architecture, VMCBundle
     from dreamops.registry import store
     from dreamops.registry.pyfunc import VMCPyfuncModel
@@ -151,11 +151,7 @@ def _api_with_one_version(root: Path):
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=120)
         yield f"http://127.0.0.1:{port}", token, version
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 async def _load(url: str, token: str, clients: int, seconds: float) -> dict:

@@ -7,6 +7,7 @@ webhook with the API; writes each process's log under <home>/logs and an enginee
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -49,6 +50,20 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120)
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"{url} did not come up (see {log}):\n{_tail(log)}")
         time.sleep(0.5)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `timeout` s. group: the process leads its own process group
+    (start_new_session), and whatever of that group outlives it is killed too."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if group:
+        with contextlib.suppress(ProcessLookupError):  # the group is already gone
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait(service: Service, health: str, timeout: float) -> None:

@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamops.flows.up import wait_http
+from dreamops.flows.up import stop_process, wait_http
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 BUCKET = "dreamops"
@@ -39,11 +39,7 @@ def process(cmd: list[str], env: dict, log: Path):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @contextmanager
@@ -75,8 +71,7 @@ class Stack:
     def restart_api(self) -> float:
         """Stop the API process (SIGTERM, as a deploy would) and start it again; returns seconds down."""
         started = time.time()
-        self.api_proc.terminate()
-        self.api_proc.wait(30)
+        stop_process(self.api_proc, 30)
         self.api_proc = _spawn(self.api_cmd, self.api_env, self.logs / "api.log", append=True)
         wait_http(f"{self.api_url}/healthz", self.api_proc, self.logs / "api.log")
         return time.time() - started
@@ -157,5 +152,4 @@ def production_stack(workdir: Path):
             wait_http(f"{s.api_url}/healthz", s.api_proc, workdir / "api.log")
             yield s
         finally:
-            s.api_proc.terminate()
-            s.api_proc.wait(20)
+            stop_process(s.api_proc)

@@ -207,7 +207,7 @@ def _free_port() -> int:
 
 def test_api_entrypoint_answers_the_compose_healthcheck(tmp_path):
     """`dreamops api` as the container runs it (on loopback), probed by the compose healthcheck."""
-    from dreamops.flows.up import wait_http
+    from dreamops.flows.up import stop_process, wait_http
 
     port = _free_port()
     env = {**os.environ, "DREAMOPS_HOME": str(tmp_path / "home"), "DREAMOPS_RECONCILE_INTERVAL_S": "0"}
@@ -222,8 +222,7 @@ def test_api_entrypoint_answers_the_compose_healthcheck(tmp_path):
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=120)
         assert subprocess.run(check, timeout=30).returncode == 0
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_process(proc, 30)
     assert subprocess.run(check, capture_output=True, timeout=30).returncode == 1  # nothing listens now
 
 

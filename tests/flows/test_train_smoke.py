@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dreamops.flows.cli import main
+from dreamops.flows.up import stop_process
 from dreamops.sim.carracing import CarRacing
 
 pytestmark = pytest.mark.e2e
@@ -103,8 +104,7 @@ def _ui_lists_the_model(home):
                 assert proc.poll() is None and time.time() < deadline, "MLflow UI did not come up"
                 time.sleep(1)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, 30)
 
 
 @pytest.mark.parametrize("argv,message", [

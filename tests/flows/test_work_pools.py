@@ -44,6 +44,7 @@ def test_process_worker_runs_the_deployment_from_prefect_yaml(prefect_server, dr
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.deployments import run_deployment
 
+    from dreamops.flows.up import stop_process
     from dreamops.registry import store
     from dreamops.settings import get_settings
 
@@ -77,8 +78,7 @@ def test_process_worker_runs_the_deployment_from_prefect_yaml(prefect_server, dr
         assert run.work_pool_name == "dreamops" and run.infrastructure_pid  # a worker started its process
         assert str(run.id) in log.read_text()  # ... this worker
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_process(worker, 30)
 
     client = store.configure(get_settings())  # the flow ran with the worker's DREAMOPS_HOME
     [version] = client.search_model_versions("name='carracing-vmc'")

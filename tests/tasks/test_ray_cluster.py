@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import pytest
 from dreamops.tasks.collect import collect
 from dreamops.tasks.config import CollectConfig
 from dreamops.tasks.evaluate import baseline_factory, evaluate
+from dreamops.flows.up import stop_process
 from dreamops.tasks.parallel import connect
 from tests.stack import free_port
 
@@ -40,15 +40,8 @@ def _node(args: list[str], log: Path, env: dict):
             time.sleep(0.3)
         yield proc
     finally:
-        proc.terminate()  # --block tears down its raylet, workers (and GCS on the head) on SIGTERM
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-        except ProcessLookupError:
-            pass
+        # --block tears down its raylet, workers (and GCS on the head) on SIGTERM; then the group
+        stop_process(proc, 20, group=True)
 
 
 @pytest.fixture(scope="module")
