@@ -13,9 +13,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FRAME_SHAPE = (64, 64, 3)
-PLAYFIELD_ROWS = 56  # CarRacing's dashboard strip below is black by design
-ACTION_RANGES = {"steer": (-1.0, 1.0), "throttle": (0.0, 1.0), "brake": (0.0, 1.0)}
+
+@dataclass(frozen=True)
+class DataSchema:
+    """What one agent family's shards hold; the gate's checks are built from it."""
+    name: str
+    """The family the schema describes (carracing, pick)."""
+    frame_shape: tuple[int, ...] = (64, 64, 3)
+    """Per-step shape of `obs` (uint8)."""
+    image_rows: int = 56
+    """Top rows of each frame the black / white pixel checks look at (CarRacing's dashboard strip
+    below row 56 is black by design)."""
+    actions: tuple[tuple[str, float, float], ...] = ()
+    """(name, low, high) per action dimension, in order: one frame column and range check each."""
+    extras: tuple[tuple[str, tuple[int, ...], str], ...] = ()
+    """(array name, per-step shape, dtype) of further arrays: each must be there with length T, that
+    shape and dtype, and finite."""
+    instruction: bool = False
+    """Shards hold a non-empty string `instruction` (a 0-d numpy unicode array)."""
+    extra_ranges: tuple[tuple[str, float, float], ...] = ()
+    """(extra name, low, high): per-frame minimum and maximum of that extra as frame columns
+    `<name>_min` / `<name>_max`, both expected within [low, high]."""
+
+    @property
+    def action_names(self) -> list[str]:
+        return [name for name, _, _ in self.actions]
+
+
+CARRACING_SCHEMA = DataSchema("carracing", actions=(("steer", -1.0, 1.0), ("throttle", 0.0, 1.0), ("brake", 0.0, 1.0)))
+PICK_SCHEMA = DataSchema(
+    "pick", image_rows=64, actions=tuple((name, -1.0, 1.0) for name in ("dx", "dy", "dz", "grip")),
+    extras=(("depth", (64, 64, 1), "float32"), ("proprio", (15,), "float32"), ("held", (), "bool")),
+    instruction=True, extra_ranges=(("depth", 0.05, 2.0),))  # PickConfig's depth_near and depth_far
 
 
 @dataclass
@@ -83,48 +112,88 @@ class DataGateError(RuntimeError):
         self.report = report
 
 
-def _scan_shard(path: Path, skip_start_steps: int = 0) -> tuple[dict, pd.DataFrame | None]:
+EPISODE_COLUMNS = ["episode_id", "readable", "obs_shape_ok", "obs_dtype_ok", "actions_shape_ok", "actions_dtype_ok",
+                   "aligned", "length", "nonfinite"]
+
+
+def _extras_problem(extras: dict[str, np.ndarray], length: int, schema: DataSchema) -> str:
+    """'' when every extra the schema declares is there with shape [T, *shape], its dtype and finite
+    values; else what is wrong with the first bad one."""
+    for name, shape, dtype in schema.extras:
+        a = extras.get(name)
+        if a is None:
+            return f"{name} missing"
+        if tuple(a.shape) != (length, *shape):
+            return f"{name} of shape {list(a.shape)}, expected [{', '.join(map(str, (length, *shape)))}]"
+        if a.dtype != np.dtype(dtype):
+            return f"{name} of dtype {a.dtype}, expected {dtype}"
+        if np.issubdtype(a.dtype, np.number) and not np.isfinite(a).all():
+            return f"NaN or inf in {name}"
+    return ""
+
+
+def _scan_shard(path: Path, skip_start_steps: int = 0, schema: DataSchema = CARRACING_SCHEMA
+                ) -> tuple[dict, pd.DataFrame | None]:
     """Schema facts of one shard and its per-frame summaries (None if unreadable)."""
     row = {"readable": False, "obs_shape_ok": False, "obs_dtype_ok": False, "actions_shape_ok": False,
            "actions_dtype_ok": False, "aligned": False, "length": 0, "nonfinite": 0}
+    if schema.extras:
+        row["extras_problem"] = "shard unreadable"
+    if schema.instruction:
+        row["instruction_ok"] = False
     try:
         with np.load(path) as data:
             arrays = {k: data[k] for k in ("obs", "actions", "rewards", "dones")}
+            extras = {k: data[k] for k, _, _ in schema.extras if k in data.files}
+            instruction = data["instruction"] if "instruction" in data.files else None
     except Exception:  # a corrupt zip, a truncated file, a missing array: all "unreadable"
         return row, None
     obs, actions, rewards, dones = (arrays[k] for k in ("obs", "actions", "rewards", "dones"))
     row["readable"] = True
-    row["obs_shape_ok"] = obs.ndim == 4 and tuple(obs.shape[1:]) == FRAME_SHAPE
+    row["obs_shape_ok"] = obs.ndim == 4 and tuple(obs.shape[1:]) == schema.frame_shape
     row["obs_dtype_ok"] = obs.dtype == np.uint8
-    row["actions_shape_ok"] = actions.ndim == 2 and actions.shape[1] == 3
+    row["actions_shape_ok"] = actions.ndim == 2 and actions.shape[1] == len(schema.actions)
     row["actions_dtype_ok"] = actions.dtype == np.float32 and rewards.dtype == np.float32
     row["aligned"] = len(obs) == len(actions) == len(rewards) == len(dones)
     row["length"] = int(len(actions))
     row["nonfinite"] = int(sum(np.size(a) - np.isfinite(a.astype(np.float64)).sum()
                                for a in (actions, rewards) if np.issubdtype(a.dtype, np.number)))
+    if schema.extras:
+        row["extras_problem"] = _extras_problem(extras, len(actions), schema)
+    if schema.instruction:
+        row["instruction_ok"] = bool(instruction is not None and instruction.ndim == 0
+                                     and instruction.dtype.kind == "U" and str(instruction).strip())
     if not (row["obs_shape_ok"] and row["actions_shape_ok"] and row["aligned"]) or len(obs) == 0:
         return row, None
-    return row, frame_summaries(obs, actions, rewards, skip_start_steps)
+    ranged = {name: extras[name] for name, _, _ in schema.extra_ranges
+              if name in extras and len(extras[name]) == len(obs)}
+    return row, frame_summaries(obs, actions, rewards, skip_start_steps, schema, ranged)
 
 
-def frame_summaries(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, skip_start_steps: int = 0
+def frame_summaries(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, skip_start_steps: int = 0,
+                    schema: DataSchema = CARRACING_SCHEMA, extras: dict[str, np.ndarray] | None = None
                     ) -> pd.DataFrame:
-    """Per-frame columns the gate checks: share of pure black / pure white playfield pixels (NaN,
-    i.e. skipped by the expectations, for the first skip_start_steps), each action, the reward."""
-    play = obs[:, :PLAYFIELD_ROWS]
+    """Per-frame columns the gate checks: share of pure black / pure white pixels in the schema's
+    image rows (NaN, i.e. skipped by the expectations, for the first skip_start_steps), each action,
+    the reward, and the minimum / maximum of each ranged extra (NaN where `extras` lacks it)."""
+    play = obs[:, :schema.image_rows]
     white_value = np.iinfo(np.uint8).max if obs.dtype == np.uint8 else 1.0
     black = (play == 0).all(axis=-1).mean(axis=(1, 2))
     white = (play >= white_value).all(axis=-1).mean(axis=(1, 2))
     black[:skip_start_steps] = np.nan
     white[:skip_start_steps] = np.nan
-    return pd.DataFrame({
-        "t": np.arange(len(obs)), "frac_black": black, "frac_white": white,
-        "steer": actions[:, 0].astype(np.float64), "throttle": actions[:, 1].astype(np.float64),
-        "brake": actions[:, 2].astype(np.float64), "reward": rewards.astype(np.float64),
-    })
+    columns = {"t": np.arange(len(obs)), "frac_black": black, "frac_white": white}
+    columns.update({name: actions[:, i].astype(np.float64) for i, name in enumerate(schema.action_names)})
+    columns["reward"] = rewards.astype(np.float64)
+    for name, _, _ in schema.extra_ranges:
+        a = (extras or {}).get(name)
+        flat = a.reshape(len(a), -1).astype(np.float64) if a is not None else np.full((len(obs), 1), np.nan)
+        columns[f"{name}_min"], columns[f"{name}_max"] = flat.min(axis=1), flat.max(axis=1)
+    return pd.DataFrame(columns)
 
 
-def scan_dataset(path: Path, skip_start_steps: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scan_dataset(path: Path, skip_start_steps: int = 0, schema: DataSchema = CARRACING_SCHEMA
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """-> (episodes table, frames table) recomputed from the shards the manifest lists."""
     manifest_path = path / "manifest.parquet"
     if not manifest_path.exists():
@@ -132,19 +201,23 @@ def scan_dataset(path: Path, skip_start_steps: int = 0) -> tuple[pd.DataFrame, p
     manifest = pd.read_parquet(manifest_path)
     episodes, frames = [], []
     for episode_id, shard in zip(manifest.get("episode_id", []), manifest.get("shard", [])):
-        row, f = _scan_shard(path / "shards" / shard, skip_start_steps)
+        row, f = _scan_shard(path / "shards" / shard, skip_start_steps, schema)
+        if row.get("extras_problem"):
+            row["extras_problem"] = f"{episode_id}: {row['extras_problem']}"
         episodes.append({"episode_id": episode_id, **row})
         if f is not None:
             frames.append(f.assign(episode_id=episode_id))
-    columns = ["episode_id", "readable", "obs_shape_ok", "obs_dtype_ok", "actions_shape_ok", "actions_dtype_ok",
-               "aligned", "length", "nonfinite"]
+    columns = (EPISODE_COLUMNS + (["extras_problem"] if schema.extras else [])
+               + (["instruction_ok"] if schema.instruction else []))
     ep_table = pd.DataFrame(episodes, columns=columns)
+    frame_columns = (["t", "frac_black", "frac_white", *schema.action_names, "reward"]
+                     + [f"{name}_{stat}" for name, _, _ in schema.extra_ranges for stat in ("min", "max")])
     fr_table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["t", "frac_black", "frac_white", "steer", "throttle", "brake", "reward", "episode_id"], dtype=float)
+        columns=[*frame_columns, "episode_id"], dtype=float)
     return ep_table, fr_table
 
 
-def _expectations(t: DataGateThresholds):
+def _expectations(t: DataGateThresholds, schema: DataSchema = CARRACING_SCHEMA):
     """(table, check name, expectation, what a failure means) - the suite, in one place."""
     import great_expectations.expectations as gxe
 
@@ -158,11 +231,11 @@ def _expectations(t: DataGateThresholds):
          "corrupt shard: file cannot be read"),
         ("episodes", "episode_ids_unique", gxe.ExpectColumnValuesToBeUnique(column="episode_id"), "duplicated episode ids"),
         ("episodes", "image_shape", gxe.ExpectColumnValuesToBeInSet(column="obs_shape_ok", value_set=ok),
-         f"wrong image shape (expected [T, {', '.join(map(str, FRAME_SHAPE))}])"),
+         f"wrong image shape (expected [T, {', '.join(map(str, schema.frame_shape))}])"),
         ("episodes", "image_dtype", gxe.ExpectColumnValuesToBeInSet(column="obs_dtype_ok", value_set=ok),
          "wrong image dtype (expected uint8)"),
         ("episodes", "action_schema", gxe.ExpectColumnValuesToBeInSet(column="actions_shape_ok", value_set=ok),
-         "wrong action shape (expected [T, 3])"),
+         f"wrong action shape (expected [T, {len(schema.actions)}])"),
         ("episodes", "action_dtype", gxe.ExpectColumnValuesToBeInSet(column="actions_dtype_ok", value_set=ok),
          "wrong action/reward dtype (expected float32)"),
         ("episodes", "arrays_aligned", gxe.ExpectColumnValuesToBeInSet(column="aligned", value_set=ok),
@@ -172,6 +245,7 @@ def _expectations(t: DataGateThresholds):
          f"truncated episode: shorter than {t.min_episode_length} steps"),
         ("episodes", "finite_values", gxe.ExpectColumnValuesToBeBetween(column="nonfinite", min_value=0, max_value=0),
          "NaN or inf in actions or rewards"),
+        *_schema_expectations(schema, "episodes"),
         ("frames", "enough_frames", gxe.ExpectTableRowCountToBeBetween(min_value=t.min_frames),
          f"fewer frames than the profile needs ({t.min_frames})"),
         ("frames", "black_frames", gxe.ExpectColumnValuesToBeBetween(column="frac_black", max_value=t.corrupt_pixel_fraction,
@@ -181,11 +255,33 @@ def _expectations(t: DataGateThresholds):
                                                                      mostly=corrupt_ok),
          f"too many corrupt (white) frames: > {t.corrupt_pixel_fraction:.0%} pure white pixels"),
         *[("frames", f"{name}_range", gxe.ExpectColumnValuesToBeBetween(column=name, min_value=lo, max_value=hi),
-           f"{name} action outside [{lo:g}, {hi:g}]") for name, (lo, hi) in ACTION_RANGES.items()],
+           f"{name} action outside [{lo:g}, {hi:g}]") for name, lo, hi in schema.actions],
         *[("frames", f"{name}_not_nan", gxe.ExpectColumnValuesToNotBeNull(column=name), f"NaN {name} actions")
-          for name in ACTION_RANGES],
+          for name in schema.action_names],
         ("frames", "reward_not_nan", gxe.ExpectColumnValuesToNotBeNull(column="reward"), "NaN rewards"),
+        *_schema_expectations(schema, "frames"),
     ]
+
+
+def _schema_expectations(schema: DataSchema, table: str) -> list:
+    """The checks only some schemas ask for, on one table: extra arrays and the instruction
+    (episodes), ranges of extras (frames)."""
+    import great_expectations.expectations as gxe
+
+    plan = []
+    if schema.extras:
+        wanted = ", ".join(f"{name} [T{''.join(f', {n}' for n in shape)}] {dtype}" for name, shape, dtype in schema.extras)
+        plan.append(("episodes", "extras_ok", gxe.ExpectColumnValuesToBeInSet(column="extras_problem", value_set=[""]),
+                     f"missing or malformed extra arrays (expected {wanted}, finite)"))
+    if schema.instruction:
+        plan.append(("episodes", "instruction_present",
+                     gxe.ExpectColumnValuesToBeInSet(column="instruction_ok", value_set=[True]),
+                     "missing or empty instruction (expected a non-empty 0-d unicode array `instruction`)"))
+    for name, lo, hi in schema.extra_ranges:
+        plan += [("frames", f"{name}_{stat}_range",
+                  gxe.ExpectColumnValuesToBeBetween(column=f"{name}_{stat}", min_value=lo, max_value=hi),
+                  f"{name} outside [{lo:g}, {hi:g}] (per-frame {stat}imum)") for stat in ("min", "max")]
+    return [entry for entry in plan if entry[0] == table]
 
 
 def _observed(result: dict) -> object:
@@ -198,15 +294,16 @@ def _observed(result: dict) -> object:
     return out
 
 
-def run_data_gate(path: Path, thresholds: DataGateThresholds, docs_dir: Path | None = None) -> DataGateReport:
-    """Validate the dataset at `path`; Data Docs HTML goes to docs_dir if given. Never raises on bad
-    data: the report says what failed (the flow raises DataGateError)."""
+def run_data_gate(path: Path, thresholds: DataGateThresholds, docs_dir: Path | None = None,
+                  schema: DataSchema = CARRACING_SCHEMA) -> DataGateReport:
+    """Validate the dataset at `path` against `schema`; Data Docs HTML goes to docs_dir if given.
+    Never raises on bad data: the report says what failed (the flow raises DataGateError)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     name = path.name
     try:
-        episodes, frames = scan_dataset(path, thresholds.skip_start_steps)
+        episodes, frames = scan_dataset(path, thresholds.skip_start_steps, schema)
     except Exception as exc:  # no or unreadable manifest
         return DataGateReport(name, [CheckResult("manifest_readable", False, f"manifest cannot be read: {exc}")])
     context = gx.get_context(mode="ephemeral")
@@ -219,7 +316,7 @@ def run_data_gate(path: Path, thresholds: DataGateThresholds, docs_dir: Path | N
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())}})
     source = context.data_sources.add_pandas(name="dataset")
     tables = {"episodes": episodes, "frames": frames}
-    plan = _expectations(thresholds)
+    plan = _expectations(thresholds, schema)
     validations = []
     for table in tables:
         batch = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe(name=f"{table}-all")
