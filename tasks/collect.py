@@ -1,10 +1,7 @@
 """collect: real CarRacing episodes with exploration policies -> a dataset in the store."""
 from __future__ import annotations
 
-import hashlib
-import inspect
 import io
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +13,6 @@ from dreamops.sim.policies import EXPLORATION_POLICIES
 from dreamops.sim.rollout import play_episode
 from dreamops.tasks import dataset as ds
 from dreamops.tasks.config import CollectConfig
-from dreamops.tasks.parallel import imap_jobs
 from dreamops.validation.data_gate import frame_summaries
 
 
@@ -72,10 +68,7 @@ def collection_code_hash() -> str:
     import dreamops.sim.carracing
     import dreamops.sim.policies
 
-    h = hashlib.sha256()
-    for module in (dreamops.sim.carracing, dreamops.sim.policies):
-        h.update(inspect.getsource(module).encode())
-    return h.hexdigest()[:16]
+    return ds.source_hash(dreamops.sim.carracing, dreamops.sim.policies)
 
 
 def collection_spec(cfg: CollectConfig) -> dict:
@@ -90,23 +83,8 @@ def collect(cfg: CollectConfig, store: Path, workers: int, use_cache: bool = Tru
     """Collect cfg.episodes episodes in `workers` processes, or on the Ray cluster at `ray_address`
     (the same data either way: episodes are seeded). A dataset with the same spec already in the
     store is reused (collection is deterministic given the spec)."""
-    spec = collection_spec(cfg)
-    if use_cache and (cached := ds.find_by_spec(store, spec)) is not None:
-        return Collected(**vars(cached))
-    staging = ds.new_staging_dir(store)
     jobs = [EpisodeJob(f"ep_{i:06d}", cfg.seed + i, policy, cfg.max_steps, cfg.action_repeat)
             for i, policy in enumerate(assign_policies(cfg))]
-    rows: list = [None] * len(jobs)
-    frames: list = [None] * len(jobs)
-    nodes = {}
-    try:
-        for done in imap_jobs(_collect_one, jobs, workers, "collect episodes", show_progress=show_progress,
-                              ray_address=ray_address):
-            row, frames[done.index], shard = done.result
-            (staging / "shards" / row["shard"]).write_bytes(shard)  # as they come: never all in memory
-            rows[done.index], nodes[row["episode_id"]] = row, done.node
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a retry starts a new staging folder
-        raise
-    dataset = ds.finalize(staging, store, rows, frames, spec)  # in job order, wherever each job ran
+    dataset, nodes = ds.collect_jobs(_collect_one, jobs, store, collection_spec(cfg), workers, "collect episodes",
+                                     use_cache, show_progress, ray_address)
     return Collected(**vars(dataset), nodes=nodes)

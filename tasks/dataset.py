@@ -2,6 +2,7 @@
 
 Layout of one dataset (named by its content hash):
   <store>/<hash[:16]>/shards/ep_000000.npz   obs uint8 [T,64,64,3], actions f32 [T,3], rewards f32 [T], dones bool [T]
+                                              (+ family extras: pick demos add depth, proprio, held, instruction)
   <store>/<hash[:16]>/manifest.parquet        one row per episode
   <store>/<hash[:16]>/frames.parquet          one row per frame: the data gate's summary columns
   <store>/<hash[:16]>/dataset.json            hash, spec, counts
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -119,6 +122,44 @@ def finalize(staging: Path, store: Path, rows: list[dict], frames: list[pd.DataF
     else:
         staging.rename(final)
     return open_dataset(store, str(final))
+
+
+def source_hash(*modules: ModuleType) -> str:
+    """The modules' source: for a collection spec, since changing the simulator or the policy changes the data."""
+    h = hashlib.sha256()
+    for module in modules:
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
+EpisodeJobResult = tuple[dict, pd.DataFrame, bytes]  # manifest row, frame summaries, compressed shard
+
+
+def collect_jobs(fn: Callable[..., EpisodeJobResult], jobs: Sequence, store: Path, spec: dict, workers: int,
+                 desc: str, use_cache: bool = True, show_progress: bool = True, ray_address: str | None = None
+                 ) -> tuple[Dataset, dict[str, str]]:
+    """Run one job per episode (imap_jobs: local processes or Ray) into a new dataset with `spec`
+    -> (dataset, node that ran each episode). fn returns the manifest row (with `shard` and
+    `episode_id`), the frame summaries and the shard's bytes, compressed in the worker, which may
+    be on another machine than the store. A dataset with the same spec in the store is returned
+    instead when use_cache (no nodes then)."""
+    from dreamops.tasks.parallel import imap_jobs  # here: it imports torch, which collection workers do not need
+
+    if use_cache and (cached := find_by_spec(store, spec)) is not None:
+        return cached, {}
+    staging = new_staging_dir(store)
+    rows: list = [None] * len(jobs)
+    frames: list = [None] * len(jobs)
+    nodes = {}
+    try:
+        for done in imap_jobs(fn, jobs, workers, desc, show_progress=show_progress, ray_address=ray_address):
+            row, frames[done.index], shard = done.result
+            (staging / "shards" / row["shard"]).write_bytes(shard)  # as they come: never all in memory
+            rows[done.index], nodes[row["episode_id"]] = row, done.node
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a retry starts a new staging folder
+        raise
+    return finalize(staging, store, rows, frames, spec), nodes  # in job order, wherever each job ran
 
 
 def spec_key(spec: dict) -> str:
