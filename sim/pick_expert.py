@@ -85,6 +85,10 @@ class EpisodeResult:
     instruction: str
     aimed_at_target: bool
     frames: dict[str, np.ndarray] = field(default_factory=dict)   # rgb/depth/proprio stacks if recorded
+    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [T] env reward per step
+    held: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [T] target between both fingers after step t
+    target_colour: str = ""
+    target_shape: str = ""
 
 
 def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "target",
@@ -103,20 +107,24 @@ def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "t
             s = seed + i
             obs, info = env.reset(seed=s)
             policy.reset(env, s)
-            actions, keep = [], {"rgb": [], "depth": [], "proprio": []}
+            actions, rewards, held, keep = [], [], [], {"rgb": [], "depth": [], "proprio": []}
             done = False
             while not done:
                 if record:
                     for k in keep:
                         keep[k].append(obs[k])
                 a = policy.act(env)
-                obs, _, term, trunc, info = env.step(a)
+                obs, reward, term, trunc, info = env.step(a)
                 actions.append(a)
+                rewards.append(reward)
+                held.append(env.target_held())
                 done = term or trunc
             frames = {k: np.stack(v) for k, v in keep.items()} if record else {}
             results.append(EpisodeResult(s, bool(info["success"]), bool(info["collided"]), float(info["cycle_time"]),
                                          np.stack(actions), policy.regrasps, info["n_objects"], env.instruction,
-                                         policy.obj == env.target_index, frames))
+                                         policy.obj == env.target_index, frames,
+                                         np.array(rewards, np.float32), np.array(held, bool),
+                                         info["target_colour"], info["target_shape"]))
     finally:
         env.close()
     return results

@@ -136,3 +136,5 @@ def test_recorded_demonstrations_hold_one_frame_per_action():
     T = len(r.actions)
     assert r.frames["rgb"].shape == (T, 64, 64, 3) and r.frames["depth"].shape == (T, 64, 64, 1)
     assert r.frames["proprio"].shape == (T, 15) and r.success
+    assert r.held.shape == (T,) and r.held[-1] and r.rewards.shape == (T,) and r.rewards[-1] == 1.0
+    assert r.rewards[:-1].sum() == 0 and (r.target_colour, r.target_shape) != ("", "")

@@ -20,13 +20,15 @@ def make_good(store: Path) -> Path:
     return collect(CollectConfig(episodes=4, max_steps=60, seed=0), store, workers=1, show_progress=False).path
 
 
-def _edit_shard(path: Path, episode: str, **changes) -> None:
+def edit_shard(path: Path, episode: str, **changes) -> None:
+    """Rewrite one shard of the dataset at `path`: each change maps an array to its new value
+    (None drops the array)."""
     shard = path / "shards" / f"{episode}.npz"
     with np.load(shard) as data:
         arrays = {k: data[k] for k in data.files}
     for key, fn in changes.items():
         arrays[key] = fn(arrays[key])
-    np.savez_compressed(shard, **arrays)
+    np.savez_compressed(shard, **{k: a for k, a in arrays.items() if a is not None})
 
 
 def _set_frames(value):
@@ -57,17 +59,17 @@ def _duplicate_ids(path: Path) -> None:
 
 
 CORPUS = {
-    "black frames": (lambda p: _edit_shard(p, "ep_000001", obs=_set_frames(0)), "black_frames", "black"),
-    "white frames": (lambda p: _edit_shard(p, "ep_000001", obs=_set_frames(255)), "white_frames", "white"),
-    "NaN actions": (lambda p: _edit_shard(p, "ep_000002", actions=_set_action(1, np.nan)), "throttle_not_nan", "NaN throttle"),
-    "out-of-range actions": (lambda p: _edit_shard(p, "ep_000000", actions=_set_action(0, 1.7)), "steer_range",
+    "black frames": (lambda p: edit_shard(p, "ep_000001", obs=_set_frames(0)), "black_frames", "black"),
+    "white frames": (lambda p: edit_shard(p, "ep_000001", obs=_set_frames(255)), "white_frames", "white"),
+    "NaN actions": (lambda p: edit_shard(p, "ep_000002", actions=_set_action(1, np.nan)), "throttle_not_nan", "NaN throttle"),
+    "out-of-range actions": (lambda p: edit_shard(p, "ep_000000", actions=_set_action(0, 1.7)), "steer_range",
                              "steer action outside [-1, 1]"),
-    "truncated episode": (lambda p: _edit_shard(p, "ep_000003", **{k: (lambda a: a[:30]) for k in
+    "truncated episode": (lambda p: edit_shard(p, "ep_000003", **{k: (lambda a: a[:30]) for k in
                                                                     ("obs", "actions", "rewards", "dones")}),
                           "episode_length", "truncated episode"),
-    "wrong image shape": (lambda p: _edit_shard(p, "ep_000000", obs=lambda o: np.zeros((len(o), 96, 96, 3), np.uint8)),
+    "wrong image shape": (lambda p: edit_shard(p, "ep_000000", obs=lambda o: np.zeros((len(o), 96, 96, 3), np.uint8)),
                           "image_shape", "wrong image shape"),
-    "wrong dtype": (lambda p: _edit_shard(p, "ep_000000", obs=lambda o: o.astype(np.float32) / 255),
+    "wrong dtype": (lambda p: edit_shard(p, "ep_000000", obs=lambda o: o.astype(np.float32) / 255),
                     "image_dtype", "wrong image dtype"),
     "empty dataset": (_empty, "dataset_not_empty", "empty dataset"),
     "corrupt shard file": (lambda p: (p / "shards" / "ep_000002.npz").write_bytes(b"PK\x03\x04 not a zip"),
