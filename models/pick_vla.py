@@ -1,0 +1,205 @@
+"""pick-vla: observation encoder + RSSM world model + flow-matching action head + grasp-success head.
+
+Training loss = flow + w_wm * world model + w_grasp * grasp (seed: 1, 0.5, 0.1). The action head
+is conditioned on the current observation's embedding; the RSSM models how embeddings evolve under
+actions (the planner imagines candidate chunks in it) and its KL and decoder terms also shape the
+shared encoder. Execution is receding-horizon: generate `horizon` actions, execute `execute`, re-plan.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dreamops.models.bundle import module_hash
+from dreamops.models.encoders import ObservationEncoder, WordTokenizer
+from dreamops.models.flow_head import FlowMatchingActionHead
+from dreamops.models.rssm import RSSM, State
+
+COMPONENTS = ("encoder", "rssm", "head", "grasp_head")
+
+
+@dataclass(frozen=True)
+class PickArchitecture:
+    vocab: tuple[str, ...]
+    """Instruction words the tokenizer knows (from the training data); others map to <unk>."""
+    action_dim: int = 4
+    proprio_dim: int = 15
+    embed_dim: int = 256
+    text_dim: int = 64
+    deter: int = 256
+    stoch: int = 32
+    classes: int = 32
+    horizon: int = 16
+    execute: int = 4
+    flow_steps: int = 10
+    head_hidden: int = 512
+    max_words: int = 12
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PickArchitecture":
+        return cls(**{**d, "vocab": tuple(d["vocab"])})
+
+
+@dataclass
+class LossWeights:
+    flow: float = 1.0
+    wm: float = 0.5
+    grasp: float = 0.1
+    kl_dyn: float = 0.5
+    kl_rep: float = 0.1
+    free_bits: float = 1.0
+
+
+class PickVLA(nn.Module):
+    def __init__(self, arch: PickArchitecture):
+        super().__init__()
+        if not 1 <= arch.execute <= arch.horizon:
+            raise ValueError(f"execute must be in [1, horizon={arch.horizon}], got {arch.execute}")
+        self.arch = arch
+        self.tokenizer = WordTokenizer(arch.vocab, arch.max_words)
+        self.encoder = ObservationEncoder(len(self.tokenizer.vocab), arch.proprio_dim, arch.embed_dim, arch.text_dim)
+        self.rssm = RSSM(arch.embed_dim, arch.action_dim, arch.deter, arch.stoch, arch.classes)
+        self.head = FlowMatchingActionHead(arch.embed_dim, arch.action_dim, arch.horizon, arch.head_hidden,
+                                           steps=arch.flow_steps)
+        self.grasp_head = nn.Sequential(nn.Linear(self.rssm.feature_dim, 256), nn.SiLU(), nn.Linear(256, 1))
+
+    # ---- training ------------------------------------------------------------------------------
+    def embed_sequence(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """batch rgb [B,T,64,64,3], depth [B,T,64,64,1], proprio [B,T,P], tokens [B,L] -> [B,T,E]."""
+        b, t = batch["proprio"].shape[:2]
+        tokens = batch["tokens"].repeat_interleave(t, dim=0)
+        e = self.encoder(batch["rgb"].flatten(0, 1), batch["depth"].flatten(0, 1), batch["proprio"].flatten(0, 1),
+                         tokens)
+        return e.view(b, t, -1)
+
+    def forward(self, batch: dict[str, torch.Tensor], weights: LossWeights | None = None,
+                noise: torch.Tensor | None = None, t: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: the inputs of embed_sequence plus actions [B,T,A], chunks [B,T,H,A] (the demonstrated
+        next H actions at every step), success [B,T] and held [B,T] (labels of the state at t)."""
+        w = weights or LossWeights()
+        e = self.embed_sequence(batch)
+        chunks = batch["chunks"].flatten(0, 1)
+        flow, flow_metrics = self.head(chunks, e.flatten(0, 1), noise, t)
+        wm, out, wm_metrics = self.rssm.loss(e, batch["actions"], batch["success"], w.kl_dyn, w.kl_rep, w.free_bits)
+        grasp_logit = self.grasp_head(out["features"]).squeeze(-1)
+        grasp = F.binary_cross_entropy_with_logits(grasp_logit, batch["held"].float())
+        loss = w.flow * flow + w.wm * wm + w.grasp * grasp
+        metrics = {**flow_metrics, **wm_metrics, "grasp/bce": float(grasp.detach()),
+                   "grasp/accuracy": float(((grasp_logit > 0) == batch["held"].bool()).float().mean()),
+                   "train/loss": float(loss.detach())}
+        return loss, metrics
+
+    # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, rgb: np.ndarray, depth: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> torch.Tensor:
+        """One frame per instruction (numpy, batched) -> [B, E]."""
+        return self.encoder(torch.as_tensor(rgb), torch.as_tensor(depth), torch.as_tensor(proprio),
+                            self.tokenizer.encode(instructions))
+
+    @torch.no_grad()
+    def generate(self, rgb: np.ndarray, depth: np.ndarray, proprio: np.ndarray, instructions: list[str],
+                 generator: torch.Generator | None = None) -> np.ndarray:
+        """Batched observations -> action chunks float32 [B, horizon, action_dim] in [-1, 1]."""
+        return self.head.sample(self.embed(rgb, depth, proprio, instructions), generator=generator).numpy()
+
+    def component_hashes(self) -> dict[str, str]:
+        return {name: module_hash(getattr(self, name)) for name in COMPONENTS}
+
+    # ---- files ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"family": "pick-vla", "arch": self.arch.to_dict(), "weights": self.state_dict()}
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state(), path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str | io.BytesIO) -> "PickVLA":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("family") != "pick-vla":
+            raise ValueError(f"{path} is not a pick-vla bundle (family {state.get('family')!r})")
+        model = cls(PickArchitecture.from_dict(state["arch"]))
+        model.load_state_dict(state["weights"])
+        return model.eval()
+
+
+class ChunkGenerator(nn.Module):
+    """The on-robot inference graph (TorchScript-traceable): observation + tokens + noise -> chunk."""
+
+    def __init__(self, model: PickVLA):
+        super().__init__()
+        self.encoder, self.head = model.encoder, model.head
+
+    def forward(self, rgb, depth, proprio, tokens, noise):
+        cond = self.encoder(rgb, depth, proprio, tokens)
+        x, steps = noise, self.head.steps
+        for i in range(steps):
+            t = torch.full((x.shape[0],), i / steps, dtype=x.dtype)
+            x = x + self.head.velocity(x, t, cond) / steps
+        return x.clamp(-1.0, 1.0)
+
+
+def export_torchscript(model: PickVLA, path: Path) -> Path:
+    n = model.encoder.image_size
+    example = (torch.zeros(1, n, n, 3, dtype=torch.uint8), torch.ones(1, n, n, 1), torch.zeros(1, model.arch.proprio_dim),
+               model.tokenizer.encode(["pick up the red box"]), torch.zeros(1, model.arch.horizon, model.arch.action_dim))
+    traced = torch.jit.trace(ChunkGenerator(model).eval(), example, check_trace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(path))
+    return path
+
+
+@dataclass
+class PickVLAPolicy:
+    """Receding-horizon execution: when the queue of planned actions is empty, generate a chunk of
+    `horizon` actions (optionally choosing among candidates with a planner) and queue the first
+    `execute`. Chunk latencies (ms) are recorded."""
+    model: PickVLA
+    execute: int | None = None
+    planner: object | None = None   # models.planners.CEMPlanner
+    seed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.execute = self.execute or self.model.arch.execute
+        self.reset("", self.seed)
+
+    def reset(self, instruction: str, seed: int | None = None) -> None:
+        self.instruction = instruction
+        self.queue: list[np.ndarray] = []
+        self.generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> np.ndarray:
+        if not self.queue:
+            t0 = time.perf_counter()
+            chunk = self.plan(obs)
+            self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+            self.queue = list(chunk[: self.execute])
+        return self.queue.pop(0).astype(np.float32)
+
+    def plan(self, obs: dict) -> np.ndarray:
+        cond = self.model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], [self.instruction])
+        if self.planner is not None:
+            return self.planner.plan(self.model, cond, self.generator)
+        return self.model.head.sample(cond, generator=self.generator)[0].numpy()
+
+
+def initial_state(model: PickVLA, cond: torch.Tensor) -> State:
+    """The RSSM's posterior state for one embedding, as at the start of a training window."""
+    rssm = model.rssm
+    predicted, _ = rssm.img_step(rssm.initial(cond.shape[0]), torch.zeros(cond.shape[0], rssm.action_dim), False)
+    state, _ = rssm.posterior(predicted.h, cond, sample=False)
+    return state

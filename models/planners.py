@@ -1,0 +1,54 @@
+"""CEM over action chunks, scored by imagining each candidate in the RSSM.
+
+The first population comes from the flow-matching head (different noise), so candidates start on the
+demonstrations' manifold; later iterations refit a Gaussian to the elites. A candidate's score is
+the imagined probability of a firm grasp plus (weighted higher) of success over the chunk's steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dreamops.models.pick_vla import PickVLA, initial_state
+
+
+@dataclass
+class CEMPlanner:
+    samples: int = 32
+    elites: int = 4
+    iterations: int = 2
+    success_weight: float = 4.0
+
+    def __post_init__(self):
+        if not 1 <= self.elites <= self.samples or self.iterations < 1:
+            raise ValueError(f"need 1 <= elites <= samples and iterations >= 1, got {self}")
+
+    @torch.no_grad()
+    def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+        """cond [1, E], chunks [K, H, A] -> [K]."""
+        state = initial_state(model, cond)
+        k = chunks.shape[0]
+        state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
+        feats = model.rssm.imagine(state, chunks)                               # [K, H, F]
+        grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
+        success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
+        return (grasp + self.success_weight * success).mean(dim=1)
+
+    @torch.no_grad()
+    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """cond [1, E] -> the best chunk [H, A] found."""
+        chunks = model.head.sample(cond.expand(self.samples, -1), generator=generator)
+        best, best_score = chunks[0], -float("inf")
+        for it in range(self.iterations):
+            scores = self.score(model, cond, chunks)
+            top = scores.topk(self.elites).indices
+            if float(scores[top[0]]) > best_score:
+                best, best_score = chunks[top[0]], float(scores[top[0]])
+            if it + 1 < self.iterations:
+                elite = chunks[top]
+                mean, std = elite.mean(0), elite.std(0, unbiased=False) + 0.05
+                noise = torch.randn(self.samples, *mean.shape, generator=generator)
+                chunks = (mean + std * noise).clamp(-1.0, 1.0)
+        return best.numpy()
