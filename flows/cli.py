@@ -8,7 +8,7 @@ import sys
 
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 
-AGENTS = ("carracing-vmc",)
+AGENTS = ("carracing-vmc", "pick-vla")  # tasks.config.AGENTS, without importing torch for --help
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -169,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _check_agent(agent: str) -> None:
+def _check_agent(agent: str, supported: tuple[str, ...] = AGENTS) -> None:
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
+    if agent not in supported:
+        raise ValueError(f"this command supports {', '.join(supported)} only, not {agent!r} "
+                         f"(pick-vla versions are evaluated by their train run and load through MLflow)")
 
 
 def _train(args, settings) -> int:
@@ -179,11 +182,15 @@ def _train(args, settings) -> int:
 
     _check_agent(args.agent)
     overrides = dict(parse_override(o) for o in args.overrides)
-    resolve_config(args.profile, overrides)  # fail fast, before any server starts
+    resolve_config(args.profile, overrides, agent=args.agent)  # fail fast, before any server starts
+    if args.agent == "pick-vla" and args.parent:
+        raise ValueError("--parent (warm start) is carracing-vmc only for now")
     from dreamops.flows.train import train
 
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
                    dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
+    if args.agent == "pick-vla":
+        return _print_pick_result(result, settings)
     baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
     print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
     print(f"  real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""))
@@ -196,6 +203,23 @@ def _train(args, settings) -> int:
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
     exe = sys.argv[0] if sys.argv[0].endswith("dreamops") else "dreamops"  # e.g. .venv/bin/dreamops under make
     print(f"  open the MLflow UI with: {exe} ui   (then http://127.0.0.1:5000)")
+    return 0
+
+
+def _print_pick_result(result: dict, settings) -> int:
+    print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
+    print(f"  {'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}")
+    for r in result["evaluation"]:
+        print(f"  {r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
+              f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}")
+    print(f"  chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
+          f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}")
+    if result["validation_status"] == "passed":
+        print("  every gate passed: alias 'staging' now points at this version")
+    else:
+        print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
+    print(f"  data {result['data_hash'][:16]} at {result['data_uri']}")
+    print(f"  tracking store: {settings.mlflow_tracking_uri}")
     return 0
 
 
@@ -217,7 +241,7 @@ def _validate(args, settings) -> int:
 def _load_version(agent: str, ref: str, settings):
     from dreamops.registry import store
 
-    _check_agent(agent)
+    _check_agent(agent, supported=("carracing-vmc",))
     store.configure(settings)
     return store.load_bundle(agent, ref)  # checks the weights against their registered hashes
 

@@ -24,7 +24,7 @@ from dreamops.storage import open_store
 from dreamops.settings import get_settings
 from dreamops.tasks import plots
 from dreamops.tasks.collect import collect
-from dreamops.tasks.config import resolve_config
+from dreamops.tasks.config import check_agent, resolve_config
 from dreamops.tasks.dataset import fetch, open_dataset, publish
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
@@ -37,8 +37,6 @@ from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
 from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
 from dreamops.tasks.train_vae import train_vae
-
-AGENTS = ("carracing-vmc",)
 
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -63,8 +61,14 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
     existing dataset instead of collecting one. `parent` (a version number, semver or alias)
     warm-starts V, M and C from that version's weights and is recorded in the lineage.
     `data_window_hours` adds the warehouse's fleet episodes uploaded in that window to the data."""
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
+    check_agent(agent)
+    if agent == "pick-vla":
+        if parent is not None or data_window_hours:
+            raise ValueError("pick-vla trains on fresh demonstrations: --parent and data_window_hours are "
+                             "carracing-vmc only for now")
+        from dreamops.flows.train_pick import train_pick
+
+        return train_pick(profile, overrides, warehouse_id, dataset, show_progress)
     settings = get_settings()
     cfg = resolve_config(profile, overrides)
     cfg.warehouse_id = warehouse_id
@@ -96,7 +100,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             if skipped:
                 store.log_json(skipped, "fleet_skipped.json")
         gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
-        _publish_data_gate(gate, out / "data_docs")
+        publish_data_gate(gate, out / "data_docs")
         if not gate.passed:
             raise DataGateError(gate)  # before any training: nothing gets registered
         data = open_dataset(settings.datasets, str(data_path))
@@ -152,24 +156,11 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
 
         artifacts = package_version(bundle, cfg.to_yaml(), report, reference_latents(latents, holdout_ids),
                                     out / "package")
-        hashes = bundle.component_hashes()
-        fingerprint = Fingerprint.of(asdict(arch), data.hash, cfg.to_dict())
-        newest, newest_tags = store.newest_semver(agent)
-        semver = next_version(newest, Fingerprint.from_tags(newest_tags), fingerprint)
-        registered = store.register_pyfunc(
-            agent, VMCPyfuncModel(), artifacts, store.frame_signature(),
-            tags={"data_hash": data.hash, "data_uri": data_uri, "git_sha": store.git_sha(),
-                  "warehouse_id": warehouse_id, "profile": profile, "validation_status": "pending",
-                  "prefect_flow_run_id": str(prefect_runtime.flow_run.id),
-                  "semver": semver, **fingerprint.tags(), **({"parent_version": parent_version} if parent_version else {}),
-                  **{f"weights.{k}": v for k, v in hashes.items()},
-                  "eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
-            pip_requirements=[f"torch=={pkg_version('torch')}", f"mlflow=={pkg_version('mlflow')}",
-                              f"gymnasium=={pkg_version('gymnasium')}"])
-        passed = store.record_gates(agent, registered.version, gates)
-        if passed:
-            Promotions.from_settings(settings).promote(agent, registered.version, "staging", source="flow",
-                                                       reason=f"every gate passed in run {run.info.run_id}")
+        registered, semver, passed = register_version(
+            agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts, store.frame_signature(),
+            Fingerprint.of(asdict(arch), data.hash, cfg.to_dict()), data.hash, data_uri,
+            bundle.component_hashes(), gates, {"eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
+            ["gymnasium"], parent_version)
         summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{"policy": k, **{m: v.summary()[m] for m in ("mean_reward", "std_reward",
@@ -184,6 +175,29 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed]}
+
+
+def register_version(agent: str, profile: str, warehouse_id: str, run_id: str, python_model, artifacts: dict,
+                     signature, fingerprint: Fingerprint, data_hash: str, data_uri: str, hashes: dict[str, str],
+                     gates: list, extra_tags: dict[str, str], extra_packages: list[str],
+                     parent_version: str | None) -> tuple[store.RegisteredVersion, str, bool]:
+    """Any family: register the pyfunc with its lineage tags and the next semver, record every
+    gate, and move `staging` to it when all passed. -> (version, semver, passed)."""
+    newest, newest_tags = store.newest_semver(agent)
+    semver = next_version(newest, Fingerprint.from_tags(newest_tags), fingerprint)
+    registered = store.register_pyfunc(
+        agent, python_model, artifacts, signature,
+        tags={"data_hash": data_hash, "data_uri": data_uri, "git_sha": store.git_sha(),
+              "warehouse_id": warehouse_id, "profile": profile, "validation_status": "pending",
+              "prefect_flow_run_id": str(prefect_runtime.flow_run.id),
+              "semver": semver, **fingerprint.tags(), **({"parent_version": parent_version} if parent_version else {}),
+              **{f"weights.{k}": v for k, v in hashes.items()}, **extra_tags},
+        pip_requirements=[f"{p}=={pkg_version(p)}" for p in ("torch", "mlflow", *extra_packages)])
+    passed = store.record_gates(agent, registered.version, gates)
+    if passed:
+        Promotions.from_settings(get_settings()).promote(agent, registered.version, "staging", source="flow",
+                                                         reason=f"every gate passed in run {run_id}")
+    return registered, semver, passed
 
 
 def _architecture(cfg) -> Architecture:
@@ -202,7 +216,7 @@ def _parent(agent: str, ref: str | None, cfg) -> tuple[VMCBundle | None, str | N
     return bundle, str(mv.version)
 
 
-def _publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:
+def publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:
     """The gate's verdict where people look: MLflow (Data Docs, JSON, tag) and a Prefect artifact."""
     if docs_dir.exists():
         mlflow.log_artifacts(str(docs_dir), "data_docs")

@@ -5,9 +5,17 @@ pretrained sentence embedder would be the better choice for unseen phrasings, bu
 installed here with its weights (nothing may be downloaded at run time), so words never seen in
 training map to one `<unk>` vector.
 
+Proprioception enters without the joint velocities: in demonstrations they reveal the previous
+action, and a policy that reads them copies its own last motion instead of looking for the target
+(measured: with them, the embedding of an episode's first frame - when the arm is still - located
+the named object no better than the tray's centre, while later frames were within ~1 cm).
+
 The image path is a small CNN with CoordConv input channels, FiLM layers conditioned on the
 instruction (so the feature maps can light up on the named object) and a spatial softmax that turns
-each channel into image coordinates: picking is mostly about *where* the named object is.
+each channel into image coordinates: picking is mostly about *where* the named object is. One
+attention map over the last feature map is trained (an auxiliary loss, from the demonstrations'
+known target positions) to peak on the named object; its keypoint and the features under it go to
+the policy.
 """
 from __future__ import annotations
 
@@ -90,9 +98,11 @@ class ObservationEncoder(nn.Module):
     """(rgb uint8 [B,64,64,3], depth float [B,64,64,1], proprio [B,P], tokens [B,L]) -> [B, embed_dim]."""
 
     def __init__(self, vocab_size: int, proprio_dim: int = 15, embed_dim: int = 256, text_dim: int = 64,
-                 channels: tuple[int, int, int] = (16, 32, 32), image_size: int = 64):
+                 channels: tuple[int, int, int] = (16, 32, 32), image_size: int = 64,
+                 proprio_used: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 14)):
         super().__init__()
         self.image_size, self.proprio_dim = image_size, proprio_dim
+        self.proprio_used = list(proprio_used)   # default: the 7 joint angles and the gripper width
         c1, c2, c3 = channels
         self.text = InstructionEncoder(vocab_size, text_dim)
         self.conv1 = nn.Conv2d(4 + 2, c1, 4, stride=2, padding=1)   # rgb, depth, 2 coordinate channels
@@ -100,8 +110,9 @@ class ObservationEncoder(nn.Module):
         self.film2 = FiLM(text_dim, c2)
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=1, padding=1)
         self.film3 = FiLM(text_dim, c3)
-        self.proprio = nn.Sequential(nn.Linear(proprio_dim, 64), nn.SiLU())
-        self.head = nn.Sequential(nn.Linear(2 * c3 + c3 + 64 + text_dim, embed_dim), nn.SiLU(),
+        self.attention = nn.Conv2d(c3, 1, 1)   # where the named object is: logits over the feature map
+        self.proprio = nn.Sequential(nn.Linear(len(self.proprio_used), 64), nn.SiLU())
+        self.head = nn.Sequential(nn.Linear(2 * c3 + c3 + 2 + c3 + text_dim + 64, embed_dim), nn.SiLU(),
                                   nn.Linear(embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         # Proprioception statistics of the training data (set once before training, saved with it).
         self.register_buffer("proprio_mean", torch.zeros(proprio_dim))
@@ -123,15 +134,37 @@ class ObservationEncoder(nn.Module):
         x = x.permute(0, 3, 1, 2)
         return torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
 
-    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, proprio: torch.Tensor,
-                tokens: torch.Tensor) -> torch.Tensor:
-        if proprio.shape[1:] != (self.proprio_dim,):
-            raise ValueError(f"expected proprio [B, {self.proprio_dim}], got {tuple(proprio.shape)}")
+    @property
+    def attention_grid(self) -> int:
+        return self.image_size // 4
+
+    def attention_cell(self, uv: torch.Tensor) -> torch.Tensor:
+        """Image positions [N, 2] in [-1, 1] (column, row) -> index of their attention cell [N]."""
+        g = self.attention_grid
+        cell = ((uv + 1) / 2 * (g - 1)).round().long().clamp(0, g - 1)
+        return cell[:, 1] * g + cell[:, 0]
+
+    def visual(self, rgb: torch.Tensor, depth: torch.Tensor, tokens: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the image shows, read for the instruction -> (features [B, V], attention logits [B, H*W]).
+        Features: each channel's keypoint, pooled features, the attention's keypoint (where the named
+        object is), the features there, and the text."""
         text = self.text(tokens)
         x = F.silu(self.conv1(self.image(rgb, depth)))
         x = F.silu(self.film2(self.conv2(x), text))
         x = self.film3(self.conv3(x), text)
-        keypoints = spatial_softmax(x)
-        pooled = F.silu(x).mean(dim=(2, 3))
-        prop = self.proprio((proprio.float() - self.proprio_mean) / self.proprio_std)
-        return self.head(torch.cat([keypoints, pooled, prop, text], dim=-1))
+        feats = F.silu(x)
+        logits = self.attention(feats).flatten(1)                          # [B, H*W]
+        where = spatial_softmax(logits.view(-1, 1, *x.shape[2:]))           # [B, 2]
+        attended = (feats.flatten(2) * logits.softmax(-1)[:, None]).sum(-1)  # [B, C]
+        return torch.cat([spatial_softmax(x), feats.mean(dim=(2, 3)), where, attended, text], dim=-1), logits
+
+    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, proprio: torch.Tensor,
+                tokens: torch.Tensor, return_visual: bool = False):
+        """-> embedding [B, E] (and the attention logits [B, H*W] with return_visual)."""
+        if proprio.shape[1:] != (self.proprio_dim,):
+            raise ValueError(f"expected proprio [B, {self.proprio_dim}], got {tuple(proprio.shape)}")
+        vis, attention = self.visual(rgb, depth, tokens)
+        prop = self.proprio(((proprio.float() - self.proprio_mean) / self.proprio_std)[:, self.proprio_used])
+        e = self.head(torch.cat([vis, prop], dim=-1))
+        return (e, attention) if return_visual else e

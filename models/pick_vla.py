@@ -1,6 +1,11 @@
 """pick-vla: observation encoder + RSSM world model + flow-matching action head + grasp-success head.
 
-Training loss = flow + w_wm * world model + w_grasp * grasp (seed: 1, 0.5, 0.1). The action head
+Training loss = flow + w_wm * world model + w_grasp * grasp (seed: 1, 0.5, 0.1), plus w_target * an
+auxiliary localisation loss: the encoder's attention map is trained (cross-entropy) to peak on the
+named object's cell of the image (demonstrations know where it is; the policy never gets it as an
+input). Measured without it: the embedding located the target no better than the tray's centre on
+an episode's first frame, because in demonstrations the arm's pose gives the target away from the
+second frame on, and a policy that learns that shortcut heads nowhere in particular at the start. The action head
 is conditioned on the current observation's embedding; the RSSM models how embeddings evolve under
 actions (the planner imagines candidate chunks in it) and its KL and decoder terms also shape the
 shared encoder. Execution is receding-horizon: generate `horizon` actions, execute `execute`, re-plan.
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamops.models.bundle import module_hash
-from dreamops.models.encoders import ObservationEncoder, WordTokenizer
+from dreamops.models.encoders import ObservationEncoder, WordTokenizer, spatial_softmax
 from dreamops.models.flow_head import FlowMatchingActionHead
 from dreamops.models.rssm import RSSM, State
 
@@ -55,6 +60,7 @@ class LossWeights:
     flow: float = 1.0
     wm: float = 0.5
     grasp: float = 0.1
+    target: float = 1.0
     kl_dyn: float = 0.5
     kl_rep: float = 0.1
     free_bits: float = 1.0
@@ -83,19 +89,38 @@ class PickVLA(nn.Module):
         return e.view(b, t, -1)
 
     def forward(self, batch: dict[str, torch.Tensor], weights: LossWeights | None = None,
-                noise: torch.Tensor | None = None, t: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-        """batch: the inputs of embed_sequence plus actions [B,T,A], chunks [B,T,H,A] (the demonstrated
-        next H actions at every step), success [B,T] and held [B,T] (labels of the state at t)."""
+                frames: dict[str, torch.Tensor] | None = None, noise: torch.Tensor | None = None,
+                t: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """batch: windows for the world model and the grasp head - the inputs of embed_sequence plus
+        actions [B,T,A], success [B,T] and held [B,T] (labels of the state at t).
+        frames: single frames for the policy losses - rgb, depth, proprio [N,...], tokens [N,L],
+        chunks [N,H,A] (the demonstrated next H actions) and optionally target_uv [N,2] (the named
+        object's image position, [-1, 1]) for the localisation loss. Sampling frames uniformly, apart from windows, trains the first steps
+        of an episode as often as the rest (windows cover the ends of an episode less often).
+        Without frames, the windows' frames (and their chunks / target_uv [B,T,...]) are used
+        (encoded a second time: simple, and only the held-out report takes this path)."""
         w = weights or LossWeights()
         e = self.embed_sequence(batch)
-        chunks = batch["chunks"].flatten(0, 1)
-        flow, flow_metrics = self.head(chunks, e.flatten(0, 1), noise, t)
         wm, out, wm_metrics = self.rssm.loss(e, batch["actions"], batch["success"], w.kl_dyn, w.kl_rep, w.free_bits)
         grasp_logit = self.grasp_head(out["features"]).squeeze(-1)
         grasp = F.binary_cross_entropy_with_logits(grasp_logit, batch["held"].float())
+        if frames is None:
+            frames = {k: v.flatten(0, 1) for k, v in batch.items() if k != "tokens"}
+            frames["tokens"] = batch["tokens"].repeat_interleave(batch["proprio"].shape[1], dim=0)
+        cond, attention = self.encoder(frames["rgb"], frames["depth"], frames["proprio"], frames["tokens"],
+                                    return_visual=True)
+        flow, flow_metrics = self.head(frames["chunks"], cond, noise, t)
         loss = w.flow * flow + w.wm * wm + w.grasp * grasp
-        metrics = {**flow_metrics, **wm_metrics, "grasp/bce": float(grasp.detach()),
+        target_metrics = {}
+        if "target_uv" in frames:
+            target = F.cross_entropy(attention, self.encoder.attention_cell(frames["target_uv"]))
+            loss = loss + w.target * target
+            g = self.encoder.attention_grid
+            where = spatial_softmax(attention.detach().view(-1, 1, g, g))
+            pixels = self.encoder.image_size / 2   # [-1, 1] spans the image
+            target_metrics = {"target/ce": float(target.detach()),
+                              "target/error_px": float((where - frames["target_uv"]).norm(dim=-1).mean() * pixels)}
+        metrics = {**flow_metrics, **wm_metrics, **target_metrics, "grasp/bce": float(grasp.detach()),
                    "grasp/accuracy": float(((grasp_logit > 0) == batch["held"].bool()).float().mean()),
                    "train/loss": float(loss.detach())}
         return loss, metrics

@@ -25,3 +25,28 @@ class VMCPyfuncModel(mlflow.pyfunc.PythonModel):
         if (params or {}).get("reset", False):
             self.policy.reset(0)
         return np.stack([self.policy.act(f.astype(np.uint8)) for f in frames]).astype(np.float32)
+
+
+class PickVLAPyfuncModel(mlflow.pyfunc.PythonModel):
+    """predict({"rgb": uint8 [B,64,64,3], "depth": float32 [B,64,64,1], "proprio": float32 [B,15]},
+    params={"instruction": "pick up the red box", "seed": 0}) -> action chunks float32 [B, 16, 4] in
+    [-1, 1]. Execute the first `execute` actions of a chunk (4 by default), then ask again."""
+
+    def load_context(self, context) -> None:
+        from dreamops.models.pick_vla import PickVLA
+
+        self.model = PickVLA.load(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params: dict | None = None):
+        import torch
+
+        params = params or {}
+        instruction = str(params.get("instruction", "")).strip()
+        if not instruction:
+            raise ValueError("params must carry a non-empty 'instruction'")
+        arrays = {k: np.asarray(model_input[k]) for k in ("rgb", "depth", "proprio")}
+        n = arrays["rgb"].shape[0] if arrays["rgb"].ndim == 4 else 1
+        arrays = {k: v if v.ndim in (2, 4) else v[None] for k, v in arrays.items()}
+        generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
+        return self.model.generate(arrays["rgb"].astype(np.uint8), arrays["depth"].astype(np.float32),
+                                   arrays["proprio"].astype(np.float32), [instruction] * n, generator)

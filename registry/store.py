@@ -286,3 +286,15 @@ def find_version_by_tag(model_name: str, key: str, value: str) -> ModelVersion |
     except mlflow.exceptions.MlflowException:
         return None
     return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def pick_signature(horizon: int = 16, action_dim: int = 4, proprio_dim: int = 15) -> ModelSignature:
+    """pick-vla: named observation tensors in, action chunks out; the instruction is a parameter."""
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 64, 64, 3), "rgb"),
+                       TensorSpec(np.dtype(np.float32), (-1, 64, 64, 1), "depth"),
+                       TensorSpec(np.dtype(np.float32), (-1, proprio_dim), "proprio")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, horizon, action_dim))]),
+        params=ParamSchema([ParamSpec("instruction", "string", "pick up the red box"), ParamSpec("seed", "long", 0)]))

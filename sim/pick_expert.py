@@ -107,12 +107,15 @@ def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "t
             s = seed + i
             obs, info = env.reset(seed=s)
             policy.reset(env, s)
-            actions, rewards, held, keep = [], [], [], {"rgb": [], "depth": [], "proprio": []}
+            actions, rewards, held = [], [], []
+            keep = {"rgb": [], "depth": [], "proprio": [], "target_pos": []}
             done = False
             while not done:
                 if record:
-                    for k in keep:
+                    for k in ("rgb", "depth", "proprio"):
                         keep[k].append(obs[k])
+                    # privileged label for an auxiliary localisation loss; never a policy input
+                    keep["target_pos"].append(env.object_position(env.target_index).astype(np.float32))
                 a = policy.act(env)
                 obs, reward, term, trunc, info = env.step(a)
                 actions.append(a)

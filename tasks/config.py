@@ -167,8 +167,31 @@ class GateConfig:
                 raise ValueError(f"gate.model.{name} must be positive, got {getattr(m, name)!r}")
 
 
+class RunConfig:
+    """What every family's run config shares: serialisation for MLflow params and config.yaml."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Flat dotted keys, for MLflow params (mappings such as policy_mix stay one value)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and prefix.split(".")[-1] != "policy_mix":
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = value
+        walk("", self.to_dict())
+        return out
+
+
 @dataclass
-class CarRacingConfig:
+class CarRacingConfig(RunConfig):
     agent: str = "carracing-vmc"
     """Agent family."""
     profile: str = "quick"
@@ -189,24 +212,6 @@ class CarRacingConfig:
             part.validate()
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def flat(self) -> dict[str, Any]:
-        """Flat dotted keys, for MLflow params."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and prefix.split(".")[-1] != "policy_mix":
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = value
-        walk("", self.to_dict())
-        return out
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -240,12 +245,27 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_config(profile: str, overrides: dict[str, Any] | None = None) -> CarRacingConfig:
-    """Default config + the profile's overlay + explicit overrides (dotted keys), validated."""
+AGENTS = ("carracing-vmc", "pick-vla")
+
+
+def check_agent(agent: str) -> None:
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
+
+
+def resolve_config(profile: str, overrides: dict[str, Any] | None = None, agent: str = "carracing-vmc") -> Any:
+    """The agent family's default config + the profile's overlay + explicit overrides (dotted keys),
+    validated. -> CarRacingConfig or PickVLAConfig."""
+    check_agent(agent)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    cfg = CarRacingConfig(profile=profile)
-    for key, value in {**PROFILES[profile], **(overrides or {})}.items():
+    if agent == "pick-vla":
+        from dreamops.tasks.pick_config import PICK_PROFILES, PickVLAConfig
+
+        cfg, overlay = PickVLAConfig(profile=profile), PICK_PROFILES[profile]
+    else:
+        cfg, overlay = CarRacingConfig(profile=profile), PROFILES[profile]
+    for key, value in {**overlay, **(overrides or {})}.items():
         _set_dotted(cfg, key, value)
     return cfg.validate()
 
@@ -288,8 +308,13 @@ def _set_dotted(cfg: Any, key: str, value: Any) -> None:
     setattr(target, leaf, value)
 
 
+def _section(obj: Any) -> str:
+    """A config section's name in dotted keys: CollectConfig -> collect, PickTrainConfig -> train."""
+    return type(obj).__name__.removesuffix("Config").removeprefix("Pick").lower()
+
+
 def _positive(obj: Any, *names: str) -> None:
-    section = type(obj).__name__.replace("Config", "").lower()
+    section = _section(obj)
     for name in names:
         value = getattr(obj, name)
         if not value > 0:
@@ -299,4 +324,4 @@ def _positive(obj: Any, *names: str) -> None:
 def _fraction(obj: Any, name: str) -> None:
     value = getattr(obj, name)
     if not 0 < value < 1:
-        raise ValueError(f"{type(obj).__name__.replace('Config', '').lower()}.{name} must be in (0, 1), got {value!r}")
+        raise ValueError(f"{_section(obj)}.{name} must be in (0, 1), got {value!r}")

@@ -3,7 +3,8 @@
 One shard per episode (obs[t] is the observation before actions[t]):
   obs uint8 [T,64,64,3] (rgb), depth f32 [T,64,64,1], proprio f32 [T,15], actions f32 [T,4],
   rewards f32 [T] (1.0 at the success step), dones bool [T] (True at the last step),
-  held bool [T] (after step t the target is between both fingers), instruction (0-d unicode array).
+  held bool [T] (after step t the target is between both fingers), target_pos f32 [T,3] (the target's
+  centre in metres, world frame, at obs t: a training label only), instruction (0-d unicode array).
 Failed episodes are kept (they hold the expert's recoveries); the manifest says which succeeded.
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ def _demo_one(job: DemoJob) -> ds.EpisodeJobResult:
     dones[-1] = True
     arrays = {"obs": r.frames["rgb"], "depth": r.frames["depth"], "proprio": r.frames["proprio"],
               "actions": r.actions.astype(np.float32), "rewards": r.rewards, "dones": dones, "held": r.held,
+              "target_pos": r.frames["target_pos"],
               "instruction": np.array(r.instruction, dtype=np.str_)}
     shard, digest = f"{job.episode_id}.npz", ds.arrays_hash(arrays)
     buf = io.BytesIO()

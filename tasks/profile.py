@@ -49,3 +49,22 @@ def profile_latency(bundle: VMCBundle, iterations: int = 500, torchscript: Path 
         return report
     finally:
         torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def profile_chunk_latency(model, iterations: int = 200, threads: int = 1) -> dict[str, dict[str, float]]:
+    """pick-vla: one observation -> one action chunk (encode + every Euler step), on `threads` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(0)
+        n = model.encoder.image_size
+        rgb = rng.integers(0, 256, (1, n, n, 3), dtype=np.uint8)
+        depth = rng.uniform(0.6, 1.2, (1, n, n, 1)).astype(np.float32)
+        proprio = rng.normal(size=(1, model.arch.proprio_dim)).astype(np.float32)
+        gen = torch.Generator().manual_seed(0)
+        return {"chunk": _percentiles(lambda: model.generate(rgb, depth, proprio, ["pick up the red box"], gen),
+                                      iterations, warmup=5),
+                "threads": {"torch_threads": float(threads)}}
+    finally:
+        torch.set_num_threads(previous)

@@ -43,7 +43,8 @@ class DataSchema:
 CARRACING_SCHEMA = DataSchema("carracing", actions=(("steer", -1.0, 1.0), ("throttle", 0.0, 1.0), ("brake", 0.0, 1.0)))
 PICK_SCHEMA = DataSchema(
     "pick", image_rows=64, actions=tuple((name, -1.0, 1.0) for name in ("dx", "dy", "dz", "grip")),
-    extras=(("depth", (64, 64, 1), "float32"), ("proprio", (15,), "float32"), ("held", (), "bool")),
+    extras=(("depth", (64, 64, 1), "float32"), ("proprio", (15,), "float32"), ("held", (), "bool"),
+            ("target_pos", (3,), "float32")),
     instruction=True, extra_ranges=(("depth", 0.05, 2.0),))  # PickConfig's depth_near and depth_far
 
 

@@ -77,3 +77,35 @@ def evaluate_model_gates(candidate: dict[str, float], thresholds: ModelGateThres
         gates.append(_gate("mdn_loglik_vs_production", ll_c, ll_c >= floor,
                            f">= {floor:.4g} (production LL {ll_p:.4g}, ratio {t.mdn_loglik_vs_production:g})"))
     return gates
+
+
+@dataclass
+class PickGateThresholds:
+    """pick-vla's model gates. Defaults are the `quick` profile's; the seed's full-scale bars are in
+    the `full` profile (novel >= 0.88, seen >= 0.95, chunk latency < 180 ms, cosine > 0.83)."""
+
+    seen_success_min: float = 0.5
+    """Pick success on objects of the training set, at least this."""
+    novel_success_min: float = 0.3
+    """Pick success on held-out shapes and colour-shape pairs, at least this."""
+    collision_rate_max: float = 0.2
+    """Share of episodes with a collision (both sets), at most this."""
+    chunk_latency_p99_ms_max: float = 180.0
+    """p99 of generating one action chunk on one CPU thread, below this."""
+    wm_cosine_min: float = 0.5
+    """Held-out one-step cosine of the RSSM's predicted vs encoded next latent, above this."""
+
+
+def evaluate_pick_gates(candidate: dict[str, float], thresholds: PickGateThresholds) -> list[GateResult]:
+    """candidate keys: seen_success, novel_success, collision_rate, chunk_latency_p99_ms, wm_cosine."""
+    t, c = thresholds, candidate
+    return [
+        _gate("seen_success", c["seen_success"], c["seen_success"] >= t.seen_success_min, f">= {t.seen_success_min:g}"),
+        _gate("novel_success", c["novel_success"], c["novel_success"] >= t.novel_success_min,
+              f">= {t.novel_success_min:g}"),
+        _gate("collision_rate", c["collision_rate"], c["collision_rate"] <= t.collision_rate_max,
+              f"<= {t.collision_rate_max:g}"),
+        _gate("chunk_latency_p99", c["chunk_latency_p99_ms"], c["chunk_latency_p99_ms"] < t.chunk_latency_p99_ms_max,
+              f"< {t.chunk_latency_p99_ms_max:g} ms"),
+        _gate("wm_cosine", c["wm_cosine"], c["wm_cosine"] > t.wm_cosine_min, f"> {t.wm_cosine_min:g}"),
+    ]

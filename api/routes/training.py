@@ -9,10 +9,9 @@ from dreamops.api.auth import Principal
 from dreamops.api.db import TrainingJob
 from dreamops.api.deps import allowed, db
 from dreamops.api.schemas import TrainingJobOut, TrainingTrigger
-from dreamops.tasks.config import PROFILES
+from dreamops.tasks.config import AGENTS, PROFILES
 
 router = APIRouter(prefix="/training", tags=["training"])
-AGENTS = ("carracing-vmc",)
 
 
 @router.post("/trigger", response_model=TrainingJobOut, status_code=202)
@@ -22,6 +21,9 @@ def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | No
     warehouse is still queued or running, or for a repeated Idempotency-Key, the existing job is returned."""
     if body.agent not in AGENTS:
         raise HTTPException(422, f"unknown agent {body.agent!r}; choose one of {', '.join(AGENTS)}")
+    if body.agent == "pick-vla" and body.data_window_hours:
+        raise HTTPException(422, "data_window_hours (fleet episodes) is carracing-vmc only; pick-vla trains on "
+                                 "fresh demonstrations")
     if body.profile not in PROFILES:
         raise HTTPException(422, f"unknown profile {body.profile!r}; choose one of {', '.join(PROFILES)}")
     job, created = training.trigger(session, body.warehouse_id, body.agent, body.profile, body.data_window_hours,

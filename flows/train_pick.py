@@ -1,0 +1,139 @@
+"""The `train` flow's wiring for pick-vla: demonstrations -> data gate -> encoder + RSSM + flow head
+-> evaluation in the PyBullet cell (seen and novel objects, next to the scripted expert and the
+no-language baseline) -> latency profile -> model gates -> register as `pick-vla`.
+
+Called by flows.train.train (the one `train` flow), so runs of both families look alike in Prefect
+and MLflow; every step is a plain function in tasks/.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+from prefect import task
+from prefect import runtime as prefect_runtime
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from dreamops.models.pick_vla import export_torchscript
+from dreamops.registry import store
+from dreamops.registry.pyfunc import PickVLAPyfuncModel
+from dreamops.registry.semver import Fingerprint
+from dreamops.settings import get_settings
+from dreamops.storage import open_store
+from dreamops.tasks.config import resolve_config
+from dreamops.tasks.dataset import fetch, open_dataset, publish
+from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
+from dreamops.tasks.pick_data import collect_demos, validate_demos
+from dreamops.tasks.profile import profile_chunk_latency
+from dreamops.tasks.train_pick import train_pick_vla
+from dreamops.validation.data_gate import DataGateError
+from dreamops.validation.model_gates import evaluate_pick_gates
+
+collect_demos_task = task(collect_demos, name="collect_demos", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+validate_demos_task = task(validate_demos, name="validate_data", cache_policy=NONE)
+train_pick_task = task(train_pick_vla, name="train_pick_vla", cache_policy=NONE)
+evaluate_pick_task = task(evaluate_pick, name="evaluate_pick", retries=1, retry_delay_seconds=5, cache_policy=NONE)
+profile_chunk_task = task(profile_chunk_latency, name="profile_latency", cache_policy=NONE)
+
+SETS = ("seen", "novel")
+
+
+def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
+               show_progress: bool) -> dict:
+    from dreamops.flows.train import publish_data_gate, register_version
+
+    agent = "pick-vla"
+    settings = get_settings()
+    cfg = resolve_config(profile, overrides, agent=agent)
+    cfg.warehouse_id = warehouse_id
+    store.configure(settings)
+    objects = open_store(settings)
+    workers, ray = settings.n_workers, settings.ray_address
+    with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        store.log_config(cfg.flat(), cfg.to_yaml())
+        mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha(),
+                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id)})
+        data_path = (collect_demos_task(cfg.data, settings.datasets, workers, show_progress=show_progress,
+                                        ray_address=ray).path
+                     if dataset is None else fetch(objects, settings.datasets, dataset))
+        gate = validate_demos_task(data_path, cfg.gate.data, out / "data_docs")
+        publish_data_gate(gate, out / "data_docs")
+        if not gate.passed:
+            raise DataGateError(gate)  # before any training: nothing gets registered
+        data = open_dataset(settings.datasets, str(data_path))
+        data_uri = publish(objects, data.path)
+        store.log_dataset(data.manifest, data.hash, data_uri, f"{agent}-{data.hash[:12]}")
+        mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames,
+                            "data/expert_success": float(data.manifest["success"].mean())})
+        train_ids, holdout_ids = data.split(cfg.train.holdout_fraction, cfg.seed)
+
+        model, train_report = train_pick_task(data, train_ids, holdout_ids, cfg.train, cfg.model, cfg.seed,
+                                              store.MetricLogger(), show_progress)
+        factory = PickPolicyFactory.from_model(model)
+        seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
+        policies = {"pick-vla": factory}
+        if cfg.eval.planner:
+            policies["pick-vla+cem"] = PickPolicyFactory.from_model(model, planner={})
+        if cfg.eval.compare_baselines:
+            policies |= {"expert": ScriptedFactory("target"), "no_language": ScriptedFactory("random")}
+        evals = {(name, s): evaluate_pick_task(f, name, seeds, s, cfg.eval.max_steps, workers, show_progress, ray)
+                 for name, f in policies.items() for s in SETS}
+        latency = profile_chunk_task(model, cfg.eval.latency_iterations)
+        ours = {s: evals[("pick-vla", s)] for s in SETS}
+        candidate = {"seen_success": ours["seen"].success_rate, "novel_success": ours["novel"].success_rate,
+                     "collision_rate": (ours["seen"].collision_rate + ours["novel"].collision_rate) / 2,
+                     "chunk_latency_p99_ms": latency["chunk"]["p99_ms"],
+                     "wm_cosine": train_report["holdout/wm_cosine"]}
+        gates = evaluate_pick_gates(candidate, cfg.gate.model)
+
+        table = [r.summary() for r in evals.values()]
+        report = {"evaluation": table, "candidate": candidate, "latency_ms": latency, "train": train_report,
+                  "gates": [asdict(g) for g in gates]}
+        mlflow.log_metrics({f"eval/{name}/{s}_{k}": float(r.summary()[k]) for (name, s), r in evals.items()
+                            for k in ("success_rate", "collision_rate", "jerk")}
+                           | {"latency/chunk_p99_ms": latency["chunk"]["p99_ms"],
+                              "latency/chunk_p50_ms": latency["chunk"]["p50_ms"]})
+        store.log_json(report, "evaluation_report.json")
+
+        package = out / "package"
+        artifacts = {"bundle": str(model.save(package / "pick_vla.pt")),
+                     "torchscript": str(export_torchscript(model, package / "pick_vla_chunk.torchscript.pt")),
+                     "config": str(package / "config.yaml"), "report": str(package / "evaluation_report.json")}
+        Path(artifacts["config"]).write_text(cfg.to_yaml())
+        Path(artifacts["report"]).write_text(json.dumps(report, indent=2, default=float))
+        registered, semver, passed = register_version(
+            agent, profile, warehouse_id, run.info.run_id, PickVLAPyfuncModel(), artifacts,
+            store.pick_signature(model.arch.horizon, model.arch.action_dim, model.arch.proprio_dim),
+            Fingerprint.of(model.arch.to_dict(), data.hash, cfg.to_dict()), data.hash, data_uri,
+            model.component_hashes(), gates,
+            {"eval.seen_success": f"{candidate['seen_success']:.3f}",
+             "eval.novel_success": f"{candidate['novel_success']:.3f}"}, ["pybullet"], None)
+        summary = _summary_markdown(registered.uri, profile, data, table, latency, gates)
+        create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
+        create_table_artifact([{k: v for k, v in row.items() if k != "failures"} for row in table],
+                              key="train-evaluation")
+        mlflow.log_text(summary, "summary.md")
+        return {"agent": agent, "profile": profile, "model_name": registered.name, "version": registered.version,
+                "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash, "semver": semver,
+                "data_uri": data_uri, "parent_version": None, "evaluation": table, "candidate": candidate,
+                "latency_p99_ms": latency["chunk"]["p99_ms"],
+                "validation_status": "passed" if passed else "failed",
+                "failed_gates": [g.name for g in gates if not g.passed]}
+
+
+def _summary_markdown(uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:
+    rows = "\n".join(f"| {r['policy']} | {r['object_set']} | {r['success_rate']:.0%} | {r['collision_rate']:.0%} | "
+                     f"{r['cycle_time_s']:.2f} | {r['jerk']:.3f} | "
+                     f"{', '.join(f'{k} {v}' for k, v in r['failures'].items() if v) or '-'} |" for r in table)
+    gate_rows = "\n".join(f"| {g.name} | {g.tag} |" for g in gates)
+    return (f"# pick-vla ({profile}) -> {uri}\n\n"
+            f"Data: `{data.hash[:16]}` ({data.n_episodes} demonstrations, {data.n_frames} frames)\n\n"
+            f"| policy | objects | success | collisions | cycle time (s) | jerk | failures |\n"
+            f"|---|---|---|---|---|---|---|\n{rows}\n\n"
+            f"Chunk generation on 1 thread: p50 {latency['chunk']['p50_ms']:.2f} ms, "
+            f"p99 {latency['chunk']['p99_ms']:.2f} ms\n\n| gate | result |\n|---|---|\n{gate_rows}\n")

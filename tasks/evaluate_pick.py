@@ -1,0 +1,187 @@
+"""evaluate_pick: play a pick policy in the real PyBullet cell on seeded episodes of one object set.
+
+Per episode: success, collision, cycle time, jerk, the failure category and chunk latencies. The
+learned policy, the scripted expert and the no-language baseline (the expert aimed at a random
+object) all run through here on the same seeds.
+
+Jerk is the mean norm of the third difference of the executed end-effector motion commands
+(dx, dy, dz) per step; the gripper command is binary and left out.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dreamops.sim.pick import PickCell, PickConfig
+from dreamops.tasks.parallel import map_jobs
+
+FAILURES = ("grasp_slip", "miss", "wrong_object", "collision", "timeout")
+
+
+@dataclass(frozen=True)
+class PickJob:
+    seed: int
+    object_set: str
+    max_steps: int
+
+
+def jerk(actions: np.ndarray) -> float:
+    """Mean ||third difference|| of the xyz commands; 0 for fewer than 4 steps."""
+    xyz = np.asarray(actions, dtype=np.float64)[:, :3]
+    if len(xyz) < 4:
+        return 0.0
+    return float(np.linalg.norm(np.diff(xyz, n=3, axis=0), axis=1).mean())
+
+
+def failure_category(success: bool, collided: bool, held_target: bool, held_other: bool, closed_empty: bool) -> str | None:
+    """Why an episode failed (None if it succeeded). The first matching cause wins: a collision
+    outranks what the gripper did, holding the wrong object outranks dropping the right one."""
+    if success:
+        return None
+    if collided:
+        return "collision"
+    if held_other:
+        return "wrong_object"
+    if held_target:
+        return "grasp_slip"
+    if closed_empty:
+        return "miss"
+    return "timeout"
+
+
+@dataclass
+class PickEpisode:
+    seed: int
+    object_set: str
+    success: bool
+    collision: bool
+    cycle_time: float
+    jerk: float
+    failure: str | None
+    steps: int
+    instruction: str
+    target: str
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+# ---- worker side: one policy and one simulator per process -------------------------------------
+_policy = None
+_envs: dict[str, PickCell] = {}
+
+
+class PickPolicyFactory:
+    """Picklable: builds a PickVLAPolicy in a worker from the bundle's bytes (no shared files)."""
+
+    def __init__(self, data: bytes, planner: dict | None = None):
+        self.data, self.planner = data, planner
+
+    @classmethod
+    def from_model(cls, model, planner: dict | None = None) -> "PickPolicyFactory":
+        buf = io.BytesIO()
+        import torch
+
+        torch.save(model.state(), buf)
+        return cls(buf.getvalue(), planner)
+
+    def __call__(self):
+        import torch
+
+        from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
+        from dreamops.models.planners import CEMPlanner
+
+        torch.set_num_threads(1)
+        model = PickVLA.load(io.BytesIO(self.data))
+        return PickVLAPolicy(model, planner=CEMPlanner(**self.planner) if self.planner is not None else None)
+
+
+class ScriptedFactory:
+    """The scripted expert (aim='target') or the no-language baseline (aim='random')."""
+
+    def __init__(self, aim: str):
+        self.aim = aim
+
+    def __call__(self):
+        from dreamops.sim.pick_expert import ScriptedExpert
+
+        return ScriptedExpert(aim=self.aim)
+
+
+def _init(factory) -> None:
+    global _policy
+    _policy = factory()
+
+
+def _env(object_set: str, render: bool) -> PickCell:
+    key = f"{object_set}:{render}"
+    if key not in _envs:
+        _envs[key] = PickCell(PickConfig(object_set=object_set, render=render))
+    return _envs[key]
+
+
+def _play(job: PickJob) -> PickEpisode:
+    from dreamops.sim.pick_expert import ScriptedExpert
+
+    scripted = isinstance(_policy, ScriptedExpert)
+    env = _env(job.object_set, render=not scripted)   # scripted policies read state, not pixels
+    obs, info = env.reset(seed=job.seed)
+    if scripted:
+        _policy.reset(env, job.seed)
+    else:
+        _policy.reset(env.instruction, job.seed)
+        _policy.latencies_ms = []
+    actions, held_target, held_other, closed_empty = [], False, False, False
+    for _ in range(job.max_steps):
+        a = _policy.act(env) if scripted else _policy.act(obs)
+        obs, _, term, trunc, info = env.step(a)
+        actions.append(np.asarray(a, dtype=np.float32))
+        holding = [env.holding(i) for i in range(len(env.objects))]
+        held_target |= holding[env.target_index]
+        held_other |= any(h for i, h in enumerate(holding) if i != env.target_index)
+        closed_empty |= bool(a[3] > 0 and not any(holding) and env.gripper_width() < 0.005)
+        if term or trunc:
+            break
+    success, collided = bool(info["success"]), bool(info["collided"])
+    return PickEpisode(job.seed, job.object_set, success, collided, float(info["cycle_time"]), jerk(np.stack(actions)),
+                       failure_category(success, collided, held_target, held_other, closed_empty), len(actions),
+                       env.instruction, f"{info['target_colour']} {info['target_shape']}",
+                       [] if scripted else list(_policy.latencies_ms))
+
+
+@dataclass
+class PickEvalReport:
+    name: str
+    object_set: str
+    episodes: list[PickEpisode]
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean([e.success for e in self.episodes]))
+
+    @property
+    def collision_rate(self) -> float:
+        return float(np.mean([e.collision for e in self.episodes]))
+
+    def latencies(self) -> np.ndarray:
+        return np.array([x for e in self.episodes for x in e.latencies_ms])
+
+    def summary(self) -> dict:
+        ok = [e for e in self.episodes if e.success]
+        lat = self.latencies()
+        return {"policy": self.name, "object_set": self.object_set, "episodes": len(self.episodes),
+                "success_rate": self.success_rate, "collision_rate": self.collision_rate,
+                "cycle_time_s": float(np.mean([e.cycle_time for e in ok])) if ok else float("nan"),
+                "jerk": float(np.mean([e.jerk for e in self.episodes])),
+                "chunk_latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+                "chunk_latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+                "failures": {f: sum(e.failure == f for e in self.episodes) for f in FAILURES}}
+
+
+def evaluate_pick(factory, name: str, seeds: list[int], object_set: str, max_steps: int, workers: int,
+                  show_progress: bool = True, ray_address: str | None = None) -> PickEvalReport:
+    """Play one episode per seed on `object_set`, in worker processes or on Ray."""
+    jobs = [PickJob(s, object_set, max_steps) for s in seeds]
+    done = map_jobs(_play, jobs, workers, f"evaluate {name} on {object_set}", initializer=_init,
+                    initargs=(factory,), show_progress=show_progress, ray_address=ray_address)
+    return PickEvalReport(name, object_set, [d.result for d in done])

@@ -1,0 +1,191 @@
+"""train_pick_vla: encoder + RSSM + flow-matching head + grasp head on demonstration windows.
+
+A training sample is a window of `seq_len` consecutive frames of one demonstration. Every frame
+carries the demonstrated next `horizon` actions (the flow head's target; past the episode's end the
+last action is repeated, as the arm holds its lift) and the labels of its state: success and
+"target held", which arrive with the step that entered the state.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dreamops.models.pick_vla import LossWeights, PickArchitecture, PickVLA
+from dreamops.models.encoders import WordTokenizer
+from dreamops.sim.pick import PickConfig, project_to_image
+from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
+from dreamops.tasks.dataset import Dataset
+from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
+
+
+SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "target_uv")
+
+
+def chunk_targets(actions: np.ndarray, horizon: int) -> np.ndarray:
+    """actions [T, A] -> [T, horizon, A]: at step t the actions t .. t+horizon-1, the last action
+    repeated past the end."""
+    t_len = len(actions)
+    idx = np.minimum(np.arange(t_len)[:, None] + np.arange(horizon)[None], t_len - 1)
+    return actions[idx]
+
+
+def state_labels(per_step: np.ndarray) -> np.ndarray:
+    """A flag produced by step t (after action t) belongs to state t+1; state 0 has none."""
+    out = np.zeros(len(per_step), dtype=np.float32)
+    out[1:] = per_step[:-1]
+    return out
+
+
+@dataclass
+class Demos:
+    """Demonstration episodes in memory, as tensors ready for windows."""
+    rgb: list[torch.Tensor]        # uint8 [T, 64, 64, 3]
+    depth: list[torch.Tensor]      # float16 [T, 64, 64, 1]
+    proprio: list[torch.Tensor]    # float32 [T, P]
+    actions: list[torch.Tensor]    # float32 [T, A]
+    chunks: list[torch.Tensor]     # float32 [T, H, A]
+    success: list[torch.Tensor]    # float32 [T]
+    held: list[torch.Tensor]       # float32 [T]
+    target_uv: list[torch.Tensor]  # float32 [T, 2], the named object's image position: a label
+    instructions: list[str]
+
+    @classmethod
+    def load(cls, data: Dataset, ids: list[str], horizon: int) -> "Demos":
+        parts: dict[str, list] = {k: [] for k in SEQUENCES}
+        instructions = []
+        camera = PickConfig()   # demonstrations are recorded with the cell's default camera
+        for _, ep in data.iter_episodes(ids):
+            parts["rgb"].append(torch.from_numpy(ep["obs"]))
+            parts["depth"].append(torch.from_numpy(ep["depth"].astype(np.float16)))
+            parts["proprio"].append(torch.from_numpy(ep["proprio"].astype(np.float32)))
+            parts["actions"].append(torch.from_numpy(ep["actions"].astype(np.float32)))
+            parts["chunks"].append(torch.from_numpy(chunk_targets(ep["actions"].astype(np.float32), horizon)))
+            parts["success"].append(torch.from_numpy(state_labels(ep["rewards"] > 0)))
+            parts["held"].append(torch.from_numpy(state_labels(ep["held"])))
+            parts["target_uv"].append(torch.from_numpy(project_to_image(ep["target_pos"], camera)))
+            instructions.append(str(ep["instruction"]))
+        return cls(**parts, instructions=instructions)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def windows(self, seq_len: int) -> np.ndarray:
+        """Every (episode, start) with a full window -> [N, 2]."""
+        out = [(e, s) for e, a in enumerate(self.actions) for s in range(len(a) - seq_len + 1)]
+        if not out:
+            raise ValueError(f"no demonstration has {seq_len} steps: lower train.seq_len")
+        return np.array(out)
+
+    def frame_index(self) -> np.ndarray:
+        """Every (episode, step) -> [N, 2]."""
+        return np.array([(e, t) for e, a in enumerate(self.actions) for t in range(len(a))])
+
+    def frames(self, picked: np.ndarray, tokenizer: WordTokenizer) -> dict[str, torch.Tensor]:
+        """Single frames (episode, step) -> the policy losses' inputs."""
+        out = {k: torch.stack([getattr(self, k)[e][t] for e, t in picked])
+               for k in ("rgb", "depth", "proprio", "chunks", "target_uv")}
+        out["depth"] = out["depth"].float()
+        out["tokens"] = tokenizer.encode([self.instructions[e] for e, _ in picked])
+        return out
+
+    def batch(self, windows: np.ndarray, seq_len: int, tokenizer: WordTokenizer) -> dict[str, torch.Tensor]:
+        def stack(name):
+            return torch.stack([getattr(self, name)[e][s: s + seq_len] for e, s in windows])
+        batch = {k: stack(k) for k in SEQUENCES}
+        batch["depth"] = batch["depth"].float()
+        batch["tokens"] = tokenizer.encode([self.instructions[e] for e, _ in windows])
+        return batch
+
+
+def architecture(cfg: PickModelConfig, vocab: tuple[str, ...]) -> PickArchitecture:
+    return PickArchitecture(vocab=vocab, embed_dim=cfg.embed_dim, text_dim=cfg.text_dim, deter=cfg.deter,
+                            stoch=cfg.stoch, classes=cfg.classes, horizon=cfg.horizon, execute=cfg.execute,
+                            flow_steps=cfg.flow_steps, head_hidden=cfg.head_hidden)
+
+
+def _schedule(step: int, cfg: PickTrainConfig) -> float:
+    """Linear warmup to 1, then cosine to 0 at the last step."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+
+
+def _weights(cfg: PickTrainConfig) -> LossWeights:
+    return LossWeights(cfg.flow_weight, cfg.wm_weight, cfg.grasp_weight, cfg.target_weight, cfg.kl_dyn, cfg.kl_rep,
+                       cfg.free_bits)
+
+
+def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], train_cfg: PickTrainConfig,
+                   model_cfg: PickModelConfig, seed: int = 0, log: MetricSink = no_metrics,
+                   show_progress: bool = True) -> tuple[PickVLA, dict[str, float]]:
+    """-> (the trained model in eval mode, held-out report)."""
+    seed_everything(seed)
+    demos = Demos.load(data, train_ids, model_cfg.horizon)
+    vocab = tuple(WordTokenizer.fit(demos.instructions).vocab)
+    model = PickVLA(architecture(model_cfg, vocab))
+    proprio = torch.cat(demos.proprio)
+    model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
+    windows, frame_index = demos.windows(train_cfg.seq_len), demos.frame_index()
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, train_cfg))
+    weights = _weights(train_cfg)
+    model.train()
+    running: dict[str, float] = {}
+    with progress(show_progress) as bar:
+        task = bar.add_task("train pick-vla", total=train_cfg.steps, status="")
+        for step in range(train_cfg.steps):
+            picked = windows[rng.integers(len(windows), size=train_cfg.batch_size)]
+            frames = frame_index[rng.integers(len(frame_index), size=train_cfg.frame_batch_size)]
+            loss, metrics = model(demos.batch(picked, train_cfg.seq_len, model.tokenizer), weights,
+                                  demos.frames(frames, model.tokenizer))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            opt.step()
+            sched.step()
+            for k, v in metrics.items():
+                running[k] = running.get(k, 0.0) + v
+            if (step + 1) % train_cfg.log_every == 0 or step + 1 == train_cfg.steps:
+                n = train_cfg.log_every if (step + 1) % train_cfg.log_every == 0 else (step + 1) % train_cfg.log_every
+                means = {f"pick/{k}": v / n for k, v in running.items()}
+                log({**means, "pick/lr": sched.get_last_lr()[0], "pick/grad_norm": float(grad_norm)}, step + 1)
+                running = {}
+                bar.update(task, status=f"loss {means['pick/train/loss']:.3f}")
+            bar.advance(task)
+    model.eval()
+    report = holdout_metrics(model, Demos.load(data, holdout_ids, model_cfg.horizon), train_cfg, seed)
+    report["train/windows"] = float(len(windows))
+    report["train/episodes"] = float(len(demos))
+    log(report, train_cfg.steps)
+    return model, report
+
+
+@torch.no_grad()
+def holdout_metrics(model: PickVLA, demos: Demos, cfg: PickTrainConfig, seed: int = 0) -> dict[str, float]:
+    """Losses on held-out demonstrations with fixed noise, and the RSSM's one-step cosine (the
+    world-model gate's figure): every held-out window of seq_len frames, in batches."""
+    seq_len = min(cfg.seq_len, min(len(a) for a in demos.actions))
+    windows = demos.windows(seq_len)
+    gen = torch.Generator().manual_seed(seed)
+    sums: dict[str, float] = {}
+    cosines = []
+    for start in range(0, len(windows), 64):
+        picked = windows[start: start + 64]
+        batch = demos.batch(picked, seq_len, model.tokenizer)
+        n = len(picked) * seq_len
+        h, a = model.arch.horizon, model.arch.action_dim
+        noise = torch.randn(n, h, a, generator=gen)
+        t = torch.rand(n, generator=gen)
+        torch.manual_seed(seed)   # the RSSM's latent samples
+        _, metrics = model(batch, _weights(cfg), None, noise, t)
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + v * len(picked)
+        cosines.append(model.rssm.one_step_cosine(model.embed_sequence(batch), batch["actions"]).flatten())
+    out = {f"holdout/{k}": v / len(windows) for k, v in sums.items()}
+    out["holdout/wm_cosine"] = float(torch.cat(cosines).mean())
+    return out
