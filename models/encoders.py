@@ -110,9 +110,13 @@ class ObservationEncoder(nn.Module):
         self.film2 = FiLM(text_dim, c2)
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=1, padding=1)
         self.film3 = FiLM(text_dim, c3)
-        self.attention = nn.Conv2d(c3, 1, 1)   # where the named object is: logits over the feature map
+        # Where the named object is, at half the image's resolution (a 2-pixel cell is ~1.2 cm in the
+        # tray): the last, instruction-modulated features upsampled, next to the first layer's.
+        self.attention_hidden = nn.Conv2d(c3 + c1, 32, 1)
+        self.film_attention = FiLM(text_dim, 32)
+        self.attention = nn.Conv2d(32, 1, 1)
         self.proprio = nn.Sequential(nn.Linear(len(self.proprio_used), 64), nn.SiLU())
-        self.head = nn.Sequential(nn.Linear(2 * c3 + c3 + 2 + c3 + text_dim + 64, embed_dim), nn.SiLU(),
+        self.head = nn.Sequential(nn.Linear(2 * c3 + c3 + 2 + 32 + text_dim + 64, embed_dim), nn.SiLU(),
                                   nn.Linear(embed_dim, embed_dim), nn.LayerNorm(embed_dim))
         # Proprioception statistics of the training data (set once before training, saved with it).
         self.register_buffer("proprio_mean", torch.zeros(proprio_dim))
@@ -136,7 +140,7 @@ class ObservationEncoder(nn.Module):
 
     @property
     def attention_grid(self) -> int:
-        return self.image_size // 4
+        return self.image_size // 2
 
     def attention_cell(self, uv: torch.Tensor) -> torch.Tensor:
         """Image positions [N, 2] in [-1, 1] (column, row) -> index of their attention cell [N]."""
@@ -150,13 +154,15 @@ class ObservationEncoder(nn.Module):
         Features: each channel's keypoint, pooled features, the attention's keypoint (where the named
         object is), the features there, and the text."""
         text = self.text(tokens)
-        x = F.silu(self.conv1(self.image(rgb, depth)))
-        x = F.silu(self.film2(self.conv2(x), text))
-        x = self.film3(self.conv3(x), text)
+        x1 = F.silu(self.conv1(self.image(rgb, depth)))                     # [B, c1, H/2, W/2]
+        x = F.silu(self.film2(self.conv2(x1), text))
+        x = self.film3(self.conv3(x), text)                                  # [B, c3, H/4, W/4]
         feats = F.silu(x)
-        logits = self.attention(feats).flatten(1)                          # [B, H*W]
-        where = spatial_softmax(logits.view(-1, 1, *x.shape[2:]))           # [B, 2]
-        attended = (feats.flatten(2) * logits.softmax(-1)[:, None]).sum(-1)  # [B, C]
+        fine = torch.cat([F.interpolate(feats, size=x1.shape[2:], mode="nearest"), x1], dim=1)
+        fine = F.silu(self.film_attention(self.attention_hidden(fine), text))
+        logits = self.attention(fine).flatten(1)                             # [B, H/2 * W/2]
+        where = spatial_softmax(logits.view(-1, 1, *x1.shape[2:]))           # [B, 2]
+        attended = (fine.flatten(2) * logits.softmax(-1)[:, None]).sum(-1)   # [B, 32]
         return torch.cat([spatial_softmax(x), feats.mean(dim=(2, 3)), where, attended, text], dim=-1), logits
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, proprio: torch.Tensor,

@@ -40,7 +40,7 @@ class PickModelConfig:
 
 @dataclass
 class PickTrainConfig:
-    steps: int = 3000
+    steps: int = 4000
     """Optimiser steps."""
     batch_size: int = 8
     """Sequence windows per step for the world model (each window gives seq_len frames)."""
@@ -158,7 +158,7 @@ PICK_PROFILES: dict[str, dict[str, Any]] = {
         "gate.model.collision_rate_max": 1.0, "gate.model.chunk_latency_p99_ms_max": 1e6,
         "gate.model.wm_cosine_min": -1.0,
     },
-    # Minutes on 2 cores.
+    # Minutes on 2 cores: shows the pipeline learns (far from the full bars).
     "quick": {},
     # The seed's scale and bars; hours (a GPU helps).
     "full": {

@@ -24,7 +24,7 @@ ENV_ID = "PickCell"
 
 @dataclass
 class PickDataConfig:
-    episodes: int = 300
+    episodes: int = 600
     """Demonstration episodes to collect."""
     object_set: str = "seen"
     """Object set the scenes draw from: `seen` (training) or `novel` (held-out combos and shapes)."""

@@ -96,7 +96,8 @@ def test_malformed_and_invalid_bodies(api):
         **api.as_("engineer"), "Content-Type": "application/json"})
     assert raw.status_code == 422 and raw.json()["message"].startswith("invalid request")
     for body in ({"warehouse_id": ""}, {"warehouse_id": "WH 1"}, {"warehouse_id": "WH-1", "data_window_hours": -1},
-                 {"warehouse_id": "WH-1", "profile": "huge"}, {"warehouse_id": "WH-1", "agent": "doom"}):
+                 {"warehouse_id": "WH-1", "profile": "huge"}, {"warehouse_id": "WH-1", "agent": "doom"},
+                 {"warehouse_id": "WH-1", "agent": "pick-vla", "data_window_hours": 24}):
         answer = api.post("/training/trigger", json=body)
         assert answer.status_code == 422, body
         assert answer.json()["message"]
