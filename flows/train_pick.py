@@ -78,7 +78,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         policies = {"pick-vla": factory}
         if cfg.eval.planner:
-            policies["pick-vla+cem"] = PickPolicyFactory.from_model(model, planner={})
+            policies["pick-vla-cem"] = PickPolicyFactory.from_model(model, planner={})  # MLflow names: no "+"
         if cfg.eval.compare_baselines:
             policies |= {"expert": ScriptedFactory("target"), "no_language": ScriptedFactory("random")}
         evals = {(name, s): evaluate_pick_task(f, name, seeds, s, cfg.eval.max_steps, workers, show_progress, ray)

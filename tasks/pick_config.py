@@ -152,6 +152,7 @@ PICK_PROFILES: dict[str, dict[str, Any]] = {
         "train.warmup_steps": 1, "train.log_every": 2,
         "train.holdout_fraction": 0.25,
         "eval.episodes": 1, "eval.max_steps": 12, "eval.compare_baselines": False, "eval.latency_iterations": 20,
+        "eval.planner": True,   # the planner's path runs in the tests
         "gate.data.min_episodes": 4, "gate.data.min_frames": 20,
         # smoke proves the wiring: its fixed model thresholds pass anything a finished run produces
         "gate.model.seen_success_min": 0.0, "gate.model.novel_success_min": 0.0,

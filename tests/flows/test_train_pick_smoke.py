@@ -34,8 +34,9 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     assert {"pick/flow/loss", "holdout/wm_cosine", "eval/pick-vla/seen_success_rate",
             "latency/chunk_p99_ms"} <= set(run.data.metrics)
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{mv.run_id}/evaluation_report.json"))
-    assert {(r["policy"], r["object_set"]) for r in report["evaluation"]} == {("pick-vla", "seen"),
-                                                                              ("pick-vla", "novel")}
+    assert {(r["policy"], r["object_set"]) for r in report["evaluation"]} == {
+        (p, s) for p in ("pick-vla", "pick-vla-cem") for s in ("seen", "novel")}
+    assert "eval/pick-vla-cem/novel_success_rate" in run.data.metrics
 
     model = mlflow.pyfunc.load_model("models:/pick-vla/1")
     env = PickCell(PickConfig(object_set="novel", max_steps=12))
