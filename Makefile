@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser run smoke test bench lock clean
+.PHONY: install browser run smoke pick test bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: install
 
 smoke: install
 	$(BIN)/dreamops train --agent carracing-vmc --profile smoke
+
+## make pick: train pick-vla on the `quick` profile, with the CEM planner also evaluated
+pick: install
+	$(BIN)/dreamops train --agent pick-vla --profile quick --set eval.planner=true
 
 ## make browser: Debian's Chromium and ChromeDriver for the MLflow UI test (skipped when present)
 browser:
