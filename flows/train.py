@@ -100,13 +100,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             if skipped:
                 store.log_json(skipped, "fleet_skipped.json")
         gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
-        publish_data_gate(gate, out / "data_docs")
-        if not gate.passed:
-            raise DataGateError(gate)  # before any training: nothing gets registered
-        data = open_dataset(settings.datasets, str(data_path))
-        data_uri = publish(objects, data.path)
-        store.log_dataset(data.manifest, data.hash, data_uri, f"{agent}-{data.hash[:12]}")
-        mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
+        data, data_uri = gated_dataset(agent, gate, out / "data_docs", data_path, settings.datasets, objects)
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
 
         warm = {"vae": None, "mdnrnn": None, "controller": None} if parent_bundle is None else \
@@ -214,6 +208,21 @@ def _parent(agent: str, ref: str | None, cfg) -> tuple[VMCBundle | None, str | N
         raise ValueError(f"cannot warm-start from version {mv.version}: its architecture {asdict(bundle.arch)} "
                          f"differs from this config's {asdict(_architecture(cfg))}")
     return bundle, str(mv.version)
+
+
+def gated_dataset(agent: str, gate: DataGateReport, docs_dir: Path, data_path: Path, local_root: Path,
+                  objects) -> tuple:
+    """Any family: publish the data gate's verdict; stop the run if it failed (before any training,
+    so nothing gets registered); else publish the dataset by hash and log it as the run's input.
+    -> (dataset, its URI in the object store)."""
+    publish_data_gate(gate, docs_dir)
+    if not gate.passed:
+        raise DataGateError(gate)
+    data = open_dataset(local_root, str(data_path))
+    data_uri = publish(objects, data.path)
+    store.log_dataset(data.manifest, data.hash, data_uri, f"{agent}-{data.hash[:12]}")
+    mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames})
+    return data, data_uri
 
 
 def publish_data_gate(gate: DataGateReport, docs_dir: Path) -> None:

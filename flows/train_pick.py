@@ -25,12 +25,11 @@ from dreamops.registry.semver import Fingerprint
 from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks.config import resolve_config
-from dreamops.tasks.dataset import fetch, open_dataset, publish
+from dreamops.tasks.dataset import fetch
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
 from dreamops.tasks.pick_data import collect_demos, validate_demos
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.train_pick import train_pick_vla
-from dreamops.validation.data_gate import DataGateError
 from dreamops.validation.model_gates import evaluate_pick_gates
 
 collect_demos_task = task(collect_demos, name="collect_demos", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -44,7 +43,7 @@ SETS = ("seen", "novel")
 
 def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
                show_progress: bool) -> dict:
-    from dreamops.flows.train import publish_data_gate, register_version
+    from dreamops.flows.train import gated_dataset, register_version
 
     agent = "pick-vla"
     settings = get_settings()
@@ -62,14 +61,8 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                                         ray_address=ray).path
                      if dataset is None else fetch(objects, settings.datasets, dataset))
         gate = validate_demos_task(data_path, cfg.gate.data, out / "data_docs")
-        publish_data_gate(gate, out / "data_docs")
-        if not gate.passed:
-            raise DataGateError(gate)  # before any training: nothing gets registered
-        data = open_dataset(settings.datasets, str(data_path))
-        data_uri = publish(objects, data.path)
-        store.log_dataset(data.manifest, data.hash, data_uri, f"{agent}-{data.hash[:12]}")
-        mlflow.log_metrics({"data/episodes": data.n_episodes, "data/frames": data.n_frames,
-                            "data/expert_success": float(data.manifest["success"].mean())})
+        data, data_uri = gated_dataset(agent, gate, out / "data_docs", data_path, settings.datasets, objects)
+        mlflow.log_metric("data/expert_success", float(data.manifest["success"].mean()))
         train_ids, holdout_ids = data.split(cfg.train.holdout_fraction, cfg.seed)
 
         model, train_report = train_pick_task(data, train_ids, holdout_ids, cfg.train, cfg.model, cfg.seed,
