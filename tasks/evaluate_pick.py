@@ -79,9 +79,10 @@ class PickPolicyFactory:
 
     @classmethod
     def from_model(cls, model, planner: dict | None = None) -> "PickPolicyFactory":
-        buf = io.BytesIO()
+        """planner: CEMPlanner keyword arguments ({} for its defaults), or None for no planner."""
         import torch
 
+        buf = io.BytesIO()
         torch.save(model.state(), buf)
         return cls(buf.getvalue(), planner)
 
