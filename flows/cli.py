@@ -189,12 +189,9 @@ def _train(args, settings) -> int:
 
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
                    dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
-    if args.agent == "pick-vla":
-        return _print_pick_result(result, settings)
-    baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
     print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
-    print(f"  real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""))
-    print(f"  dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms")
+    for line in (_pick_lines(result) if args.agent == "pick-vla" else _vmc_lines(result)):
+        print(f"  {line}")
     if result["validation_status"] == "passed":
         print("  every gate passed: alias 'staging' now points at this version")
     else:
@@ -206,21 +203,18 @@ def _train(args, settings) -> int:
     return 0
 
 
-def _print_pick_result(result: dict, settings) -> int:
-    print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
-    print(f"  {'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}")
-    for r in result["evaluation"]:
-        print(f"  {r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
-              f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}")
-    print(f"  chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
-          f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}")
-    if result["validation_status"] == "passed":
-        print("  every gate passed: alias 'staging' now points at this version")
-    else:
-        print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
-    print(f"  data {result['data_hash'][:16]} at {result['data_uri']}")
-    print(f"  tracking store: {settings.mlflow_tracking_uri}")
-    return 0
+def _vmc_lines(result: dict) -> list[str]:
+    baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
+    return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
+            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms"]
+
+
+def _pick_lines(result: dict) -> list[str]:
+    rows = [f"{r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
+            f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}" for r in result["evaluation"]]
+    return [f"{'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}", *rows,
+            f"chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
+            f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}"]
 
 
 def _validate(args, settings) -> int:

@@ -8,7 +8,7 @@ last action is repeated, as the arm holds its lift) and the labels of its state:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -101,9 +101,8 @@ class Demos:
 
 
 def architecture(cfg: PickModelConfig, vocab: tuple[str, ...]) -> PickArchitecture:
-    return PickArchitecture(vocab=vocab, embed_dim=cfg.embed_dim, text_dim=cfg.text_dim, deter=cfg.deter,
-                            stoch=cfg.stoch, classes=cfg.classes, horizon=cfg.horizon, execute=cfg.execute,
-                            flow_steps=cfg.flow_steps, head_hidden=cfg.head_hidden)
+    """The model config's fields are the architecture's (models/ cannot import tasks/ configs)."""
+    return PickArchitecture(vocab=vocab, **asdict(cfg))
 
 
 def _schedule(step: int, cfg: PickTrainConfig) -> float:
