@@ -206,7 +206,11 @@ def _train(args, settings) -> int:
 def _vmc_lines(result: dict) -> list[str]:
     baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
     return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
-            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms"]
+            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms",
+            f"real frames in the training data: {result['real_frames']:,} over {len(result['rounds'])} round(s)"
+            + "".join(f"\n    round {p['round']}: real {p['real_return']:.1f} ({p['eval_episodes']} episodes), "
+                      f"dream {p['dream_return']:.1f}, {p['real_frames']:,} frames" for p in result["rounds"]
+                      if len(result["rounds"]) > 1)]
 
 
 def _pick_lines(result: dict) -> list[str]:

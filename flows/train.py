@@ -4,8 +4,9 @@ Wiring only: every step is a plain function in `tasks/`, wrapped here as a Prefe
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from dreamops.registry.semver import Fingerprint, next_version
 from dreamops.storage import open_store
 from dreamops.settings import get_settings
 from dreamops.tasks import plots
-from dreamops.tasks.collect import collect
+from dreamops.tasks.collect import collect, collect_round
 from dreamops.tasks.config import check_agent, resolve_config
-from dreamops.tasks.dataset import fetch, open_dataset, publish
+from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
@@ -40,6 +41,8 @@ from dreamops.tasks.train_vae import train_vae
 
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+collect_round_task = task(collect_round, name="collect_round", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+merge_datasets = task(merge, name="merge_datasets", cache_policy=NONE)
 validate_data_task = task(validate_data, name="validate_data", cache_policy=NONE)
 production_task = task(production_metrics, name="production_metrics", cache_policy=NONE)
 check_model_task = task(check_model, name="model_gates", cache_policy=NONE)
@@ -103,23 +106,60 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         data, data_uri = gated_dataset(agent, gate, out / "data_docs", data_path, settings.datasets, objects)
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
 
-        warm = {"vae": None, "mdnrnn": None, "controller": None} if parent_bundle is None else \
+        parts = [data]  # every round's new data; the dataset trained on is all of it
+        models = {"vae": None, "mdnrnn": None, "controller": None} if parent_bundle is None else \
             {"vae": parent_bundle.vae, "mdnrnn": parent_bundle.mdnrnn, "controller": parent_bundle.controller}
-        vae, vae_report = train_vae_task(data, train_ids, holdout_ids, cfg.vae, cfg.seed, log, show_progress,
-                                         init=warm["vae"])
-        latents = encode_task(vae, data)
-        mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, cfg.mdn,
-                                               action_repeat=cfg.collect.action_repeat, seed=cfg.seed, log=log,
-                                               show_progress=show_progress, init=warm["mdnrnn"])
-        starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
-        controller, history = evolve_task(mdnrnn, starts, cfg.cma, log, show_progress, init=warm["controller"])
-
-        arch = _architecture(cfg)
-        bundle = VMCBundle(arch, vae, mdnrnn, controller)
-        bundle_path = bundle.save(out / "eval" / "vmc_bundle.pt")
+        curve: list[RoundPoint] = []
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
-        evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds, cfg.eval.max_steps,
-                                      workers, show_progress, settings.ray_address)}
+        for k in range(cfg.rounds):
+            final = k == cfg.rounds - 1
+            with _round_run(k, cfg.rounds):
+                if k > 0:  # the flywheel: the last controller drives, its episodes join the data
+                    new = collect_round_task(cfg.collect, k, bundle_path.read_bytes(), settings.datasets, workers,
+                                             show_progress=show_progress, ray_address=settings.ray_address)
+                    merged = merge_datasets(parts + [new], settings.datasets,
+                                            {"rounds": [p.hash for p in parts + [new]]})
+                    gate = validate_data_task(merged.path, cfg.gate, cfg.collect.action_repeat, out / f"data_docs_{k}")
+                    data, data_uri = gated_dataset(agent, gate, out / f"data_docs_{k}", merged.path,
+                                                   settings.datasets, objects)
+                    parts.append(new)
+                    new_train, new_holdout = new.split(cfg.vae.holdout_fraction, cfg.seed + k)
+                    train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
+                r = _round_config(cfg, k)
+                vae, vae_report = train_vae_task(data, train_ids, holdout_ids, r.vae, cfg.seed + k, log,
+                                                 show_progress, init=models["vae"])
+                latents = encode_task(vae, data)
+                mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, r.mdn,
+                                                       action_repeat=cfg.collect.action_repeat, seed=cfg.seed + k,
+                                                       log=log, show_progress=show_progress, init=models["mdnrnn"])
+                starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed + k,
+                                     skip_steps=cfg.cma.start_after_steps)
+                controller, history = evolve_task(mdnrnn, starts, r.cma, log, show_progress,
+                                                  init=models["controller"])
+                models = {"vae": vae, "mdnrnn": mdnrnn, "controller": controller}
+                arch = _architecture(cfg)
+                bundle = VMCBundle(arch, vae, mdnrnn, controller)
+                bundle_path = bundle.save(out / f"round_{k}" / "vmc_bundle.pt")
+                if final:
+                    evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds,
+                                                  cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
+                    real = evals["vmc"]
+                else:
+                    real = evaluate_task(BundlePolicyFactory(str(bundle_path)), f"vmc round {k}",
+                                         seeds[: cfg.eval.round_episodes], cfg.eval.max_steps, workers, show_progress,
+                                         settings.ray_address)
+                curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
+                                        history["final_dream_return"][0], real.mean, real.std, len(real.rewards)))
+                if cfg.rounds > 1:
+                    mlflow.log_metrics(curve[-1].metrics())
+        real_frames = curve[-1].real_frames
+        if cfg.rounds > 1:
+            for point in curve:  # the learning curve on the parent run too, one step per round
+                mlflow.log_metrics(point.metrics(), step=point.round)
+            mlflow.log_artifact(str(plots.learning_curve([asdict(p) for p in curve], out / "learning_curve.png")),
+                                "plots")
+            store.log_json([asdict(p) for p in curve], "rounds.json")
+        mlflow.log_metric("data/real_frames", real_frames)
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):
                 evals[name] = evaluate_task(baseline_factory(name), name, seeds, cfg.eval.max_steps, workers,
@@ -153,7 +193,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         registered, semver, passed = register_version(
             agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts, store.frame_signature(),
             Fingerprint.of(asdict(arch), data.hash, cfg.to_dict()), data.hash, data_uri,
-            bundle.component_hashes(), gates, {"eval.mean_reward": f"{evals['vmc'].mean:.1f}"},
+            bundle.component_hashes(), gates,
+            {"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
+             "rounds": str(cfg.rounds), "round_data_hashes": ",".join(p.hash for p in parts)},
             ["gymnasium"], parent_version)
         summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
@@ -167,6 +209,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
+                "real_frames": real_frames, "rounds": [asdict(p) for p in curve],
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed]}
 
@@ -192,6 +235,43 @@ def register_version(agent: str, profile: str, warehouse_id: str, run_id: str, p
         Promotions.from_settings(get_settings()).promote(agent, registered.version, "staging", source="flow",
                                                          reason=f"every gate passed in run {run_id}")
     return registered, semver, passed
+
+
+@dataclass
+class RoundPoint:
+    """One point of the learning curve: what a round trained on and how its controller scored."""
+    round: int
+    data_hash: str
+    real_frames: int  # simulator frames in the data so far (all rounds)
+    episodes: int
+    dream_return: float
+    real_return: float
+    real_std: float
+    eval_episodes: int
+
+    def metrics(self) -> dict[str, float]:
+        return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,
+                "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes)}
+
+
+def _round_run(k: int, rounds: int):
+    """Each round of a multi-round run is a nested MLflow run; a one-round run logs to its parent."""
+    if rounds == 1:
+        return contextlib.nullcontext()
+    return mlflow.start_run(run_name=f"round-{k}", nested=True, tags={"round": str(k)})
+
+
+def _round_config(cfg, k: int):
+    """Round 0 trains from scratch (or the parent) with the profile's budget; a later round
+    fine-tunes V and M warm for their round_epochs and re-evolves C warm for round_generations
+    from round_sigma0. The CMA-ES seed follows the training seed."""
+    cma_seed = cfg.cma.seed + cfg.seed + 1_000 * k
+    if k == 0:
+        return replace(cfg, cma=replace(cfg.cma, seed=cma_seed))
+    return replace(cfg, vae=replace(cfg.vae, epochs=cfg.vae.round_epochs),
+                   mdn=replace(cfg.mdn, epochs=cfg.mdn.round_epochs),
+                   cma=replace(cfg.cma, seed=cma_seed, generations=cfg.cma.round_generations,
+                               sigma0=cfg.cma.round_sigma0))
 
 
 def _architecture(cfg) -> Architecture:

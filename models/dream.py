@@ -26,13 +26,32 @@ def generator_noise(rows: int, latent_dim: int, seed: int, dtype: torch.dtype = 
     return draw
 
 
+Masks = tuple[torch.Tensor, torch.Tensor]  # on z entering M's LSTM [N, Z], on h entering M's heads [N, H]
+
+
+def dropout_masks(rows: int, latent_dim: int, hidden_dim: int, p: float, seed: int,
+                  dtype: torch.dtype = torch.float32) -> Masks | None:
+    """Inverted-dropout masks per dream row (kept units scaled by 1 / (1 - p)), fixed for the whole
+    rollout, as in Dropout's Dream Land, at the places M was trained with dropout (MDNRNN.dropout);
+    None when p == 0. The controller still reads the unmasked z and h."""
+    if p <= 0:
+        return None
+    gen = torch.Generator().manual_seed(seed + 50_021)
+    z_mask = (torch.rand(rows, latent_dim, generator=gen, dtype=dtype) >= p).to(dtype) / (1.0 - p)
+    h_mask = (torch.rand(rows, hidden_dim, generator=gen, dtype=dtype) >= p).to(dtype) / (1.0 - p)
+    return z_mask, h_mask
+
+
 @torch.inference_mode()
 def dream_rollouts(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
-                   steps: int, temperature: float, noise: Noise, keep_latents: bool = False
+                   steps: int, temperature: float, noise: Noise, keep_latents: bool = False,
+                   masks: Masks | None = None, done_threshold: float | None = None
                    ) -> dict[str, torch.Tensor]:
     """Roll N = P x R dreams as one batch: genomes [P, 867], each acting in R consecutive rows;
     z0 [N, Z], h0/c0 [N, H]. Returns returns [N], alive_steps [N] and, if asked, latents
-    [steps, N, Z]. A row stops collecting reward after its sampled done."""
+    [steps, N, Z]. A row stops collecting reward after its done: sampled from the done head's
+    probability, or, with done_threshold, once that probability exceeds it. `masks`
+    (dropout_masks) thin M's input z and the h its heads read: each row dreams in its own M."""
     n, p = z0.shape[0], genomes.shape[0]
     if n % p or not (h0.shape[0] == c0.shape[0] == n):
         raise ValueError(f"z0/h0/c0 rows ({n}, {h0.shape[0]}, {c0.shape[0]}) must be equal and a multiple "
@@ -56,15 +75,16 @@ def dream_rollouts(mdnrnn: MDNRNN, genomes: torch.Tensor, z0: torch.Tensor, h0: 
         u, eps, u_done = noise(t)
         zh = torch.cat([z, h], dim=-1).view(p, r, in_dim)
         a = squash_actions(torch.tanh(torch.baddbmm(c_bias, zh, c_weight))).view(n, 3)
-        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1), w)
+        gates = torch.addmm(b, torch.cat([z if masks is None else z * masks[0], a, h], dim=-1), w)
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        logit_pi, mu, log_sigma, reward, done_logit = mdnrnn.heads(h)
+        logit_pi, mu, log_sigma, reward, done_logit = mdnrnn.heads(h if masks is None else h * masks[1])
         z = sample_mixture(logit_pi, mu, log_sigma, temperature, u, eps)
         total += torch.where(alive, reward, torch.zeros_like(reward))
         alive_steps += alive
-        alive &= ~(u_done < torch.sigmoid(done_logit))
+        p_done = torch.sigmoid(done_logit)
+        alive &= ~(p_done > done_threshold if done_threshold is not None else u_done < p_done)
         if keep_latents:
             latents.append(z)
         if not alive.any():

@@ -58,10 +58,18 @@ def sample_mixture(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Te
     return mu_k + sigma_k * math.sqrt(tau) * eps
 
 
+def _sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted-dropout mask [B, 1, D] for x [B, T, D]: the same units dropped at every step."""
+    return (torch.rand(x.shape[0], 1, x.shape[-1], dtype=x.dtype) >= p).to(x.dtype) / (1.0 - p)
+
+
 class MDNRNN(nn.Module):
     def __init__(self, latent_dim: int = 32, action_dim: int = 3, hidden_dim: int = 256,
-                 n_gaussians: int = 5, reward_weight: float = 1.0, done_weight: float = 1.0):
+                 n_gaussians: int = 5, reward_weight: float = 1.0, done_weight: float = 1.0, dropout: float = 0.0):
         super().__init__()
+        # variational dropout in training (one mask per sequence, fixed over time) on z entering the
+        # LSTM and on h entering the heads; no parameters, so not in the state dict
+        self.dropout = dropout
         self.latent_dim, self.action_dim = latent_dim, action_dim
         self.hidden_dim, self.n_gaussians = hidden_dim, n_gaussians
         self.reward_weight, self.done_weight = reward_weight, done_weight
@@ -96,7 +104,11 @@ class MDNRNN(nn.Module):
         if z.shape[-1] != self.latent_dim or a.shape[-1] != self.action_dim:
             raise ValueError(f"expected z [..., {self.latent_dim}] and a [..., {self.action_dim}], "
                              f"got {tuple(z.shape)} and {tuple(a.shape)}")
+        if self.training and self.dropout > 0:
+            z = z * _sequence_mask(z, self.dropout)
         h, new_state = self.lstm(torch.cat([z, a], dim=-1), state)
+        if self.training and self.dropout > 0:
+            h = h * _sequence_mask(h, self.dropout)
         logit_pi, mu, log_sigma, r_hat, d_logit = self.heads(h)
         mask = torch.ones_like(reward) if mask is None else mask
         next_mask = mask if next_mask is None else next_mask

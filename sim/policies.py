@@ -122,3 +122,29 @@ class NoisyBaselinePolicy:
 
 EXPLORATION_POLICIES = {p.name: p for p in (RandomPolicy, CorrelatedExplorationPolicy, NoisyBaselinePolicy)}
 BASELINE_POLICIES = {"random": RandomPolicy, "rule_based": RuleBasedPolicy}
+
+
+class NoisyPolicy:
+    """Any policy with temporally correlated (Ornstein-Uhlenbeck) noise on steering and throttle:
+    the on-policy collector of a data round. A learned controller drives where it would drive, and
+    the noise shows M what happens just off that path (recoveries, other speeds), which the
+    controller's next round will visit. Each episode draws its own noise scale in
+    [0, noise_std], so a round holds both near-clean and noisy driving."""
+
+    def __init__(self, base, noise_std: float = 0.3, theta: float = 0.2, name: str = "controller"):
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.base, self.noise_std, self.theta, self.name = base, noise_std, theta, name
+
+    def reset(self, seed: int) -> None:
+        self.base.reset(seed)
+        self.rng = np.random.default_rng(seed + 7_919)
+        self.scale = float(self.rng.uniform(0.0, self.noise_std))
+        self.ou = np.zeros(2)
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        a = np.asarray(self.base.act(frame), dtype=np.float32).copy()
+        self.ou += self.theta * -self.ou + self.scale * np.sqrt(self.theta) * self.rng.normal(size=2)
+        a[0] = np.clip(a[0] + self.ou[0], -1, 1)
+        a[1] = np.clip(a[1] + self.ou[1], 0, 1)
+        return a

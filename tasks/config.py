@@ -15,6 +15,9 @@ import yaml
 from dreamops.validation.data_gate import DataGateThresholds
 from dreamops.validation.model_gates import ModelGateThresholds
 
+DONE_MODES = ("sampled", "threshold")
+ON_POLICY = "controller"  # the policy name of on-policy episodes in a round's policy mix
+
 
 @dataclass
 class CollectConfig:
@@ -31,16 +34,27 @@ class CollectConfig:
     """Simulator frames per agent step (frame skip). The paper used 1; 4 makes one latent step
     carry visible motion and a less spiky reward, and a 250-step dream cover a whole 1000-frame
     episode. Stored with the model: the policy repeats its action itself."""
+    episodes_per_round: int = 16
+    """Real episodes collected in each data round after the first (`rounds` > 1)."""
+    round_policy_mix: dict[str, float] = field(default_factory=lambda: {"controller": 0.75, "noisy_baseline": 0.25})
+    """Share of a later round's episodes per policy: `controller` is the previous round's V-M-C
+    policy with action noise, the others are exploration policies (they keep M's data broad)."""
+    controller_noise: float = 0.3
+    """Upper end of the per-episode Ornstein-Uhlenbeck noise scale on the controller's steering and
+    throttle in on-policy rounds (each episode draws its scale uniformly from [0, this])."""
 
     def validate(self) -> None:
         from dreamops.sim.policies import EXPLORATION_POLICIES
 
-        _positive(self, "episodes", "max_steps", "action_repeat")
-        unknown = set(self.policy_mix) - set(EXPLORATION_POLICIES)
-        if unknown or not self.policy_mix or any(v < 0 for v in self.policy_mix.values()) \
-                or sum(self.policy_mix.values()) <= 0:
-            raise ValueError(f"collect.policy_mix must map {sorted(EXPLORATION_POLICIES)} to non-negative "
-                             f"shares with a positive sum, got {self.policy_mix}")
+        _positive(self, "episodes", "max_steps", "action_repeat", "episodes_per_round")
+        for key, mix, allowed in (("policy_mix", self.policy_mix, set(EXPLORATION_POLICIES)),
+                                  ("round_policy_mix", self.round_policy_mix,
+                                   set(EXPLORATION_POLICIES) | {ON_POLICY})):
+            if set(mix) - allowed or not mix or any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+                raise ValueError(f"collect.{key} must map {sorted(allowed)} to non-negative shares with a "
+                                 f"positive sum, got {mix}")
+        if self.controller_noise < 0:
+            raise ValueError(f"collect.controller_noise must be >= 0, got {self.controller_noise}")
 
 
 @dataclass
@@ -59,11 +73,14 @@ class VAEConfig:
     """Adam learning rate."""
     holdout_fraction: float = 0.1
     """Share of episodes held out for validation losses (and gates)."""
+    round_epochs: int = 0
+    """Fine-tuning passes over all data so far in each later round (warm start). 0 keeps round 0's
+    V, so the latent space the controller reads does not move under it."""
 
     def validate(self) -> None:
         _positive(self, "latent_dim", "batch_size", "lr")
-        if self.epochs < 0:
-            raise ValueError(f"vae.epochs must be >= 0, got {self.epochs}")
+        if self.epochs < 0 or self.round_epochs < 0:
+            raise ValueError(f"vae.epochs and vae.round_epochs must be >= 0, got {self.epochs}, {self.round_epochs}")
         _fraction(self, "holdout_fraction")
         if self.beta < 0 or self.kl_tolerance < 0:
             raise ValueError("vae.beta and vae.kl_tolerance must be >= 0")
@@ -93,9 +110,17 @@ class MDNConfig:
     """Do not learn the reward of CarRacing's start-of-episode zoom-in (first 50 frames): there the
     standing car is credited its starting tiles, which teaches M that a car that does not move earns
     reward (CMA-ES then finds a creeping controller)."""
+    dropout: float = 0.0
+    """Dropout on M's LSTM output (before the heads) while training; with cma.dream_dropout it
+    makes the dream a distribution of plausible models (Dropout's Dream Land)."""
+    round_epochs: int = 15
+    """Fine-tuning passes over all data so far in each later round (warm start from the last M)."""
 
     def validate(self) -> None:
-        _positive(self, "hidden_dim", "n_gaussians", "seq_len", "batch_size", "epochs", "lr", "grad_clip")
+        _positive(self, "hidden_dim", "n_gaussians", "seq_len", "batch_size", "epochs", "lr", "grad_clip",
+                  "round_epochs")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"mdn.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -119,9 +144,28 @@ class CMAConfig:
     275.6 and 252.2; starting right after the zoom-in (13 steps) gave 119.3 and -69.4 (stalls)."""
     seed: int = 0
     """Seed of CMA-ES and the dream noise."""
+    dream_dropout: float = 0.0
+    """Dropout probability on M's hidden state inside the dream, one mask per dream rollout for the
+    whole rollout (Dropout's Dream Land): each rollout dreams in a slightly different M, so a
+    controller cannot exploit one model's quirks. 0 = the plain dream."""
+    done_mode: str = "sampled"
+    """How the done head ends a dream: `sampled` (a Bernoulli draw of its probability each step) or
+    `threshold` (the dream ends when the probability exceeds 0.5)."""
+    common_random_numbers: bool = False
+    """All candidates of a generation dream from the same start states with the same noise (and
+    dropout masks), so fitness differences come from the controllers, not from the draws."""
+    round_generations: int = 30
+    """CMA-ES generations in each later round, warm-started from the previous round's controller."""
+    round_sigma0: float = 0.05
+    """Initial step size of a later round's warm-started CMA-ES."""
 
     def validate(self) -> None:
-        _positive(self, "population", "rollouts", "generations", "dream_steps", "temperature", "sigma0")
+        _positive(self, "population", "rollouts", "generations", "dream_steps", "temperature", "sigma0",
+                  "round_generations", "round_sigma0")
+        if not 0 <= self.dream_dropout < 1:
+            raise ValueError(f"cma.dream_dropout must be in [0, 1), got {self.dream_dropout}")
+        if self.done_mode not in DONE_MODES:
+            raise ValueError(f"cma.done_mode must be one of {', '.join(DONE_MODES)}, got {self.done_mode!r}")
         if self.start_after_steps < 0:
             raise ValueError(f"cma.start_after_steps must be >= 0, got {self.start_after_steps}")
         if self.population < 2:
@@ -140,9 +184,12 @@ class EvalConfig:
     """Also evaluate the random and rule-based policies on the same seeds."""
     latency_iterations: int = 500
     """Timed full V-M-C steps for the latency profile."""
+    round_episodes: int = 8
+    """Real evaluation episodes of each intermediate round's controller (the learning curve); the
+    final round is evaluated on `episodes`."""
 
     def validate(self) -> None:
-        _positive(self, "episodes", "max_steps", "latency_iterations")
+        _positive(self, "episodes", "max_steps", "latency_iterations", "round_episodes")
 
 
 @dataclass
@@ -181,7 +228,7 @@ class RunConfig:
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and prefix.split(".")[-1] != "policy_mix":
+            if isinstance(value, dict) and not prefix.split(".")[-1].endswith("policy_mix"):
                 for k, v in value.items():
                     walk(f"{prefix}.{k}" if prefix else k, v)
             else:
@@ -205,9 +252,17 @@ class CarRacingConfig(RunConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     seed: int = 0
-    """Torch seed for V and M training."""
+    """Training seed: V and M initialisation and batches, the holdout split, dream starts, CMA-ES
+    and its dream noise (cma.seed is added to it)."""
+    rounds: int = 1
+    """Data-flywheel rounds. Round 0 collects with the exploration policies and trains V, M, C; each
+    later round collects collect.episodes_per_round episodes with the previous controller, adds
+    them to the dataset (a new content hash), fine-tunes V and M on all data and re-evolves C warm.
+    Only the final round is registered."""
 
     def validate(self) -> "CarRacingConfig":
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
         return self

@@ -136,7 +136,8 @@ EpisodeJobResult = tuple[dict, pd.DataFrame, bytes]  # manifest row, frame summa
 
 
 def collect_jobs(fn: Callable[..., EpisodeJobResult], jobs: Sequence, store: Path, spec: dict, workers: int,
-                 desc: str, use_cache: bool = True, show_progress: bool = True, ray_address: str | None = None
+                 desc: str, use_cache: bool = True, show_progress: bool = True, ray_address: str | None = None,
+                 initializer: Callable[..., None] | None = None, initargs: tuple = ()
                  ) -> tuple[Dataset, dict[str, str]]:
     """Run one job per episode (imap_jobs: local processes or Ray) into a new dataset with `spec`
     -> (dataset, node that ran each episode). fn returns the manifest row (with `shard` and
@@ -152,7 +153,8 @@ def collect_jobs(fn: Callable[..., EpisodeJobResult], jobs: Sequence, store: Pat
     frames: list = [None] * len(jobs)
     nodes = {}
     try:
-        for done in imap_jobs(fn, jobs, workers, desc, show_progress=show_progress, ray_address=ray_address):
+        for done in imap_jobs(fn, jobs, workers, desc, initializer, initargs, show_progress=show_progress,
+                              ray_address=ray_address):
             row, frames[done.index], shard = done.result
             (staging / "shards" / row["shard"]).write_bytes(shard)  # as they come: never all in memory
             rows[done.index], nodes[row["episode_id"]] = row, done.node
@@ -160,6 +162,29 @@ def collect_jobs(fn: Callable[..., EpisodeJobResult], jobs: Sequence, store: Pat
         shutil.rmtree(staging, ignore_errors=True)  # a retry starts a new staging folder
         raise
     return finalize(staging, store, rows, frames, spec), nodes  # in job order, wherever each job ran
+
+
+def merge(parts: Sequence[Dataset], store: Path, spec: dict) -> Dataset:
+    """One new dataset holding every episode of `parts` (episode ids must not repeat), named by its
+    own content hash. Shards are hard-linked where the file system allows (datasets are immutable),
+    else copied."""
+    staging = new_staging_dir(store)
+    rows: list[dict] = []
+    try:
+        for part in parts:
+            for row in part.manifest.to_dict("records"):
+                source, target = part.path / "shards" / row["shard"], staging / "shards" / row["shard"]
+                if target.exists():
+                    raise ValueError(f"episode shard {row['shard']} is in more than one of the datasets to merge")
+                try:
+                    target.hardlink_to(source)
+                except OSError:
+                    shutil.copyfile(source, target)
+                rows.append(row)
+        return finalize(staging, store, rows, [part.frames() for part in parts], spec)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def spec_key(spec: dict) -> str:

@@ -6,21 +6,37 @@ import numpy as np
 import torch
 
 from dreamops.models.controller import Controller
-from dreamops.models.dream import dream_rollouts, generator_noise
+from dreamops.models.dream import Noise, dream_rollouts, dropout_masks, generator_noise
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.tasks.common import MetricSink, no_metrics, progress
 from dreamops.tasks.config import CMAConfig
 
 
 def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tensor], rollouts: int,
-                  steps: int, temperature: float, seed: int) -> torch.Tensor:
-    """Mean dream return per genome: all genomes x rollouts stepped as one batch. genomes [P, 867] -> [P]."""
+                  steps: int, temperature: float, seed: int, dream_dropout: float = 0.0,
+                  done_mode: str = "sampled", common_random_numbers: bool = False) -> torch.Tensor:
+    """Mean dream return per genome: all genomes x rollouts stepped as one batch. genomes [P, 867] -> [P].
+    With common_random_numbers every candidate meets the same start states, noise and dropout masks
+    within a generation, so their ranking reflects the controllers more than the draws."""
     p = genomes.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, starts["z0"].shape[0], (p * rollouts,), generator=gen)
-    out = dream_rollouts(mdnrnn, genomes, starts["z0"][idx], starts["h0"][idx],
-                         starts["c0"][idx], steps, temperature, generator_noise(p * rollouts, mdnrnn.latent_dim, seed))
+    n_draws = rollouts if common_random_numbers else p * rollouts
+    idx = torch.randint(0, starts["z0"].shape[0], (n_draws,), generator=gen)
+    noise = generator_noise(n_draws, mdnrnn.latent_dim, seed)
+    masks = dropout_masks(n_draws, mdnrnn.latent_dim, mdnrnn.hidden_dim, dream_dropout, seed)
+    if common_random_numbers:
+        idx, noise = idx.repeat(p), _repeated(noise, p)
+        masks = None if masks is None else (masks[0].repeat(p, 1), masks[1].repeat(p, 1))
+    out = dream_rollouts(mdnrnn, genomes, starts["z0"][idx], starts["h0"][idx], starts["c0"][idx], steps, temperature,
+                         noise, masks=masks, done_threshold=0.5 if done_mode == "threshold" else None)
     return out["returns"].view(p, rollouts).mean(dim=1)
+
+
+def _repeated(draw: Noise, times: int) -> Noise:
+    """R rows of noise -> P x R rows: candidate i's rollout j gets the same draws for every i."""
+    def step(t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return tuple(x.repeat(times, *([1] * (x.dim() - 1))) for x in draw(t))
+    return step
 
 
 def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
@@ -37,8 +53,7 @@ def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAC
         for g in range(cfg.generations):
             solutions = es.ask()
             genomes = torch.as_tensor(np.asarray(solutions), dtype=torch.float32)
-            fitness = dream_fitness(mdnrnn, genomes, starts, cfg.rollouts, cfg.dream_steps, cfg.temperature,
-                                    seed=cfg.seed * 100_003 + g).numpy()
+            fitness = _fitness(mdnrnn, genomes, starts, cfg, cfg.rollouts, seed=cfg.seed * 100_003 + g).numpy()
             es.tell(solutions, (-fitness).tolist())  # cma minimises
             stats = {"cma/best_fitness": float(fitness.max()), "cma/mean_fitness": float(fitness.mean()),
                      "cma/worst_fitness": float(fitness.min()), "cma/sigma": float(es.sigma)}
@@ -48,8 +63,14 @@ def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAC
             log(stats, g)
             bar.update(task, advance=1, status=f"best {stats['cma/best_fitness']:.1f} mean {stats['cma/mean_fitness']:.1f}")
     controller.set_flat(torch.as_tensor(es.result.xfavorite, dtype=torch.float32))
-    final = dream_fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, max(cfg.rollouts, 16),
-                          cfg.dream_steps, cfg.temperature, seed=cfg.seed + 7).item()
+    final = _fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, cfg, max(cfg.rollouts, 16),
+                     seed=cfg.seed + 7).item()
     history["final_dream_return"] = [final]
     log({"cma/final_dream_return": final}, cfg.generations)
     return controller, history
+
+
+def _fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tensor], cfg: CMAConfig, rollouts: int,
+             seed: int) -> torch.Tensor:
+    return dream_fitness(mdnrnn, genomes, starts, rollouts, cfg.dream_steps, cfg.temperature, seed,
+                         cfg.dream_dropout, cfg.done_mode, cfg.common_random_numbers)

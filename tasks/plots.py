@@ -78,3 +78,26 @@ def reward_curves(history: dict[str, list[float]], eval_rewards: dict[str, list[
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def learning_curve(points: list[dict], path: Path, score: str = "real return", target: float | None = 900.0) -> Path:
+    """The data flywheel: per round, the real score (mean +/- std over its evaluation episodes) and
+    the dream score, against the real simulator frames in the training data so far."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    frames = np.array([p["real_frames"] for p in points], dtype=float) / 1000.0
+    real = np.array([p["real_return"] for p in points])
+    std = np.array([p["real_std"] for p in points])
+    ax.errorbar(frames, real, yerr=std, marker="o", capsize=3, label=f"{score} (real simulator)")
+    ax.plot(frames, [p["dream_return"] for p in points], marker="s", ls="--", label="dream return (in M)")
+    for p, x, y in zip(points, frames, real):
+        ax.annotate(f"round {p['round']}\n{p['eval_episodes']} ep", (x, y), textcoords="offset points",
+                    xytext=(4, 6), fontsize=7)
+    if target is not None:
+        ax.axhline(target, ls=":", c="grey", lw=1)
+    ax.set(xlabel="real simulator frames in the training data (thousands)", ylabel="return",
+           title="learning curve over data rounds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -57,7 +57,7 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
     rng = np.random.default_rng(seed)
     zdim = latents[train_ids[0]]["mu"].shape[1]
     skip = zoom_steps(action_repeat) if cfg.skip_start_reward else 0
-    model = MDNRNN(zdim, 3, cfg.hidden_dim, cfg.n_gaussians, cfg.reward_weight, cfg.done_weight)
+    model = MDNRNN(zdim, 3, cfg.hidden_dim, cfg.n_gaussians, cfg.reward_weight, cfg.done_weight, cfg.dropout)
     if init is not None:  # warm start from a parent version's M
         model.load_state_dict(init.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)

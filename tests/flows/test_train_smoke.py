@@ -75,6 +75,36 @@ def test_warm_start_records_the_parent_and_reuses_its_vae(prefect_server, dreamo
     assert "controller weights hash to" in capsys.readouterr().err
 
 
+def test_rounds_collect_with_the_controller_and_register_only_the_final_round(prefect_server, dreamops_home, capsys):
+    """The data flywheel: round 1 drives with round 0's controller; each round is a nested run with
+    its real and dream return; the parent logs the learning curve; one version, with every round's
+    dataset in its lineage and the real frames it used."""
+    sets = ["rounds=2", "collect.episodes_per_round=2", "eval.round_episodes=1"]
+    assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "real frames" in capsys.readouterr().out
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name='carracing-vmc'")
+    assert len(versions) == 1
+    mv = versions[0]
+    round_hashes = mv.tags["round_data_hashes"].split(",")
+    assert len(round_hashes) == 2 and mv.tags["data_hash"] not in round_hashes  # the union has its own hash
+    parent = client.get_run(mv.run_id)
+    rounds = client.search_runs([parent.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{mv.run_id}'", order_by=["tags.round"])
+    assert [r.data.tags["round"] for r in rounds] == ["0", "1"]
+    assert all({"round/real_return", "round/dream_return", "round/real_frames"} <= set(r.data.metrics) for r in rounds)
+    frames = [r.data.metrics["round/real_frames"] for r in rounds]
+    assert frames[1] > frames[0] and int(mv.tags["real_frames"]) == frames[1] == parent.data.metrics["data/real_frames"]
+    assert {"mdn/holdout_nll", "cma/best_fitness"} <= set(rounds[1].data.metrics)  # round 1 trained M and C
+    assert "plots/learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    from dreamops.tasks.dataset import open_dataset
+    from dreamops.settings import get_settings
+
+    new = open_dataset(get_settings().datasets, round_hashes[1])
+    assert sorted(new.manifest["policy"]) == ["controller", "noisy_baseline"]  # the round's mix, 75/25 of 2
+    assert new.manifest["episode_id"].str.startswith("r01_").all()
+
+
 def _ui_lists_the_model(home):
     """`dreamops ui` serves the MLflow UI and its API on the embedded store."""
     import os

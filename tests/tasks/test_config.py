@@ -26,6 +26,14 @@ def test_overrides_apply_with_types():
     ("eval.compare_baselines", 1, "eval.compare_baselines"),
     ("gate.data.max_corrupt_frame_fraction", 1.5, "gate.data.max_corrupt_frame_fraction"),
     ("gate.model.vae_kl_min", 2e6, "gate.model.vae_kl_min"),  # smoke's vae_kl_max is 1e6
+    ("rounds", 0, "rounds must be >= 1"),
+    ("collect.round_policy_mix", {"controller": -1.0}, "collect.round_policy_mix"),
+    ("collect.round_policy_mix", {"autopilot": 1.0}, "collect.round_policy_mix"),
+    ("collect.controller_noise", -0.1, "collect.controller_noise"),
+    ("collect.episodes_per_round", 0, "collect.episodes_per_round"),
+    ("cma.dream_dropout", 1.0, "cma.dream_dropout"),
+    ("mdn.dropout", -0.1, "mdn.dropout"),
+    ("cma.done_mode", "never", "cma.done_mode"),
 ])
 def test_bad_values_raise_naming_the_key(key, value, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):

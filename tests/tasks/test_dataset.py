@@ -49,3 +49,79 @@ def test_policy_mix_is_honoured_and_interleaved():
     policies = assign_policies(cfg)
     assert policies.count("correlated") == 7 and policies.count("noisy_baseline") == 3
     assert set(policies[:4]) == {"correlated", "noisy_baseline"}
+
+
+def test_merge_names_the_union_by_its_own_hash_and_refuses_clashing_ids(tmp_path):
+    a = collect(_cfg(), tmp_path, workers=1, show_progress=False)
+    b = collect(_cfg(seed=5), tmp_path, workers=1, show_progress=False)
+    with pytest.raises(ValueError, match="more than one"):
+        ds.merge([a, b], tmp_path, {"rounds": [a.hash, b.hash]})  # both have ep_000000, ep_000001
+    assert not list(tmp_path.glob(".staging-*"))  # nothing half-made left behind
+    c = collect(CollectConfig(episodes=4, max_steps=55, seed=5), tmp_path, workers=1, show_progress=False)
+    late = ds.open_dataset(tmp_path, c.hash)
+    renamed = tmp_path / "renamed"
+    (renamed / "shards").mkdir(parents=True)
+    rows = []
+    for row in late.manifest.to_dict("records")[2:]:  # two episodes under round-1 ids
+        arrays = late.load(row["episode_id"])
+        shard, digest = ds.write_shard(renamed / "shards", "r01_" + row["episode_id"], arrays)
+        rows.append({**row, "episode_id": "r01_" + row["episode_id"], "shard": shard, "sha256": digest})
+    frames = late.frames().iloc[: 2 * 55].assign(episode_id=[r["episode_id"] for r in rows for _ in range(55)])
+    r1 = ds.finalize(renamed, tmp_path, rows, [frames], {"round": 1})
+    merged = ds.merge([a, r1], tmp_path, {"rounds": [a.hash, r1.hash]})
+    assert merged.hash not in (a.hash, r1.hash)
+    assert set(merged.manifest["episode_id"]) == set(a.manifest["episode_id"]) | set(r1.manifest["episode_id"])
+    assert merged.hash == ds.compute_dataset_hash(list(a.manifest["sha256"]) + list(r1.manifest["sha256"]))
+    assert len(merged.frames()) == merged.n_frames == 4 * 55
+    np.testing.assert_array_equal(merged.load("r01_ep_000002")["obs"], late.load("ep_000002")["obs"])
+
+
+def test_round_jobs_use_fresh_seeds_and_the_round_mix():
+    from dreamops.tasks.collect import round_jobs
+
+    cfg = CollectConfig(episodes=8, seed=3, episodes_per_round=4, round_policy_mix={"controller": 3, "correlated": 1})
+    r1, r2 = round_jobs(cfg, 1), round_jobs(cfg, 2)
+    assert [j.seed for j in r1] == [11, 12, 13, 14] and [j.seed for j in r2] == [15, 16, 17, 18]
+    assert sorted(j.policy for j in r1) == ["controller"] * 3 + ["correlated"]
+    assert all(j.episode_id.startswith("r02_") for j in r2)
+
+
+def test_an_on_policy_round_is_driven_by_the_given_controller(tmp_path):
+    import io
+
+    import torch
+
+    from dreamops.models.bundle import Architecture, VMCBundle
+    from dreamops.tasks.collect import collect_round
+
+    torch.manual_seed(0)
+    bundle = VMCBundle.create(Architecture(action_repeat=4))
+    with torch.no_grad():  # a controller that always steers hard left at full throttle
+        bundle.controller.fc.weight.zero_()
+        bundle.controller.fc.bias.copy_(torch.tensor([-5.0, 5.0, -5.0]))
+    buf = io.BytesIO()
+    torch.save(bundle.state(), buf)
+    cfg = CollectConfig(episodes=2, max_steps=55, episodes_per_round=2, round_policy_mix={"controller": 1.0},
+                        controller_noise=0.0)
+    r1 = collect_round(cfg, 1, buf.getvalue(), tmp_path, workers=1, show_progress=False)
+    assert list(r1.manifest["policy"]) == ["controller", "controller"]
+    actions = r1.load("r01_ep_000000")["actions"]
+    np.testing.assert_allclose(actions, np.tile([-1.0, 1.0, 0.0], (55, 1)), atol=1e-3)
+    assert collect_round(cfg, 1, buf.getvalue(), tmp_path, workers=1, show_progress=False).path == r1.path  # cached
+    with pytest.raises(ValueError, match="round 0"):
+        collect_round(cfg, 0, buf.getvalue(), tmp_path, workers=1, show_progress=False)
+
+
+def test_noisy_policy_stays_in_range_and_repeats_per_seed():
+    from dreamops.sim.policies import NoisyPolicy, RuleBasedPolicy
+
+    frame = np.full((64, 64, 3), 102, np.uint8)
+    def run(seed):
+        p = NoisyPolicy(RuleBasedPolicy(), noise_std=2.0)
+        p.reset(seed)
+        return np.stack([p.act(frame) for _ in range(200)])
+    a = run(1)
+    assert (a[:, 0] >= -1).all() and (a[:, 0] <= 1).all() and (a[:, 1] >= 0).all() and (a[:, 1] <= 1).all()
+    np.testing.assert_array_equal(a, run(1))
+    assert not np.array_equal(a, run(2))
+    assert a[:, 0].std() > 0.05  # the noise is there

@@ -39,3 +39,15 @@ def test_cma_es_improves_a_known_objective():
     # the learned controller floors the throttle from the start state
     action = controller(torch.zeros(1, 32), torch.zeros(1, 256))
     assert action[0, 1] > 0.9
+
+
+def test_common_random_numbers_give_equal_genomes_equal_fitness():
+    torch.manual_seed(0)
+    m = MDNRNN()
+    starts = {"z0": torch.randn(16, 32), "h0": torch.zeros(16, 256), "c0": torch.zeros(16, 256)}
+    g = (torch.randn(1, 867) * 0.2).repeat(4, 1)  # four copies of one controller
+    independent = dream_fitness(m, g, starts, rollouts=3, steps=20, temperature=1.0, seed=0)
+    shared = dream_fitness(m, g, starts, rollouts=3, steps=20, temperature=1.0, seed=0, dream_dropout=0.1,
+                           common_random_numbers=True)
+    assert len(set(independent.tolist())) > 1  # independent draws rank copies of one controller apart
+    assert len(set(shared.tolist())) == 1

@@ -1,0 +1,153 @@
+"""Quality as a distribution: train one version per training seed, evaluate each on the same
+evaluation episodes, next to the rule-based and random baselines on those seeds.
+
+    python bench/quality.py --profile quick --train-seeds 0 1 2            # 100 episodes each
+    python bench/quality.py --profile quick --train-seeds 0 --episodes 30 --tag rounds3 --set rounds=3
+
+Each seed runs the real train flow (collect, gates, V, M, C, register) on its own embedded store
+under --home, with `eval.episodes` set to --episodes so the version's own evaluation is the
+measurement. Results go to bench/results/quality-<agent>-<profile>[-<tag>].json, rewritten after
+every seed, so a long run that stops mid-way keeps what it measured. Baseline returns are cached
+by (policy, seeds, simulator code) under --home: they do not change between runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+EVAL_SEED = 100_000
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+    return out.stdout.strip()
+
+
+def stats(rewards: list[float]) -> dict:
+    r = np.asarray(rewards, dtype=float)
+    return {"mean": round(float(r.mean()), 2), "std": round(float(r.std()), 2), "min": round(float(r.min()), 2),
+            "max": round(float(r.max()), 2), "episodes": int(r.size)}
+
+
+def baseline(name: str, seeds: list[int], max_steps: int, home: Path, workers: int) -> dict:
+    """A baseline's returns on `seeds`, cached by the simulator and policy code that produced them."""
+    from dreamops.tasks.collect import collection_code_hash
+    from dreamops.tasks.evaluate import baseline_factory, evaluate
+
+    key = f"{name}-{seeds[0]}-{len(seeds)}-{max_steps}-{collection_code_hash()}"
+    cache = home / "baselines" / f"{key}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    report = evaluate(baseline_factory(name), name, seeds, max_steps, workers)
+    out = {**stats(report.rewards), "rewards": [round(r, 2) for r in report.rewards]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: list[str], home: Path) -> dict:
+    """One training seed through the real flow, in a subprocess (its own Prefect temporary server
+    and store): -> the flow's result with the version's evaluation."""
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    seed_home = home / f"seed-{seed}"
+    sets = [f"seed={seed}", f"eval.episodes={episodes}", "eval.compare_baselines=false", *overrides]
+    cmd = [sys.executable, "-m", "dreamops.flows.cli", "train", "--agent", agent, "--profile", profile,
+           "--no-progress", *[a for s in sets for a in ("--set", s)]]
+    env = {**os.environ, "DREAMOPS_HOME": str(seed_home)}
+    log = home / f"seed-{seed}.log"
+    print(f"[seed {seed}] {' '.join(shlex.quote(c) for c in cmd)}  (log: {log})", flush=True)
+    start = time.monotonic()
+    with log.open("w") as f:
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    wall = time.monotonic() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"training seed {seed} failed (exit {proc.returncode}); see {log}")
+    os.environ["DREAMOPS_HOME"] = str(seed_home)
+    get_settings.cache_clear()
+    client = store.configure(get_settings())
+    mv = store.get_version(agent, "latest")
+    report = json.loads(store.read_run_artifact(mv.run_id, "evaluation_report.json"))
+    rounds = store.read_run_artifact(mv.run_id, "rounds.json")
+    run = client.get_run(mv.run_id)
+    rewards = report["evaluation"]["vmc"]["rewards"]
+    return {"train_seed": seed, **stats(rewards), "real_frames": int(run.data.metrics["data/real_frames"]),
+            "wall_s": round(wall, 1), "version": mv.version, "data_hash": mv.tags["data_hash"],
+            "validation_status": mv.tags.get("validation_status"),
+            "dream_return": round(report["dream"]["final_return"], 2),
+            "rounds": json.loads(rounds) if rounds else None, "rewards": rewards}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agent", default="carracing-vmc")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per version (and baselines)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every seed (an ablation), repeatable")
+    p.add_argument("--tag", help="suffix of the results file, for ablations")
+    p.add_argument("--home", type=Path, default=ROOT / ".dreamops" / "bench-quality")
+    p.add_argument("--no-baselines", action="store_true")
+    args = p.parse_args(argv)
+    if args.agent != "carracing-vmc":
+        raise SystemExit("bench/quality.py measures carracing-vmc for now")
+    home = (args.home / f"{args.profile}{'-' + args.tag if args.tag else ''}").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    name = f"quality-{args.agent}-{args.profile}{'-' + args.tag if args.tag else ''}.json"
+    out_path = RESULTS / name
+    seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
+    result = {"agent": args.agent, "profile": args.profile, "overrides": args.overrides, "commit": _git("rev-parse", "HEAD"),
+              "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *(argv or sys.argv[1:])]),
+              "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
+
+    def write() -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=1) + "\n")
+
+    workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
+    if not args.no_baselines:
+        for b in ("rule_based", "random"):
+            result["baselines"][b] = baseline(b, seeds, 1000, args.home, workers)
+            print(f"[baseline] {b}: {result['baselines'][b]['mean']:.1f} +/- {result['baselines'][b]['std']:.1f}",
+                  flush=True)
+        write()
+    for seed in args.train_seeds:
+        row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
+        result["seeds"].append(row)
+        write()
+        print(f"[seed {seed}] mean {row['mean']:.1f} +/- {row['std']:.1f}, min {row['min']:.1f} over "
+              f"{row['episodes']} episodes; {row['real_frames']} real frames; {row['wall_s'] / 60:.1f} min", flush=True)
+    if result["seeds"]:
+        pooled = [r for s in result["seeds"] for r in s["rewards"]]
+        result["pooled"] = stats(pooled)
+        write()
+        print(f"\n{args.agent} {args.profile} {' '.join(args.overrides)}")
+        print(f"{'seed':>6}{'mean':>9}{'std':>8}{'min':>9}{'frames':>9}{'wall min':>10}")
+        for s in result["seeds"]:
+            print(f"{s['train_seed']:>6}{s['mean']:>9.1f}{s['std']:>8.1f}{s['min']:>9.1f}{s['real_frames']:>9}"
+                  f"{s['wall_s'] / 60:>10.1f}")
+        print(f"pooled {result['pooled']['mean']:.1f} +/- {result['pooled']['std']:.1f} over "
+              f"{result['pooled']['episodes']} episodes")
+        for b, v in result["baselines"].items():
+            print(f"{b}: {v['mean']:.1f} +/- {v['std']:.1f} (same {v['episodes']} seeds)")
+    print(f"-> {out_path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
