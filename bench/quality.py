@@ -66,7 +66,8 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
     sets = [f"seed={seed}", f"eval.episodes={episodes}", "eval.compare_baselines=false", *overrides]
     cmd = [sys.executable, "-m", "dreamops.flows.cli", "train", "--agent", agent, "--profile", profile,
            "--no-progress", *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "DREAMOPS_HOME": str(seed_home)}
+    # one dataset store for every seed and ablation: a collection with the same spec is reused
+    env = {**os.environ, "DREAMOPS_HOME": str(seed_home), "DREAMOPS_DATASET_DIR": str(home.parent / "datasets")}
     log = home / f"seed-{seed}.log"
     print(f"[seed {seed}] {' '.join(shlex.quote(c) for c in cmd)}  (log: {log})", flush=True)
     start = time.monotonic()
@@ -120,18 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
+    for seed in args.train_seeds:  # seeds first: a run that stops mid-way keeps the versions' figures
+        row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
+        result["seeds"].append(row)
+        write()
+        print(f"[seed {seed}] mean {row['mean']:.1f} +/- {row['std']:.1f}, min {row['min']:.1f} over "
+              f"{row['episodes']} episodes; {row['real_frames']} real frames; {row['wall_s'] / 60:.1f} min", flush=True)
     if not args.no_baselines:
         for b in ("rule_based", "random"):
             result["baselines"][b] = baseline(b, seeds, 1000, args.home, workers)
             print(f"[baseline] {b}: {result['baselines'][b]['mean']:.1f} +/- {result['baselines'][b]['std']:.1f}",
                   flush=True)
         write()
-    for seed in args.train_seeds:
-        row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
-        result["seeds"].append(row)
-        write()
-        print(f"[seed {seed}] mean {row['mean']:.1f} +/- {row['std']:.1f}, min {row['min']:.1f} over "
-              f"{row['episodes']} episodes; {row['real_frames']} real frames; {row['wall_s'] / 60:.1f} min", flush=True)
     if result["seeds"]:
         pooled = [r for s in result["seeds"] for r in s["rewards"]]
         result["pooled"] = stats(pooled)

@@ -260,6 +260,12 @@ class CarRacingConfig(RunConfig):
     them to the dataset (a new content hash), fine-tunes V and M on all data and re-evolves C warm.
     Only the final round is registered."""
 
+    def max_real_frames(self) -> int:
+        """The most simulator frames the run's training data can hold: every round's episodes at
+        full length (episodes that end early use fewer)."""
+        c = self.collect
+        return (c.episodes + (self.rounds - 1) * c.episodes_per_round) * c.max_steps * c.action_repeat
+
     def validate(self) -> "CarRacingConfig":
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
@@ -286,6 +292,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # Minutes on 2 cores: the main job's default; must already beat random.
     "quick": {},
+    # At most 90 minutes and 200k real frames on 2 cores: the quick round 0 (the same cached data),
+    # then 6 on-policy rounds of 24 episodes (176k frames at most); measured on 100 episodes.
+    "standard": {
+        "rounds": 7, "collect.episodes_per_round": 24,
+        "eval.episodes": 100, "eval.latency_iterations": 1000,
+        "gate.model.real_reward_min": 700.0,
+    },
     # The paper's scale: 10k rollouts, CMA-ES population 64 x 16 dream rollouts; hours.
     "full": {
         "collect.episodes": 10_000, "collect.max_steps": 250,
@@ -312,14 +325,15 @@ def resolve_config(profile: str, overrides: dict[str, Any] | None = None, agent:
     """The agent family's default config + the profile's overlay + explicit overrides (dotted keys),
     validated. -> CarRacingConfig or PickVLAConfig."""
     check_agent(agent)
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     if agent == "pick-vla":
         from dreamops.tasks.pick_config import PICK_PROFILES, PickVLAConfig
 
-        cfg, overlay = PickVLAConfig(profile=profile), PICK_PROFILES[profile]
+        family_profiles, make = PICK_PROFILES, PickVLAConfig
     else:
-        cfg, overlay = CarRacingConfig(profile=profile), PROFILES[profile]
+        family_profiles, make = PROFILES, CarRacingConfig
+    if profile not in family_profiles:
+        raise ValueError(f"unknown profile {profile!r} for {agent}; choose one of {', '.join(family_profiles)}")
+    cfg, overlay = make(profile=profile), family_profiles[profile]
     for key, value in {**overlay, **(overrides or {})}.items():
         _set_dotted(cfg, key, value)
     return cfg.validate()

@@ -9,7 +9,7 @@ from dreamops.api.auth import Principal
 from dreamops.api.db import TrainingJob
 from dreamops.api.deps import allowed, db
 from dreamops.api.schemas import TrainingJobOut, TrainingTrigger
-from dreamops.tasks.config import AGENTS, PROFILES
+from dreamops.tasks.config import AGENTS, resolve_config
 
 router = APIRouter(prefix="/training", tags=["training"])
 
@@ -24,8 +24,10 @@ def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | No
     if body.agent == "pick-vla" and body.data_window_hours:
         raise HTTPException(422, "data_window_hours (fleet episodes) is carracing-vmc only; pick-vla trains on "
                                  "fresh demonstrations")
-    if body.profile not in PROFILES:
-        raise HTTPException(422, f"unknown profile {body.profile!r}; choose one of {', '.join(PROFILES)}")
+    try:
+        resolve_config(body.profile, agent=body.agent)  # the family's own profiles
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     job, created = training.trigger(session, body.warehouse_id, body.agent, body.profile, body.data_window_hours,
                                     who.name, idempotency_key)
     if not created:

@@ -10,6 +10,13 @@ def test_profiles_resolve_and_full_is_the_paper_scale():
     assert (full.collect.episodes, full.cma.population, full.cma.rollouts) == (10_000, 64, 16)
 
 
+def test_standard_fits_its_real_frame_budget_and_gates_at_700():
+    std = resolve_config("standard")
+    assert std.rounds > 1 and std.max_real_frames() <= 200_000
+    assert std.eval.episodes == 100 and std.gate.model.real_reward_min == 700
+    assert resolve_config("quick").max_real_frames() == 32 * 250 * 4
+
+
 def test_overrides_apply_with_types():
     cfg = resolve_config("smoke", dict([parse_override("cma.generations=7"), parse_override("vae.lr=3e-4")]))
     assert cfg.cma.generations == 7 and cfg.vae.lr == pytest.approx(3e-4)
