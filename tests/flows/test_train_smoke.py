@@ -79,7 +79,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     """The data flywheel: round 1 drives with round 0's controller; each round is a nested run with
     its real and dream return; the parent logs the learning curve; one version, with every round's
     dataset in its lineage and the real frames it used."""
-    sets = ["rounds=2", "collect.episodes_per_round=2", "eval.round_episodes=1"]
+    sets = ["rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1"]
     assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
     assert "real frames" in capsys.readouterr().out
     client = mlflow.MlflowClient()
@@ -101,7 +101,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     from dreamops.settings import get_settings
 
     new = open_dataset(get_settings().datasets, round_hashes[1])
-    assert sorted(new.manifest["policy"]) == ["controller", "noisy_baseline"]  # the round's mix, 75/25 of 2
+    assert sorted(new.manifest["policy"]) == ["controller"] * 3 + ["noisy_baseline"]  # the round's mix, 75/25
     assert new.manifest["episode_id"].str.startswith("r01_").all()
 
 
