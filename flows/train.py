@@ -125,7 +125,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                     parts.append(new)
                     new_train, new_holdout = new.split(cfg.vae.holdout_fraction, cfg.seed + k)
                     train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
-                r = _round_config(cfg, k)
+                r = cfg.for_round(k)
                 vae, vae_report = train_vae_task(data, train_ids, holdout_ids, r.vae, cfg.seed + k, log,
                                                  show_progress, init=models["vae"])
                 latents = encode_task(vae, data)
@@ -259,19 +259,6 @@ def _round_run(k: int, rounds: int):
     if rounds == 1:
         return contextlib.nullcontext()
     return mlflow.start_run(run_name=f"round-{k}", nested=True, tags={"round": str(k)})
-
-
-def _round_config(cfg, k: int):
-    """Round 0 trains from scratch (or the parent) with the profile's budget; a later round
-    fine-tunes V and M warm for their round_epochs and re-evolves C warm for round_generations
-    from round_sigma0. The CMA-ES seed follows the training seed."""
-    cma_seed = cfg.cma.seed + cfg.seed + 1_000 * k
-    if k == 0:
-        return replace(cfg, cma=replace(cfg.cma, seed=cma_seed))
-    return replace(cfg, vae=replace(cfg.vae, epochs=cfg.vae.round_epochs),
-                   mdn=replace(cfg.mdn, epochs=cfg.mdn.round_epochs),
-                   cma=replace(cfg.cma, seed=cma_seed, generations=cfg.cma.round_generations,
-                               sigma0=cfg.cma.round_sigma0))
 
 
 def _architecture(cfg) -> Architecture:

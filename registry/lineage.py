@@ -20,7 +20,9 @@ def lineage(model: str, ref: str) -> dict:
         "model": model, "version": str(mv.version), "semver": tags.get("semver"),
         "aliases": sorted(mv.aliases), "created": mv.creation_timestamp, "run_id": mv.run_id,
         "source": mv.source, "parent_version": tags.get("parent_version"),
-        "data": {"hash": tags.get("data_hash"), "uri": tags.get("data_uri"), "mlflow_inputs": list(datasets)},
+        "data": {"hash": tags.get("data_hash"), "uri": tags.get("data_uri"), "mlflow_inputs": list(datasets),
+                 "rounds": [h for h in tags.get("round_data_hashes", "").split(",") if h],
+                 "real_frames": int(tags["real_frames"]) if tags.get("real_frames", "").isdigit() else None},
         "weights": {k.removeprefix("weights."): v for k, v in tags.items() if k.startswith("weights.")},
         "config": config, "arch_hash": tags.get("lineage.arch_hash"), "hparams_hash": tags.get("lineage.hparams_hash"),
         "git_sha": tags.get("git_sha"), "validation_status": tags.get("validation_status"),
@@ -54,6 +56,10 @@ def format_lineage(info: dict) -> str:
              f"  run {info['run_id']}   git {info['git_sha']}",
              f"  parent version: {info['parent_version'] or '- (trained from scratch)'}",
              f"  data {info['data']['hash']}" + (f"  at {info['data']['uri']}" if info['data']['uri'] else "")]
+    if len(info["data"]["rounds"]) > 1:  # a multi-round run: the data of each round
+        lines += [f"    round {k} data {digest}" for k, digest in enumerate(info["data"]["rounds"])]
+    if info["data"]["real_frames"] is not None:
+        lines.append(f"  real simulator frames in the training data: {info['data']['real_frames']:,}")
     lines += [f"  weights {name:<11} sha256 {digest}" for name, digest in sorted(info["weights"].items())]
     lines.append(f"  architecture {info['arch_hash']}   hyperparameters {info['hparams_hash']}")
     lines.append(f"  validation_status {info['validation_status']}")

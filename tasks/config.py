@@ -260,6 +260,20 @@ class CarRacingConfig(RunConfig):
     them to the dataset (a new content hash), fine-tunes V and M on all data and re-evolves C warm.
     Only the final round is registered."""
 
+    def for_round(self, k: int) -> "CarRacingConfig":
+        """The config round k trains with. Round 0: the profile's budget, from scratch (or the
+        parent). A later round fine-tunes V and M warm for their round_epochs and re-evolves C warm
+        for cma.round_generations from cma.round_sigma0. The CMA-ES seed follows the training seed
+        and the round, so seed 1 is not seed 0's search with other weights."""
+        cma_seed = self.cma.seed + self.seed + 1_000 * k
+        if k == 0:
+            return dataclasses.replace(self, cma=dataclasses.replace(self.cma, seed=cma_seed))
+        return dataclasses.replace(
+            self, vae=dataclasses.replace(self.vae, epochs=self.vae.round_epochs),
+            mdn=dataclasses.replace(self.mdn, epochs=self.mdn.round_epochs),
+            cma=dataclasses.replace(self.cma, seed=cma_seed, generations=self.cma.round_generations,
+                                    sigma0=self.cma.round_sigma0))
+
     def max_real_frames(self) -> int:
         """The most simulator frames the run's training data can hold: every round's episodes at
         full length (episodes that end early use fewer)."""

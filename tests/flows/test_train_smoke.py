@@ -103,6 +103,10 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     new = open_dataset(get_settings().datasets, round_hashes[1])
     assert sorted(new.manifest["policy"]) == ["controller"] * 3 + ["noisy_baseline"]  # the round's mix, 75/25
     assert new.manifest["episode_id"].str.startswith("r01_").all()
+    assert main(["lineage", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"round 0 data {round_hashes[0]}" in out and f"round 1 data {round_hashes[1]}" in out
+    assert f"real simulator frames in the training data: {int(frames[1]):,}" in out
 
 
 def _ui_lists_the_model(home):

@@ -17,6 +17,16 @@ def test_standard_fits_its_real_frame_budget_and_gates_at_700():
     assert resolve_config("quick").max_real_frames() == (32 + 16) * 250 * 4
 
 
+def test_later_rounds_fine_tune_and_training_seeds_reach_cma_es():
+    cfg = resolve_config("quick")
+    r0, r1 = cfg.for_round(0), cfg.for_round(1)
+    assert (r0.vae.epochs, r0.mdn.epochs, r0.cma.generations) == (cfg.vae.epochs, cfg.mdn.epochs, cfg.cma.generations)
+    assert (r1.vae.epochs, r1.mdn.epochs, r1.cma.generations) == (0, cfg.mdn.round_epochs, cfg.cma.round_generations)
+    assert r1.cma.sigma0 == cfg.cma.round_sigma0 and r0.cma.seed != r1.cma.seed
+    assert resolve_config("quick", {"seed": 1}).for_round(0).cma.seed != r0.cma.seed
+    assert cfg.cma.generations == resolve_config("quick").cma.generations  # for_round does not edit the config
+
+
 def test_overrides_apply_with_types():
     cfg = resolve_config("smoke", dict([parse_override("cma.generations=7"), parse_override("vae.lr=3e-4")]))
     assert cfg.cma.generations == 7 and cfg.vae.lr == pytest.approx(3e-4)
