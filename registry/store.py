@@ -79,8 +79,13 @@ def log_json(obj: Any, artifact_file: str) -> None:
 
 
 def frame_signature() -> ModelSignature:
+    """carracing-vmc: frames in, actions out; `reset` (start of an episode: clear M's memory) is a parameter.
+    Every parameter the pyfunc reads must be here: MLflow drops (with a warning) params the signature lacks."""
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 64, 64, 3))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3))]))
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3))]),
+                          params=ParamSchema([ParamSpec("reset", "boolean", False)]))
 
 
 @dataclass
