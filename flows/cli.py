@@ -324,8 +324,17 @@ def _server(args, settings) -> int:
 
 
 def _api(args, settings) -> int:
+    import signal
+
     import uvicorn
 
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down on SIGTERM, then raises it again with the handler found before it: with the
+    # default one the process died at once, and what it started (Prefect's temporary server, stopped
+    # at exit) lived on. Exiting normally runs those exit hooks.
+    signal.signal(signal.SIGTERM, stop)
     uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info")
     return 0
 
