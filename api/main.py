@@ -59,6 +59,7 @@ def reconcile_aliases() -> int:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    settings.resolved_home.mkdir(parents=True, exist_ok=True)  # the embedded default's SQLite lives there
     await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
     await run_in_threadpool(promotions)  # MLflow configured once, before any route needs it
 
