@@ -109,8 +109,18 @@ def register_pyfunc(model_name: str, python_model: Any, artifacts: dict[str, str
     return RegisteredVersion(model_name, version, mlflow.active_run().info.run_id, f"models:/{model_name}/{version}")
 
 
+def filter_literal(value: str) -> str:
+    """`value` as a string literal of an MLflow search filter. MLflow's filter grammar has no escape
+    character: the literal is quoted with the quote mark `value` does not contain."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ModelVersionNotFoundError(f"no model {value!r}: a name with both quote marks cannot be searched in MLflow")
+
+
 def _versions(model_name: str) -> list[ModelVersion]:
-    return MlflowClient().search_model_versions(f"name='{model_name}'")
+    return MlflowClient().search_model_versions(f"name={filter_literal(model_name)}")
 
 
 def get_version(model_name: str, ref: str) -> ModelVersion:
