@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -194,14 +196,29 @@ def start(session: Session, promotions: Promotions, model: str, ref: str, policy
         raise DeploymentConflict(f"version {mv.version} is already in production")
     deployment = Deployment(model=model, version=str(mv.version), baseline_version=baseline, warehouse_id=warehouse_id,
                             robot_ids=robot_ids, stages=policy.stages, policy=stored_policy, created_by=actor)
-    session.add(deployment)
-    session.flush()
-    if set_alias:
-        promotions.promote(model, str(mv.version), "canary", source="api",
-                           reason=f"canary deployment {deployment.id} by {actor}")
-    _audit(session, actor, "deployment.create", deployment, baseline=baseline, stages=policy.stages)
-    session.commit()
+    with atomically(session, promotions) as p:
+        session.add(deployment)
+        session.flush()
+        if set_alias:
+            p.promote(model, str(mv.version), "canary", source="api",
+                      reason=f"canary deployment {deployment.id} by {actor}")
+        _audit(session, actor, "deployment.create", deployment, baseline=baseline, stages=policy.stages)
     return deployment
+
+
+@contextmanager
+def atomically(session: Session, promotions: Promotions) -> Iterator[Promotions]:
+    """The session's changes, their audit rows and the alias moves made through the yielded
+    promotions commit together, or not at all: on any failure the session rolls back and the
+    aliases are put back (a failed deploy leaves no `canary` behind)."""
+    p = promotions.bind(session.connection())
+    try:
+        yield p
+        session.commit()
+    except BaseException:
+        session.rollback()
+        p.undo()
+        raise
 
 
 def start_from_alias(session: Session, promotions: Promotions, model: str, version: str) -> Deployment | None:
@@ -225,43 +242,43 @@ def step(session: Session, deployment_id: str, promotions: Promotions, now: date
     """Evaluate one deployment and apply the outcome, holding its row lock (PostgreSQL) so API
     workers and the ticker do not act twice."""
     # populate_existing: the row as it is now, not as this session loaded it before the lock
-    deployment = session.scalars(sa.select(Deployment).where(Deployment.id == deployment_id).with_for_update()
-                                 .execution_options(populate_existing=True)).one()
-    if deployment.status != ACTIVE:
-        session.commit()
-        return deployment
-    now = now or utcnow()
-    verdict = judge(session, deployment, now)
-    deployment.statistics = verdict.statistics | {"last_verdict": verdict.action, "last_reason": verdict.reason}
-    if verdict.action == "rollback":
-        breach_at = datetime.fromisoformat(verdict.statistics["breach"]["ended_at"])
-        _end(session, deployment, "rolled_back", verdict.reason, promotions, breach_at=breach_at)
-    elif verdict.action == "advance":
-        deployment.stage_index += 1
-        deployment.stage_started_at = now
-        _audit(session, "system", "deployment.advance", deployment, percent=deployment.stages[deployment.stage_index])
-    elif verdict.action == "complete":
-        _end(session, deployment, "completed", "every stage passed", promotions)
-    session.commit()
+    with atomically(session, promotions) as p:
+        deployment = session.scalars(sa.select(Deployment).where(Deployment.id == deployment_id).with_for_update()
+                                     .execution_options(populate_existing=True)).one()
+        if deployment.status != ACTIVE:
+            return deployment
+        now = now or utcnow()
+        verdict = judge(session, deployment, now)
+        deployment.statistics = verdict.statistics | {"last_verdict": verdict.action, "last_reason": verdict.reason}
+        if verdict.action == "rollback":
+            breach_at = datetime.fromisoformat(verdict.statistics["breach"]["ended_at"])
+            _end(session, deployment, "rolled_back", verdict.reason, p, breach_at=breach_at)
+        elif verdict.action == "advance":
+            deployment.stage_index += 1
+            deployment.stage_started_at = now
+            _audit(session, "system", "deployment.advance", deployment,
+                   percent=deployment.stages[deployment.stage_index])
+        elif verdict.action == "complete":
+            _end(session, deployment, "completed", "every stage passed", p)
     return deployment
 
 
 def rollback(session: Session, deployment: Deployment, reason: str, promotions: Promotions, actor: str) -> Deployment:
-    _end(session, deployment, "rolled_back", reason, promotions, actor=actor)
-    session.commit()
+    with atomically(session, promotions) as p:
+        _end(session, deployment, "rolled_back", reason, p, actor=actor)
     return deployment
 
 
 def promote_stage(session: Session, deployment: Deployment, promotions: Promotions, actor: str) -> Deployment:
     """An engineer moves the rollout on by hand (guardrail breaches still roll back)."""
-    if deployment.stage_index == len(deployment.stages) - 1:
-        _end(session, deployment, "completed", f"promoted by hand by {actor}", promotions, actor=actor)
-    else:
-        deployment.stage_index += 1
-        deployment.stage_started_at = utcnow()
-        _audit(session, actor, "deployment.advance", deployment, percent=deployment.stages[deployment.stage_index],
-               by_hand=True)
-    session.commit()
+    with atomically(session, promotions) as p:
+        if deployment.stage_index == len(deployment.stages) - 1:
+            _end(session, deployment, "completed", f"promoted by hand by {actor}", p, actor=actor)
+        else:
+            deployment.stage_index += 1
+            deployment.stage_started_at = utcnow()
+            _audit(session, actor, "deployment.advance", deployment,
+                   percent=deployment.stages[deployment.stage_index], by_hand=True)
     return deployment
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from dreamops.sql import make_engine
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -152,6 +154,9 @@ def upgrade(url: str) -> None:
 
 @lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
+    from dreamops.registry import audit
+
     upgrade(url)
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    engine = make_engine(url)
+    audit.metadata.create_all(engine)  # alias moves are written through these sessions (canary.atomically)
     return sessionmaker(engine, expire_on_commit=False)

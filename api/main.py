@@ -9,16 +9,18 @@ import logging
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dreamops.api import canary
 from dreamops.api.auth import AuthError
 from dreamops.api.db import Deployment, session_factory
 from dreamops.api.deps import promotions
 from dreamops.api.routes import deployments, models, robots, training, webhooks
+from dreamops.api.schemas import ErrorOut
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 from dreamops.settings import get_settings
@@ -59,6 +61,7 @@ def reconcile_aliases() -> int:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    settings.resolved_home.mkdir(parents=True, exist_ok=True)  # the embedded default's SQLite lives there
     await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
     await run_in_threadpool(promotions)  # MLflow configured once, before any route needs it
 
@@ -88,18 +91,39 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, **extra}, status_code=status)
 
 
+ERRORS = {400: "the body cannot be read (webhooks: not an MLflow event)",
+          401: "missing, malformed or revoked bearer token (webhooks: bad signature or timestamp)",
+          403: "the token's role may not do this", 404: "no such version, deployment, job or robot",
+          409: "refused by the promotion rules, a rollout conflict, or a replayed delivery",
+          413: "upload too large", 422: "invalid request: the message names each bad field",
+          503: "a server dreamops needs (Prefect, the database) is unavailable"}
+# the error answers each router's routes can give (all of them: ErrorOut bodies)
+ROUTER_ERRORS = {"training": (401, 403, 404, 422, 503), "models": (401, 403, 404, 422),
+                 "deployments": (401, 403, 404, 409, 422), "robots": (401, 403, 404, 413, 422),
+                 "webhooks": (400, 401, 409, 422)}
+
+
+def _documented(statuses) -> dict:
+    return {status: {"model": ErrorOut, "description": ERRORS[status]} for status in statuses}
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="dreamops", version="0.1.0", lifespan=lifespan,
                   description="Training triggers, model lookup, staged canary rollouts and registry events.")
-    for router in (training.router, models.router, deployments.router, robots.router, webhooks.router):
-        app.include_router(router, prefix=API_PREFIX)
+    for name, router in (("training", training.router), ("models", models.router),
+                         ("deployments", deployments.router), ("robots", robots.router),
+                         ("webhooks", webhooks.router)):
+        app.include_router(router, prefix=API_PREFIX, responses=_documented(ROUTER_ERRORS[name]))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own (its body parsing raises Starlette's)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):  # FastAPI could not decode the body
+            return _error(422, f"invalid request: body is not UTF-8 JSON ({exc.__cause__.__class__.__name__})",
+                          errors=[{"where": "body", "problem": "not UTF-8 JSON"}])
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)

@@ -1,11 +1,36 @@
-"""Request and response bodies of the REST API."""
+"""Request and response bodies of the REST API.
+
+Every number is finite and within a range its column holds (int64, and floats far from overflow
+so that sums and means stay finite); every string is no longer than its PostgreSQL column (SQLite
+would store it, PostgreSQL would refuse it: the two stores must agree)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from dreamops.registry.audit import AliasMove
+
+
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+MAX_ABS = 1e12  # any figure a robot reports; sums of 10^6 of them stay far from float overflow
+ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS, le=MAX_ABS)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+WarehouseId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]  # String(64) columns
+RobotId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+VersionRef = Annotated[str, Field(min_length=1, max_length=16)]  # String(16) columns
+DeploymentId = Annotated[str, Field(min_length=1, max_length=32)]  # String(32) columns
+MODEL_NAME_MAX = 256  # String(256) columns
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: the HTTP status again and what went wrong (validation errors add `errors`)."""
+    status: int
+    message: str
+    errors: list[dict] | None = None
 
 
 class AliasMoveOut(BaseModel):
@@ -47,23 +72,24 @@ class Assignment(BaseModel):
 
 
 class EpisodeReport(BaseModel):
-    seed: int
-    reward: float
-    collisions: int = Field(ge=0, description="off-track events (CarRacing's collisions)")
-    steps: int = Field(ge=1)
-    latency_p50_ms: float = Field(ge=0)
-    latency_p99_ms: float = Field(ge=0)
-    residual: float | None = Field(None, ge=0, description="mean |M's predicted next z - encoded z| (drift)")
+    seed: int = Field(ge=INT64_MIN, le=INT64_MAX)
+    reward: Finite
+    collisions: Count = Field(description="off-track events (CarRacing's collisions)")
+    steps: int = Field(ge=1, le=INT64_MAX)
+    latency_p50_ms: float = Field(ge=0, le=MAX_ABS, allow_inf_nan=False)
+    latency_p99_ms: float = Field(ge=0, le=MAX_ABS, allow_inf_nan=False)
+    residual: float | None = Field(None, ge=0, le=MAX_ABS, allow_inf_nan=False,
+                                   description="mean |M's predicted next z - encoded z| (drift)")
     ended_at: datetime = Field(description="when the episode ended, on the robot's clock (UTC)")
 
 
 class TelemetryBatch(BaseModel):
-    warehouse_id: str
-    version: str
-    deployment_id: str | None = None
+    warehouse_id: WarehouseId
+    version: VersionRef
+    deployment_id: DeploymentId | None = None
     episodes: list[EpisodeReport] = Field(min_length=1, max_length=1000)
-    latents: list[list[float]] = Field(default_factory=list, max_length=256,
-                                       description="a sample of V's latent means, for drift checks")
+    latents: list[Annotated[list[Finite], Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=256, description="a sample of V's latent means, for drift checks")
 
 
 class TelemetryAck(BaseModel):
@@ -80,11 +106,11 @@ class EpisodeUploadAck(BaseModel):
 # --- training ---
 
 class TrainingTrigger(BaseModel):
-    warehouse_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    warehouse_id: WarehouseId
     data_window_hours: float | None = Field(None, gt=0, le=24 * 365,
                                             description="also train on fleet episodes uploaded in this window")
-    agent: str = "carracing-vmc"
-    profile: str = "quick"
+    agent: str = Field("carracing-vmc", max_length=64)
+    profile: str = Field("quick", max_length=16)
 
 
 class TrainingJobOut(BaseModel):
@@ -124,18 +150,19 @@ class VersionOut(BaseModel):
 # --- deployments ---
 
 class DeployRequest(BaseModel):
-    warehouse_id: str | None = Field(None, min_length=1, max_length=64)
-    robot_ids: list[str] | None = Field(None, min_length=1, max_length=10_000)
+    warehouse_id: WarehouseId | None = None
+    robot_ids: list[RobotId] | None = Field(None, min_length=1, max_length=10_000)
     rollout_percent: int = Field(10, gt=0, le=100, description="the first stage's share of robots on the canary")
-    stages: list[int] | None = Field(None, description="explicit stages, e.g. [5, 20, 100]; default from rollout_percent")
-    bake_seconds: float = Field(60.0, ge=0)
-    min_episodes: int = Field(5, ge=1)
-    max_collisions_per_episode: float = Field(0.0, ge=0)
-    min_mean_reward: float = 0.0
-    max_latency_p99_ms: float = Field(80.0, gt=0)
+    stages: list[Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]] | None = Field(
+        None, max_length=100, description="explicit stages, e.g. [5, 20, 100]; default from rollout_percent")
+    bake_seconds: float = Field(60.0, ge=0, le=MAX_ABS, allow_inf_nan=False)
+    min_episodes: int = Field(5, ge=1, le=INT64_MAX)
+    max_collisions_per_episode: float = Field(0.0, ge=0, le=MAX_ABS, allow_inf_nan=False)
+    min_mean_reward: Finite = 0.0
+    max_latency_p99_ms: float = Field(80.0, gt=0, le=MAX_ABS, allow_inf_nan=False)
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
-    min_detectable_drop: float = Field(50.0, gt=0)
+    min_detectable_drop: float = Field(50.0, gt=0, le=MAX_ABS, allow_inf_nan=False)
 
 
 class DeploymentOut(BaseModel):

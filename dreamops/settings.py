@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     server_webhooks_to_private: bool = Field(False, description="`dreamops server`: let MLflow deliver webhooks "
                                              "over http to private addresses (the API on the same network).")
     server_webhook_key: str | None = Field(None, description="`dreamops server`: Fernet key MLflow encrypts "
-                                           "webhook secrets with; without it they are unreadable after a restart.")
+                                           "webhook secrets with; default: one generated once into home (mlflow-webhook.key). "
+                                           "Set it in production, where servers do not share a home.")
 
     @property
     def resolved_home(self) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     t.add_argument("--parent", help="warm-start V, M and C from this version (number, semver or alias); "
                                     "recorded as the new version's parent")
+    t.add_argument("--verbose", action="store_true", help="on a refused run, also show Prefect's traceback")
 
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
@@ -187,6 +189,7 @@ def _train(args, settings) -> int:
         raise ValueError("--parent (warm start) is carracing-vmc only for now")
     from dreamops.flows.train import train
 
+    _quiet_refusals(not args.verbose)
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
                    dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
     print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
@@ -201,6 +204,30 @@ def _train(args, settings) -> int:
     exe = sys.argv[0] if sys.argv[0].endswith("dreamops") else "dreamops"  # e.g. .venv/bin/dreamops under make
     print(f"  open the MLflow UI with: {exe} ui   (then http://127.0.0.1:5000)")
     return 0
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """What main() reports in one line itself: bad input, a failed gate, a refused promotion."""
+    from dreamops.validation.data_gate import DataGateError
+
+    return isinstance(exc, (ValueError, LookupError, DataGateError, PromotionRefusedError, VersionIntegrityError))
+
+
+class _NoRefusalTracebacks(logging.Filter):
+    """Drops Prefect's 'Encountered exception' record (and its traceback) for a refusal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and _is_refusal(exc))
+
+
+def _quiet_refusals(quiet: bool) -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        for f in [f for f in logger.filters if isinstance(f, _NoRefusalTracebacks)]:
+            logger.removeFilter(f)
+        if quiet:
+            logger.addFilter(_NoRefusalTracebacks())
 
 
 def _vmc_lines(result: dict) -> list[str]:
@@ -324,8 +351,17 @@ def _server(args, settings) -> int:
 
 
 def _api(args, settings) -> int:
+    import signal
+
     import uvicorn
 
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down on SIGTERM, then raises it again with the handler found before it: with the
+    # default one the process died at once, and what it started (Prefect's temporary server, stopped
+    # at exit) lived on. Exiting normally runs those exit hooks.
+    signal.signal(signal.SIGTERM, stop)
     uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info")
     return 0
 

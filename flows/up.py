@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamops.registry.server import mlflow_server_command
+from dreamops.registry.server import home_secret, mlflow_server_command
 from dreamops.settings import Settings
 
 
@@ -98,7 +98,8 @@ def up(settings: Settings, host: str = "127.0.0.1", ports: Ports = Ports(), read
     home = settings.resolved_home
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    secret = settings.webhook_secret or secrets.token_urlsafe(24)
+    # kept in the home: a restarted stack's API and MLflow server agree with the stored webhook
+    secret = settings.webhook_secret or home_secret(home / "webhook-secret", lambda: secrets.token_urlsafe(24))
     tracking = f"http://{host}:{ports.mlflow}"
     prefect_api = f"http://{host}:{ports.prefect}/api"
     base = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DREAMOPS_HOME": str(home)}

@@ -8,11 +8,15 @@ restarts and API workers.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
 import sqlalchemy as sa
+
+from dreamops.sql import lock_promotions, make_engine
 
 metadata = sa.MetaData()
 
@@ -54,8 +58,35 @@ class AliasMove:
 
 
 class AuditLog:
-    def __init__(self, url: str):
+    """The log on its own engine, or bound to a caller's open transaction (`bound`): then its rows
+    commit or roll back with the caller's (e.g. the deployment row of a canary)."""
+
+    def __init__(self, url: str, conn: sa.Connection | None = None):
+        self.url, self.conn = url, conn
         self.engine = _engine(url)
+
+    def bound(self, conn: sa.Connection) -> "AuditLog":
+        return AuditLog(self.url, conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """The one transaction of an alias move, holding the promotions lock (see dreamops.sql) so
+        that no other process judges the aliases while a move is half-written."""
+        if self.conn is not None:
+            lock_promotions(self.conn)
+            yield self.conn
+            return
+        with self.engine.begin() as conn:
+            lock_promotions(conn)
+            yield conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        if self.conn is not None:
+            yield self.conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
 
     def record(self, move: AliasMove) -> AliasMove:
         if move.outcome not in OUTCOMES:
@@ -63,7 +94,7 @@ class AuditLog:
         at = move.at or datetime.now(timezone.utc)
         row = {k: getattr(move, k) for k in ("model", "alias", "from_version", "to_version", "actor", "source",
                                               "reason", "outcome")}
-        with self.engine.begin() as conn:
+        with self._connection() as conn:
             new_id = conn.execute(alias_moves.insert().values(**row, at=at)).inserted_primary_key[0]
         return AliasMove(**row, at=at, id=new_id)
 
@@ -74,7 +105,7 @@ class AuditLog:
             q = q.where(alias_moves.c.alias == alias)
         if limit:
             q = q.limit(limit)
-        with self.engine.connect() as conn:
+        with self._connection() as conn:
             return [AliasMove(**{**r._mapping, "at": _utc(r.at)}) for r in conn.execute(q)]
 
     def known_state(self, model: str) -> dict[str, str]:
@@ -107,6 +138,6 @@ def _utc(at: datetime) -> datetime:
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True)
+    engine = make_engine(url)
     metadata.create_all(engine)
     return engine

@@ -5,15 +5,22 @@ webhooks and the alias reconciler.
   `validation_status` is `passed` and whose every `gate.*` tag says passed.
 - Moving `production` moves the previous holder to `last-known-good`.
 - `rollback` puts `last-known-good` (or a chosen passed version) back in production.
-- Every move, refused attempt and revert is written to the audit log (who, when, from, to, why).
+- Every move, refused attempt and revert is written to the audit log (who, when, from, to, why),
+  once: a move's audit rows commit with its alias writes, or the aliases are put back; moves are
+  serialised across threads and processes by a database lock (see dreamops.sql), so the webhook
+  handler or the reconciler never sees a move of ours half-written and records it a second time.
 - A move made outside dreamops (an engineer setting an alias in the MLflow UI) is seen by the
   webhook handler or the reconciler and goes through the same rules: accepted and completed
   (last-known-good), or reverted.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
+
+import sqlalchemy as sa
 
 from mlflow.entities.model_registry import ModelVersion
 
@@ -21,6 +28,7 @@ from dreamops.registry import store
 from dreamops.registry.audit import AliasMove, AuditLog
 from dreamops.registry.errors import PromotionRefusedError
 from dreamops.settings import Settings
+from dreamops.sql import lock_promotions
 
 ALIASES = store.ALIASES
 PROMOTABLE = ("staging", "canary", "production")
@@ -43,17 +51,50 @@ def refusal(mv: ModelVersion) -> str | None:
 
 
 class Promotions:
-    """Alias moves of the registry's models, under the rules above."""
+    """Alias moves of the registry's models, under the rules above.
 
-    _lock = threading.Lock()  # one move at a time per process: webhook and reconciler may race
+    Each public method is one unit: its audit rows commit with its alias writes in one
+    transaction that holds the promotions lock, and a failure puts the aliases back. `bind(conn)`
+    joins a caller's open transaction instead (the API's canary: the deployment row, its audit
+    rows and the alias move commit together); the caller commits, or rolls back and calls `undo()`."""
 
     def __init__(self, audit: AuditLog, actor: str):
         self.audit, self.actor = audit, actor
+        self._written: list[tuple[str, str, str | None]] = []  # (model, alias, previous holder), in order
 
     @classmethod
     def from_settings(cls, settings: Settings, actor: str | None = None) -> "Promotions":
         settings.resolved_home.mkdir(parents=True, exist_ok=True)
         return cls(AuditLog(settings.sql_url), actor or settings.actor_name)
+
+    def bind(self, conn: sa.Connection) -> "Promotions":
+        return Promotions(self.audit.bound(conn), self.actor)
+
+    def undo(self) -> None:
+        """Put back every alias this (bound) unit wrote, newest first: its transaction did not commit."""
+        for model, alias, previous in reversed(self._written):
+            with contextlib.suppress(Exception):  # best effort: the reconciler repairs what is left
+                store.write_alias(model, alias, previous)
+        self._written.clear()
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator["Promotions"]:
+        if self.audit.conn is not None:
+            lock_promotions(self.audit.conn)
+            yield self
+            return
+        unit = Promotions(self.audit, self.actor)
+        try:
+            with self.audit.transaction() as conn:
+                unit.audit = self.audit.bound(conn)
+                yield unit
+        except BaseException:
+            unit.undo()
+            raise
+
+    def _write(self, model: str, alias: str, version: str | None, previous: str | None) -> None:
+        self._written.append((model, alias, previous))
+        store.write_alias(model, alias, version)
 
     # --- moves asked for by a person or a flow ---
 
@@ -62,19 +103,20 @@ class Promotions:
         if alias not in PROMOTABLE:
             raise ValueError(f"cannot promote to {alias!r}: choose one of {', '.join(PROMOTABLE)} "
                              f"(last-known-good follows production moves and rollbacks)")
-        with self._lock:
+        with self._unit() as p:
             mv = store.get_version(model, ref)
             version, current = str(mv.version), store.aliases(model)
             why_not = refusal(mv)
-            if why_not:
-                self._record(model, alias, current.get(alias), version, source, f"{reason} [refused: {why_not}]".strip(),
-                             "refused")
-                raise PromotionRefusedError(f"version {version} of {model!r} may not become {alias!r}: {why_not}")
-            return self._move(model, alias, current.get(alias), version, source, reason or f"promoted to {alias}")
+            if why_not:  # the refusal is recorded (committed), then raised
+                p._record(model, alias, current.get(alias), version, source, f"{reason} [refused: {why_not}]".strip(),
+                          "refused")
+            else:
+                return p._move(model, alias, current.get(alias), version, source, reason or f"promoted to {alias}")
+        raise PromotionRefusedError(f"version {version} of {model!r} may not become {alias!r}: {why_not}")
 
     def rollback(self, model: str, to: str | None = None, reason: str = "", source: str = "cli") -> list[AliasMove]:
         """Put `last-known-good` (or version `to`) back in production, in one step."""
-        with self._lock:
+        with self._unit() as p:
             current = store.aliases(model)
             bad = current.get("production")
             target_ref = to or current.get("last-known-good")
@@ -85,29 +127,33 @@ class Promotions:
             if target == bad:
                 raise PromotionRefusedError(f"version {target} of {model!r} is already in production")
             why_not = refusal(mv)
-            if why_not:
-                self._record(model, "production", bad, target, source, f"rollback [refused: {why_not}]", "refused")
-                raise PromotionRefusedError(f"cannot roll back {model!r} to version {target}: {why_not}")
-            reason = reason or (f"rollback from {bad}" if bad else "rollback")
-            store.write_alias(model, "production", target)
-            moves = [self._record(model, "production", bad, target, source, reason)]
-            if bad:
-                store.set_version_tags(model, bad, {"rolled_back_at": datetime.now(timezone.utc).isoformat()})
-            new_lkg = self._previous_good(model, exclude={target, bad})
-            if new_lkg != current.get("last-known-good"):
-                store.write_alias(model, "last-known-good", new_lkg)
-                moves.append(self._record(model, "last-known-good", current.get("last-known-good"), new_lkg, source,
-                                          f"{reason}: the production holder before {target}"))
-            return moves
+            if not why_not:
+                return p._rollback(model, current, bad, target, reason, source)
+            p._record(model, "production", bad, target, source, f"rollback [refused: {why_not}]", "refused")
+        raise PromotionRefusedError(f"cannot roll back {model!r} to version {target}: {why_not}")
+
+    def _rollback(self, model: str, current: dict[str, str], bad: str | None, target: str, reason: str,
+                  source: str) -> list[AliasMove]:
+        reason = reason or (f"rollback from {bad}" if bad else "rollback")
+        self._write(model, "production", target, bad)
+        moves = [self._record(model, "production", bad, target, source, reason)]
+        if bad:
+            store.set_version_tags(model, bad, {"rolled_back_at": datetime.now(timezone.utc).isoformat()})
+        new_lkg = self._previous_good(model, exclude={target, bad})
+        if new_lkg != current.get("last-known-good"):
+            self._write(model, "last-known-good", new_lkg, current.get("last-known-good"))
+            moves.append(self._record(model, "last-known-good", current.get("last-known-good"), new_lkg, source,
+                                      f"{reason}: the production holder before {target}"))
+        return moves
 
     def retire(self, model: str, alias: str, reason: str, source: str = "api") -> list[AliasMove]:
         """Remove `alias` (e.g. `canary` when a rollout ends), recorded like any move."""
-        with self._lock:
+        with self._unit() as p:
             holder = store.aliases(model).get(alias)
             if holder is None:
                 return []
-            store.write_alias(model, alias, None)
-            return [self._record(model, alias, holder, None, source, reason)]
+            p._write(model, alias, None, holder)
+            return [p._record(model, alias, holder, None, source, reason)]
 
     # --- moves seen after the fact (MLflow UI via webhook, or the reconciler's poll) ---
 
@@ -115,12 +161,12 @@ class Promotions:
         """Compare MLflow's aliases with the audit log's last known state and apply the rules to
         every difference. Idempotent: dreamops's own moves are already in the log."""
         moves: list[AliasMove] = []
-        with self._lock:
+        with self._unit() as p:
             for alias in RECONCILE_ORDER:
                 seen = store.aliases(model).get(alias)  # fresh: an earlier alias may have moved this one
-                known = self.audit.known_state(model).get(alias)
+                known = p.audit.known_state(model).get(alias)
                 if seen != known:
-                    moves += self._observe(model, alias, known, seen, source, actor)
+                    moves += p._observe(model, alias, known, seen, source, actor)
         return moves
 
     def _observe(self, model: str, alias: str, known: str | None, seen: str | None, source: str,
@@ -131,7 +177,7 @@ class Promotions:
                                  actor=actor)]
         why_not = refusal(store.get_version(model, seen))
         if why_not:
-            store.write_alias(model, alias, known)
+            self._write(model, alias, known, seen)
             return [self._record(model, alias, seen, known, source,
                                  f"reverted: version {seen} was set outside dreamops ({by}) but {why_not}",
                                  "reverted", actor=actor)]
@@ -145,11 +191,11 @@ class Promotions:
         if prev == version and not already_written:
             return []
         if not already_written:
-            store.write_alias(model, alias, version)
+            self._write(model, alias, version, prev)
         moves = [self._record(model, alias, prev, version, source, reason, actor=actor)]
         if alias == "production" and prev and prev != version:
             lkg = store.aliases(model).get("last-known-good")
-            store.write_alias(model, "last-known-good", prev)
+            self._write(model, "last-known-good", prev, lkg)
             moves.append(self._record(model, "last-known-good", lkg, prev, source,
                                       f"previous production, replaced by {version}", actor=actor))
         return moves

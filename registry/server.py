@@ -9,10 +9,38 @@ credentials; the server reaches S3 through boto3.
 """
 from __future__ import annotations
 
+import base64
 import os
 import sys
+from pathlib import Path
 
 from dreamops.settings import Settings
+
+WEBHOOK_KEY_FILE = "mlflow-webhook.key"
+
+
+def webhook_key(settings: Settings) -> str:
+    """The Fernet key MLflow encrypts webhook secrets with: DREAMOPS_SERVER_WEBHOOK_KEY, else one
+    generated once into the home (mode 600) and kept, so a restarted server reads the secrets the
+    one before it stored (MLflow's own default is a new key per process)."""
+    if settings.server_webhook_key:
+        return settings.server_webhook_key
+    return home_secret(settings.resolved_home / WEBHOOK_KEY_FILE, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode())
+
+
+def home_secret(path: Path, make) -> str:
+    """The secret kept in `path`, created once by `make()` readable by its owner only (mode 600);
+    of two concurrent creators, the first file wins (O_EXCL)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(make() + "\n")
+    return path.read_text().strip()
 
 
 def backend_store_uri(settings: Settings) -> str:
@@ -36,6 +64,5 @@ def mlflow_server_command(settings: Settings, host: str, port: int, workers: int
     if settings.server_webhooks_to_private:
         env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] = "http,https"
         env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] = "true"
-    if settings.server_webhook_key:
-        env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = settings.server_webhook_key
+    env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"] = webhook_key(settings)
     return cmd, env

@@ -79,8 +79,13 @@ def log_json(obj: Any, artifact_file: str) -> None:
 
 
 def frame_signature() -> ModelSignature:
+    """carracing-vmc: frames in, actions out; `reset` (start of an episode: clear M's memory) is a parameter.
+    Every parameter the pyfunc reads must be here: MLflow drops (with a warning) params the signature lacks."""
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 64, 64, 3))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3))]))
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3))]),
+                          params=ParamSchema([ParamSpec("reset", "boolean", False)]))
 
 
 @dataclass
@@ -104,8 +109,18 @@ def register_pyfunc(model_name: str, python_model: Any, artifacts: dict[str, str
     return RegisteredVersion(model_name, version, mlflow.active_run().info.run_id, f"models:/{model_name}/{version}")
 
 
+def filter_literal(value: str) -> str:
+    """`value` as a string literal of an MLflow search filter. MLflow's filter grammar has no escape
+    character: the literal is quoted with the quote mark `value` does not contain."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ModelVersionNotFoundError(f"no model {value!r}: a name with both quote marks cannot be searched in MLflow")
+
+
 def _versions(model_name: str) -> list[ModelVersion]:
-    return MlflowClient().search_model_versions(f"name='{model_name}'")
+    return MlflowClient().search_model_versions(f"name={filter_literal(model_name)}")
 
 
 def get_version(model_name: str, ref: str) -> ModelVersion:

@@ -83,12 +83,17 @@ class WebhookReceiver:
         try:
             event = json.loads(body)
             entity, action, data = event["entity"], event["action"], event["data"]
+            if not (isinstance(entity, str) and isinstance(action, str) and isinstance(data, dict)):
+                raise TypeError("entity and action must be strings, data an object")
+            model = data.get("name")
+            if model is not None and not isinstance(model, str):
+                raise TypeError("data.name must be a string")
         except (ValueError, KeyError, TypeError):
             raise WebhookRejected("body is not an MLflow webhook event", 400) from None
         # recorded only after the signature held: forged ids cannot block real deliveries
         if not self.audit.first_delivery(delivery_id):
             raise WebhookRejected(f"delivery {delivery_id} was already received (replay)", 409)
-        result = WebhookResult(delivery_id, entity, action, data.get("name"))
+        result = WebhookResult(delivery_id, entity, action, model)
         if entity == "model_version_alias" and result.model:
             # act on MLflow's current aliases, not on the payload: deliveries can arrive out of order
             result.moves = self.promotions.reconcile(result.model, source="webhook", actor="mlflow")

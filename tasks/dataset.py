@@ -7,7 +7,9 @@ Layout of one dataset (named by its content hash):
   <store>/<hash[:16]>/frames.parquet          one row per frame: the data gate's summary columns
   <store>/<hash[:16]>/dataset.json            hash, spec, counts
 The hash is sha256 over the episodes' content hashes (array bytes, dtypes and shapes; not file
-bytes, which carry zip timestamps), so the same data always gets the same name.
+bytes, which carry zip timestamps), so the same data always gets the same name. Every read checks
+it (dreamops.shards): opening checks dataset.json against the manifest, loading an episode checks
+its shard's hash, a fetch from the object store checks every shard before the folder is used.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
+from dreamops.shards import DatasetIntegrityError, arrays_hash, info_problem, read_info, read_shard
+from dreamops.shards import dataset_hash as compute_dataset_hash
 from dreamops.storage import ObjectStore
 
 SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
@@ -34,13 +38,7 @@ class DatasetNotFoundError(LookupError):
     pass
 
 
-def arrays_hash(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+__all__ = ["DatasetIntegrityError", "arrays_hash", "compute_dataset_hash"]  # re-exported from dreamops.shards
 
 
 def write_shard(shard_dir: Path, episode_id: str, arrays: dict[str, np.ndarray]) -> tuple[str, str]:
@@ -76,8 +74,7 @@ class Dataset:
         row = self.manifest.loc[self.manifest["episode_id"] == episode_id]
         if row.empty:
             raise DatasetNotFoundError(f"episode {episode_id} not in dataset {self.hash[:16]}")
-        with np.load(self.path / "shards" / row["shard"].iloc[0]) as data:
-            return {k: data[k] for k in data.files}
+        return read_shard(self.path, row["shard"].iloc[0], row["sha256"].iloc[0], episode_id)
 
     def iter_episodes(self, episode_ids: list[str] | None = None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
         for eid in episode_ids if episode_ids is not None else list(self.manifest["episode_id"]):
@@ -90,10 +87,6 @@ class Dataset:
         n_hold = min(len(ids) - 1, max(1, round(holdout_fraction * len(ids)))) if len(ids) > 1 else 0
         hold = sorted(ids[i] for i in order[:n_hold])
         return [i for i in ids if i not in set(hold)], hold
-
-
-def compute_dataset_hash(shard_hashes: list[str]) -> str:
-    return hashlib.sha256("".join(sorted(shard_hashes)).encode()).hexdigest()
 
 
 def new_staging_dir(store: Path) -> Path:
@@ -195,9 +188,18 @@ def find_by_spec(store: Path, spec: dict) -> Dataset | None:
     """A dataset already collected with exactly this spec (the collection cache)."""
     key = spec_key(spec)
     for info_file in sorted(store.glob("*/dataset.json")) if store.exists() else []:
-        if json.loads(info_file.read_text()).get("spec_key") == key:
+        if _info_or_empty(info_file).get("spec_key") == key:
             return open_dataset(store, str(info_file.parent))
     return None
+
+
+def _info_or_empty(info_file: Path) -> dict:
+    """A dataset.json for lookups: a garbled one (reported when that dataset is opened) hides no other."""
+    try:
+        info = json.loads(info_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def find_path(store: Path, ref: str) -> Path:
@@ -207,27 +209,47 @@ def find_path(store: Path, ref: str) -> Path:
     if path.is_dir():
         return path
     matches = [p.parent for p in store.glob("*/dataset.json")
-               if len(ref) >= 8 and json.loads(p.read_text()).get("hash", "").startswith(ref)] if store.exists() else []
+               if len(ref) >= 8 and str(_info_or_empty(p).get("hash", "")).startswith(ref)] if store.exists() else []
     if len(matches) != 1:
         raise DatasetNotFoundError(f"no dataset {ref!r} in {store}" if not matches else f"dataset prefix {ref!r} is ambiguous")
     return matches[0]
 
 
 def open_dataset(store: Path, ref: str) -> Dataset:
-    """Open by content hash (or a unique prefix of >= 8 chars) or by path."""
+    """Open by content hash (or a unique prefix of >= 8 chars) or by path; dataset.json must agree
+    with the manifest (each episode's shard is checked when it is loaded)."""
     path = find_path(store, ref)
     if not (path / "dataset.json").exists():
         raise DatasetNotFoundError(f"{path} is not a dataset (no dataset.json)")
-    info = json.loads((path / "dataset.json").read_text())
-    return Dataset(path=path, hash=info["hash"], manifest=pd.read_parquet(path / "manifest.parquet"), info=info)
+    info = read_info(path)
+    try:
+        manifest = pd.read_parquet(path / "manifest.parquet")
+        problem = info_problem(info, list(manifest["sha256"]), list(manifest["length"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DatasetIntegrityError(f"{path}: the manifest cannot be read: {exc}") from None
+    if problem:
+        raise DatasetIntegrityError(f"{path}: {problem}")
+    return Dataset(path=path, hash=info["hash"], manifest=manifest, info=info)
+
+
+def verify(path: Path) -> Dataset:
+    """Open the dataset at `path` and check every shard against its content hash and length."""
+    data = open_dataset(path.parent, str(path))
+    for row in data.manifest.itertuples():
+        arrays = read_shard(path, row.shard, row.sha256, row.episode_id)
+        if len(arrays.get("actions", ())) != row.length:
+            raise DatasetIntegrityError(f"episode {row.episode_id} (shards/{row.shard}): {len(arrays.get('actions', ()))} "
+                                        f"steps, the manifest says {row.length}")
+    return data
 
 
 # --- the object store (local folder or S3): datasets are published by hash, fetched on demand ---
 
 def publish(store: ObjectStore, dataset_path: Path) -> str:
-    """Copy a dataset to the object store (once: its folder name is its hash). dataset.json goes
-    last, so a half-uploaded dataset is never seen as one. Returns the dataset's URI there."""
-    prefix = f"datasets/{dataset_path.name}"
+    """Copy a dataset to the object store under its content hash (whatever its local folder is
+    called: `--dataset <path>`), once. dataset.json goes last, so a half-uploaded dataset is never
+    seen as one. Returns the dataset's URI there."""
+    prefix = f"datasets/{read_info(dataset_path)['hash'][:16]}"
     if not store.exists(f"{prefix}/dataset.json"):
         for path in sorted(p for p in dataset_path.rglob("*") if p.is_file() and p.name != "dataset.json"):
             store.put_file(path, f"{prefix}/{path.relative_to(dataset_path).as_posix()}")
@@ -249,6 +271,13 @@ def fetch(store: ObjectStore, local_root: Path, ref: str) -> Path:
     local_root.mkdir(parents=True, exist_ok=True)
     staging = local_root / f".fetch-{uuid.uuid4().hex[:12]}"
     store.get_dir(f"datasets/{matches[0]}", staging)
+    try:  # what came back must be the dataset it is named after, shard by shard
+        fetched = verify(staging)
+        if not fetched.hash.startswith(matches[0]):
+            raise DatasetIntegrityError(f"{store.uri('datasets/' + matches[0])} holds dataset {fetched.hash[:16]}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     final = local_root / matches[0]
     if final.exists():
         shutil.rmtree(staging)

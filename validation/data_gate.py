@@ -1,7 +1,11 @@
 """The data gate: Great Expectations 1.x suites over a dataset's episodes and frames.
 
-Nothing in the dataset is trusted: every shard is opened and its arrays are summarised here, so a
-dataset uploaded by a fleet is checked the same way as one we collected.
+Nothing in the dataset is trusted: dataset.json is checked against the manifest, every shard is
+found only inside the dataset, read through the one shard reader (dreamops.shards), checked
+against its content hash and its manifest length, and its arrays are summarised here, so a dataset
+uploaded by a fleet is checked the same way as one we collected. A shard that cannot be read (or
+lies outside the dataset) fails that one check: its other checks are not judged, so one root cause
+is reported once. Every failed episode check names its episodes and shards.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dreamops.shards import DatasetIntegrityError, arrays_hash, info_problem, read_info, read_shard, shard_path
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,8 @@ class DataGateError(RuntimeError):
         self.report = report
 
 
-EPISODE_COLUMNS = ["episode_id", "readable", "obs_shape_ok", "obs_dtype_ok", "actions_shape_ok", "actions_dtype_ok",
-                   "aligned", "length", "nonfinite"]
+EPISODE_COLUMNS = ["episode_id", "shard", "path_ok", "readable", "hash_ok", "length_ok", "obs_shape_ok", "obs_dtype_ok",
+                   "actions_shape_ok", "actions_dtype_ok", "aligned", "dones_ok", "length", "nonfinite"]
 
 
 def _extras_problem(extras: dict[str, np.ndarray], length: int, schema: DataSchema) -> str:
@@ -133,30 +139,59 @@ def _extras_problem(extras: dict[str, np.ndarray], length: int, schema: DataSche
     return ""
 
 
-def _scan_shard(path: Path, skip_start_steps: int = 0, schema: DataSchema = CARRACING_SCHEMA
-                ) -> tuple[dict, pd.DataFrame | None]:
-    """Schema facts of one shard and its per-frame summaries (None if unreadable)."""
-    row = {"readable": False, "obs_shape_ok": False, "obs_dtype_ok": False, "actions_shape_ok": False,
-           "actions_dtype_ok": False, "aligned": False, "length": 0, "nonfinite": 0}
+def _dones_ok(dones: np.ndarray, length: int) -> bool:
+    """dones: one flag per step, bool (or 0/1 numbers: finite, nothing else)."""
+    if dones.shape != (length,):
+        return False
+    if dones.dtype == np.bool_:
+        return True
+    return bool(np.issubdtype(dones.dtype, np.number) and np.isin(dones, (0, 1)).all())
+
+
+def _scan_shard(dataset: Path, shard: object, expected_hash: object, manifest_length: object,
+                skip_start_steps: int = 0, schema: DataSchema = CARRACING_SCHEMA) -> tuple[dict, pd.DataFrame | None]:
+    """Facts of one shard and its per-frame summaries (None if it cannot be summarised). A shard
+    outside the dataset or unreadable leaves its other facts None: not judged."""
+    row = {"path_ok": True, "readable": None, "hash_ok": None, "length_ok": None, "obs_shape_ok": None,
+           "obs_dtype_ok": None, "actions_shape_ok": None, "actions_dtype_ok": None, "aligned": None, "dones_ok": None,
+           "length": None, "nonfinite": None}
     if schema.extras:
-        row["extras_problem"] = "shard unreadable"
+        row["extras_problem"] = None
     if schema.instruction:
-        row["instruction_ok"] = False
+        row["instruction_ok"] = None
     try:
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in ("obs", "actions", "rewards", "dones")}
-            extras = {k: data[k] for k, _, _ in schema.extras if k in data.files}
-            instruction = data["instruction"] if "instruction" in data.files else None
-    except Exception:  # a corrupt zip, a truncated file, a missing array: all "unreadable"
+        shard_path(dataset, shard)
+    except DatasetIntegrityError:
+        row["path_ok"] = False
         return row, None
+    try:
+        data = read_shard(dataset, shard, None)
+        arrays = {k: data[k] for k in ("obs", "actions", "rewards", "dones")}
+    except Exception:  # a corrupt zip, a truncated file, a missing array, a pickled object: all "unreadable"
+        row["readable"] = False
+        return row, None
+    extras = {k: data[k] for k, _, _ in schema.extras if k in data}
+    instruction = data.get("instruction")
     obs, actions, rewards, dones = (arrays[k] for k in ("obs", "actions", "rewards", "dones"))
     row["readable"] = True
+    row["hash_ok"] = isinstance(expected_hash, str) and arrays_hash(data) == expected_hash
+    if min(a.ndim for a in arrays.values()) == 0:  # 0-d arrays: no steps at all
+        row.update(obs_shape_ok=False, aligned=False, length=0, nonfinite=0, length_ok=False, dones_ok=False,
+                   obs_dtype_ok=obs.dtype == np.uint8, actions_shape_ok=False, actions_dtype_ok=False)
+        if schema.extras:
+            row["extras_problem"] = "0-d arrays"
+        if schema.instruction:
+            row["instruction_ok"] = False
+        return row, None
     row["obs_shape_ok"] = obs.ndim == 4 and tuple(obs.shape[1:]) == schema.frame_shape
     row["obs_dtype_ok"] = obs.dtype == np.uint8
     row["actions_shape_ok"] = actions.ndim == 2 and actions.shape[1] == len(schema.actions)
     row["actions_dtype_ok"] = actions.dtype == np.float32 and rewards.dtype == np.float32
     row["aligned"] = len(obs) == len(actions) == len(rewards) == len(dones)
     row["length"] = int(len(actions))
+    row["length_ok"] = bool(manifest_length is not None and not pd.isna(manifest_length)
+                            and int(manifest_length) == len(actions))
+    row["dones_ok"] = _dones_ok(dones, len(actions))
     row["nonfinite"] = int(sum(np.size(a) - np.isfinite(a.astype(np.float64)).sum()
                                for a in (actions, rewards) if np.issubdtype(a.dtype, np.number)))
     if schema.extras:
@@ -201,11 +236,13 @@ def scan_dataset(path: Path, skip_start_steps: int = 0, schema: DataSchema = CAR
         raise FileNotFoundError(f"{path} has no manifest.parquet: not a dataset")
     manifest = pd.read_parquet(manifest_path)
     episodes, frames = [], []
-    for episode_id, shard in zip(manifest.get("episode_id", []), manifest.get("shard", [])):
-        row, f = _scan_shard(path / "shards" / shard, skip_start_steps, schema)
+    n = len(manifest)
+    for episode_id, shard, digest, length in zip(manifest.get("episode_id", [None] * n), manifest.get("shard", [None] * n),
+                                                 manifest.get("sha256", [None] * n), manifest.get("length", [None] * n)):
+        row, f = _scan_shard(path, shard, digest, length, skip_start_steps, schema)
         if row.get("extras_problem"):
             row["extras_problem"] = f"{episode_id}: {row['extras_problem']}"
-        episodes.append({"episode_id": episode_id, **row})
+        episodes.append({"episode_id": episode_id, "shard": shard, **row})
         if f is not None:
             frames.append(f.assign(episode_id=episode_id))
     columns = (EPISODE_COLUMNS + (["extras_problem"] if schema.extras else [])
@@ -228,8 +265,14 @@ def _expectations(t: DataGateThresholds, schema: DataSchema = CARRACING_SCHEMA):
         ("episodes", "dataset_not_empty", gxe.ExpectTableRowCountToBeBetween(min_value=1), "empty dataset: no episodes"),
         ("episodes", "enough_episodes", gxe.ExpectTableRowCountToBeBetween(min_value=t.min_episodes),
          f"fewer episodes than the profile needs ({t.min_episodes})"),
+        ("episodes", "shard_paths", gxe.ExpectColumnValuesToBeInSet(column="path_ok", value_set=ok),
+         "shard path outside the dataset's shards folder"),
         ("episodes", "shards_readable", gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=ok),
          "corrupt shard: file cannot be read"),
+        ("episodes", "shard_hashes", gxe.ExpectColumnValuesToBeInSet(column="hash_ok", value_set=ok),
+         "shard content differs from the manifest's content hash (changed after the dataset was made)"),
+        ("episodes", "manifest_lengths", gxe.ExpectColumnValuesToBeInSet(column="length_ok", value_set=ok),
+         "the manifest's episode length differs from the shard's"),
         ("episodes", "episode_ids_unique", gxe.ExpectColumnValuesToBeUnique(column="episode_id"), "duplicated episode ids"),
         ("episodes", "image_shape", gxe.ExpectColumnValuesToBeInSet(column="obs_shape_ok", value_set=ok),
          f"wrong image shape (expected [T, {', '.join(map(str, schema.frame_shape))}])"),
@@ -241,6 +284,8 @@ def _expectations(t: DataGateThresholds, schema: DataSchema = CARRACING_SCHEMA):
          "wrong action/reward dtype (expected float32)"),
         ("episodes", "arrays_aligned", gxe.ExpectColumnValuesToBeInSet(column="aligned", value_set=ok),
          "arrays of an episode have different lengths"),
+        ("episodes", "dones_valid", gxe.ExpectColumnValuesToBeInSet(column="dones_ok", value_set=ok),
+         "dones must be one flag per step: bool [T] (or finite 0/1)"),
         ("episodes", "no_empty_shard", gxe.ExpectColumnValuesToBeBetween(column="length", min_value=1), "empty shard"),
         ("episodes", "episode_length", gxe.ExpectColumnValuesToBeBetween(column="length", min_value=t.min_episode_length),
          f"truncated episode: shorter than {t.min_episode_length} steps"),
@@ -345,7 +390,51 @@ def run_data_gate(path: Path, thresholds: DataGateThresholds, docs_dir: Path | N
                json.dumps({k: cfg.kwargs.get(k) for k in ("min_value", "max_value")}))
         r = results[key]
         observed = _observed(r.result)
-        checks.append(CheckResult(check, bool(r.success), "ok" if r.success else f"{meaning}; observed {observed}",
+        where = "" if r.success else _offenders(tables[table], cfg)
+        checks.append(CheckResult(check, bool(r.success), "ok" if r.success else f"{meaning}{where}; observed {observed}",
                                   observed))
     docs = str(docs_dir / "index.html") if docs_dir is not None and (docs_dir / "index.html").exists() else None
-    return DataGateReport(name, checks, docs, len(episodes), len(frames))
+    return DataGateReport(name, [_info_check(path), *checks], docs, len(episodes), len(frames))
+
+
+def _info_check(path: Path) -> CheckResult:
+    """dataset.json is there, names a content hash, and agrees with the manifest (hash over its
+    shard hashes, episode and frame counts): what training opens the dataset by."""
+    try:
+        info = read_info(path)
+        manifest = pd.read_parquet(path / "manifest.parquet")
+        problem = info_problem(info, list(manifest["sha256"]), list(manifest["length"]))
+    except DatasetIntegrityError as exc:
+        problem = str(exc)
+    except KeyError as exc:
+        problem = f"the manifest has no {exc} column"
+    return CheckResult("dataset_info", not problem, "ok" if not problem else f"dataset.json: {problem}")
+
+
+def _offenders(table: pd.DataFrame, cfg, most: int = 5) -> str:
+    """' in episode(s) <id> (shards/<file>), ...': the episodes whose rows (episodes or frames) a
+    column expectation failed on."""
+    column, kw = cfg.kwargs.get("column"), cfg.kwargs
+    if column is None or column not in table or "episode_id" not in table:
+        return ""
+    values = table[column]
+    judged = values.notna()
+    if cfg.type == "expect_column_values_to_not_be_null":
+        bad = ~judged
+    elif cfg.type == "expect_column_values_to_be_in_set":
+        bad = judged & ~values.isin(kw["value_set"])
+    elif cfg.type == "expect_column_values_to_be_between":
+        numeric = pd.to_numeric(values, errors="coerce")
+        bad = judged & (((numeric < kw["min_value"]) if kw.get("min_value") is not None else False)
+                        | ((numeric > kw["max_value"]) if kw.get("max_value") is not None else False))
+    elif cfg.type == "expect_column_values_to_be_unique":
+        bad = judged & values.duplicated(keep=False)
+    else:
+        return ""
+    rows = table.loc[bad].drop_duplicates("episode_id")
+    if rows.empty:
+        return ""
+    named = [f"{r.episode_id} (shards/{r.shard})" if "shard" in table else str(r.episode_id)
+             for r in rows.head(most).itertuples()]
+    more = f" and {len(rows) - most} more" if len(rows) > most else ""
+    return f" in episode{'s' if len(rows) > 1 else ''} {', '.join(named)}{more}"

@@ -2,10 +2,10 @@
 but are created by registry/audit.py, so they are left out here."""
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import context
 
 from dreamops.api.db import Base
+from dreamops.sql import make_engine
 
 VERSION_TABLE = "dreamops_alembic_version"  # MLflow keeps its own `alembic_version`
 
@@ -16,7 +16,7 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 def run() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
-    engine = sa.create_engine(url)
+    engine = make_engine(url)
     with engine.connect() as conn:
         context.configure(connection=conn, target_metadata=Base.metadata, version_table=VERSION_TABLE,
                           include_object=include_object, render_as_batch=conn.dialect.name == "sqlite")

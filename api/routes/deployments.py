@@ -9,13 +9,13 @@ from dreamops.api import canary
 from dreamops.api.auth import Principal
 from dreamops.api.db import Deployment
 from dreamops.api.deps import allowed, db, promotions
-from dreamops.api.schemas import DeploymentOut, DeployRequest, RollbackRequest
+from dreamops.api.schemas import MODEL_NAME_MAX, DeploymentOut, DeployRequest, RollbackRequest
 
 router = APIRouter(tags=["deployments"])
 
 
 @router.post("/models/{version}/deploy", response_model=DeploymentOut, status_code=202)
-def deploy(version: str, body: DeployRequest, model: str = Query("carracing-vmc"),
+def deploy(version: str, body: DeployRequest, model: str = Query("carracing-vmc", min_length=1, max_length=MODEL_NAME_MAX),
            who: Principal = Depends(allowed("deploy")), session: Session = Depends(db)) -> DeploymentOut:
     """Start a staged canary of `version` (number, semver or alias) on a warehouse or a robot list."""
     if (body.warehouse_id is None) == (body.robot_ids is None):

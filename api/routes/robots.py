@@ -17,7 +17,7 @@ from dreamops.api import canary
 from dreamops.api.auth import Principal
 from dreamops.api.db import Deployment, DriftIncident, Robot, TelemetryEpisode, utcnow
 from dreamops.api.deps import allowed, db, promotions, settings
-from dreamops.api.schemas import Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
+from dreamops.api.schemas import MODEL_NAME_MAX, Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
 from dreamops.registry import store
 from dreamops.settings import Settings
 from dreamops.storage import open_store
@@ -29,14 +29,12 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 @router.get("/{robot_id}/assignment", response_model=Assignment)
-def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model: str = Query("carracing-vmc"),
+def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model: str = Query("carracing-vmc", min_length=1, max_length=MODEL_NAME_MAX),
                _: Principal = Depends(allowed("robot")), session: Session = Depends(db)) -> Assignment:
     """The version this robot runs now: its arm of an active canary, else production."""
     _valid_id(robot_id)
     promotions()
-    robot = session.get(Robot, robot_id) or Robot(id=robot_id, warehouse_id=warehouse_id)
-    robot.warehouse_id, robot.last_seen = warehouse_id, utcnow()
-    session.add(robot)
+    robot = _seen(session, robot_id, warehouse_id)
     deployment = canary.active_for(session, robot_id, warehouse_id)
     if deployment is not None and deployment.model == model:
         session.flush()  # this robot counts in the split
@@ -97,6 +95,21 @@ async def upload_episode(robot_id: str, request: Request, warehouse_id: str = Qu
     return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames)
 
 
+def _seen(session: Session, robot_id: str, warehouse_id: str) -> Robot:
+    """Register the robot on first contact, or note where and when it was seen: one upsert, so
+    simultaneous first contacts of a new robot all succeed (PostgreSQL and SQLite)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    statement = insert(Robot).values(id=robot_id, warehouse_id=warehouse_id, last_seen=now)
+    session.execute(statement.on_conflict_do_update(index_elements=[Robot.id],
+                                                    set_={"warehouse_id": warehouse_id, "last_seen": now}))
+    return session.scalars(sa.select(Robot).where(Robot.id == robot_id).execution_options(populate_existing=True)).one()
+
+
 def _drift_fallback(session: Session, model: str, warehouse_id: str, production: str | None) -> str | None:
     """While drift is open for the warehouse, its robots run last-known-good; the incident closes
     when production has moved on (the retrain landed)."""
@@ -120,10 +133,14 @@ def _check_episode(body: bytes) -> int:
     missing = set(SHARD_ARRAYS) - set(arrays)
     if missing:
         raise HTTPException(422, f"episode npz lacks {sorted(missing)}")
-    n = len(arrays["actions"])
-    if arrays["obs"].shape != (n, 64, 64, 3) or arrays["obs"].dtype != np.uint8 or arrays["actions"].shape != (n, 3) \
-            or len(arrays["rewards"]) != n or len(arrays["dones"]) != n or n == 0:
+    obs, actions, rewards, dones = (arrays[k] for k in SHARD_ARRAYS)
+    n = len(actions) if actions.ndim else 0  # 0-d arrays have no length
+    if obs.shape != (n, 64, 64, 3) or obs.dtype != np.uint8 or actions.shape != (n, 3) or rewards.shape != (n,) \
+            or dones.shape != (n,) or n == 0:
         raise HTTPException(422, "episode arrays must be obs uint8 [T,64,64,3], actions [T,3], rewards [T], dones [T]")
+    for name, a in (("actions", actions), ("rewards", rewards), ("dones", dones)):
+        if a.dtype.kind not in "biuf" or not np.isfinite(a.astype(np.float64)).all():
+            raise HTTPException(422, f"episode {name} must be finite numbers")
     return n
 
 

@@ -1,5 +1,6 @@
-"""The API in-process (FastAPI's TestClient, lifespan and ticker included) on a fresh PostgreSQL
-database per test, with MLflow on a temporary embedded store."""
+"""The API in-process (FastAPI's TestClient, lifespan and ticker included) on a fresh database per
+test, once on PostgreSQL (production) and once on the embedded default, SQLite under the home; MLflow
+on a temporary embedded store."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,12 @@ def reset_api_caches() -> None:
     deps._receiver.cache_clear()
 
 
-@pytest.fixture
-def api_db():
+@pytest.fixture(params=["postgresql", "sqlite"])
+def api_db(request, tmp_path):
+    if request.param == "sqlite":  # where the default set-up keeps it: DREAMOPS_HOME/dreamops.db
+        (tmp_path / ".dreamops").mkdir(exist_ok=True)
+        yield f"sqlite:///{tmp_path / '.dreamops' / 'dreamops.db'}"
+        return
     from tests.stack import postgres_database
 
     with postgres_database("dreamops_api") as url:

@@ -134,3 +134,90 @@ def test_episode_upload_validates_and_stores(api):
     np.savez_compressed(buf, obs=arrays["obs"])
     lacking = api.post("/robots/r1/episodes?warehouse_id=WH-1&version=1", role="robot", content=buf.getvalue())
     assert lacking.status_code == 422 and "lacks" in lacking.json()["message"]
+
+
+def _episode(**changes) -> dict:
+    return {"seed": 1, "reward": 10.0, "collisions": 0, "steps": 100, "latency_p50_ms": 2.0, "latency_p99_ms": 4.0,
+            "ended_at": "2026-01-01T00:00:00Z", **changes}
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode(reward=1e308)]}, "reward"),
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode(reward="Infinity")]}, "reward"),
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode(latency_p99_ms=float("nan"))]}, "latency_p99_ms"),
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode(seed=2 ** 64)]}, "seed"),
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode(collisions=2 ** 63)]}, "collisions"),
+    ({"warehouse_id": "WH-1", "version": "1", "episodes": [_episode()], "latents": [[1e308, 1.0]]}, "latents"),
+    ({"warehouse_id": "W" * 65, "version": "1", "episodes": [_episode()]}, "warehouse_id"),
+    ({"warehouse_id": "WH-1", "version": "1" * 17, "episodes": [_episode()]}, "version"),
+    ({"warehouse_id": "WH-1", "version": "1", "deployment_id": "d" * 33, "episodes": [_episode()]}, "deployment_id"),
+])
+def test_out_of_range_telemetry_is_refused_before_it_reaches_a_column(api, body, words):
+    import json
+
+    answer = api.client.post("/api/v1/robots/r1/telemetry", content=json.dumps(body),
+                             headers={**api.as_("robot"), "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert words in answer.json()["message"]
+
+
+def test_bad_strings_and_bodies_are_4xx_never_500(api, registry):
+    import json
+    import time
+    import uuid
+
+    from dreamops.registry.webhooks import sign
+
+    add_version()
+    quoted = api.get("/models", params={"model": "a'b"})
+    assert quoted.status_code == 200 and quoted.json()["versions"] == []
+    assert api.get("/models/1", params={"model": "a'b\""}).status_code == 404
+    assert api.get("/models", params={"model": "m" * 257}).status_code == 422
+    assert api.post("/models/1/deploy", json={"warehouse_id": "W" * 65}).status_code == 422
+    assert api.post("/models/1/deploy", json={"robot_ids": ["r" * 65]}).status_code == 422
+    assert api.get("/robots/r1/assignment", params={"warehouse_id": "WH-1", "model": "m" * 257},
+                   role="robot").status_code == 422
+    not_utf8 = api.client.post("/api/v1/training/trigger", content=b'{"warehouse_id": "\xff\xfe"}',
+                               headers={**api.as_("engineer"), "Content-Type": "application/json"})
+    assert not_utf8.status_code == 422 and set(not_utf8.json()) >= {"status", "message"}
+    for data in ([1, 2], "text", None):
+        body = json.dumps({"entity": "model_version_alias", "action": "created", "data": data})
+        delivery, ts = str(uuid.uuid4()), str(int(time.time()))
+        hook = api.client.post("/api/v1/webhooks/mlflow", content=body, headers={
+            "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": ts, "Content-Type": "application/json",
+            "X-MLflow-Signature": sign("api-test-secret", delivery, ts, body)})
+        assert hook.status_code == 400 and "not an MLflow webhook event" in hook.json()["message"], data
+
+
+def test_zero_dimensional_arrays_in_an_upload_are_422(api):
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, obs=np.uint8(0), actions=np.float32(0), rewards=np.float32(0), dones=np.bool_(False))
+    answer = api.post("/robots/r1/episodes?warehouse_id=WH-1&version=1", role="robot", content=buf.getvalue())
+    assert answer.status_code == 422 and "episode arrays must be" in answer.json()["message"]
+
+
+def test_simultaneous_first_contacts_of_a_robot_register_it_once(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(_):
+        return api.get("/robots/newbie/assignment?warehouse_id=WH-7", role="robot").status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(ask, range(16))) == {200}
+
+
+def test_every_error_response_is_documented(api):
+    spec = api.client.get("/openapi.json").json()
+    deploy = spec["paths"]["/api/v1/models/{version}/deploy"]["post"]["responses"]
+    assert {"202", "401", "403", "404", "409", "422"} <= set(deploy)
+    assert deploy["409"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    assert {"400", "401", "409"} <= set(spec["paths"]["/api/v1/webhooks/mlflow"]["post"]["responses"])
+    assert "503" in spec["paths"]["/api/v1/training/trigger"]["post"]["responses"]
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            if path.startswith("/api/v1/") and not path.startswith("/api/v1/webhooks"):
+                assert "401" in op["responses"], (method, path)

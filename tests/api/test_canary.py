@@ -3,6 +3,7 @@ guardrails roll back at once, a Welch test blocks regressions, passing the last 
 production, and a restarted API resumes its rollouts."""
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 
@@ -72,7 +73,8 @@ def test_good_version_goes_to_100_percent_and_becomes_production(api, registry, 
         events = conn.execute(sa.text("select action, detail from api_audit order by id")).all()
     assert [e.action for e in events] == ["deployment.create", "deployment.advance", "deployment.advance",
                                           "deployment.completed"]
-    assert [e.detail.get("percent") for e in events if e.action == "deployment.advance"] == [50, 100]
+    details = [json.loads(e.detail) if isinstance(e.detail, str) else e.detail for e in events]  # SQLite: text
+    assert [d.get("percent") for e, d in zip(events, details) if e.action == "deployment.advance"] == [50, 100]
     welch = final["statistics"]["welch"]
     assert welch["p_value"] > 0.05 and welch["required_n_per_arm"] >= 2
     _, client = registry
@@ -196,3 +198,53 @@ def test_without_webhooks_the_apis_reconciler_starts_the_rollout(api, registry):
     (started,) = api.get("/deployments?status=rolling_out").json()
     assert started["version"] == v2 and started["warehouse_id"] == WH
     assert reconcile_aliases() == 0  # idempotent
+
+
+def test_deploy_commits_the_deployment_its_audit_rows_and_the_alias_together(api, registry, api_db):
+    """The default set-up (SQLite) included: 202 at once, one audit row per move, and the rollout
+    asked for (robots, bake time), not a default one started by the reconciler."""
+    import sqlalchemy as sa
+
+    from dreamops.api.main import reconcile_aliases
+    from dreamops.registry.audit import AuditLog
+
+    _, v2 = setup_production(registry)
+    started = time.perf_counter()
+    answer = api.post(f"/models/{v2}/deploy", json={"robot_ids": ROBOTS[:4], "bake_seconds": 123})
+    assert answer.status_code == 202, answer.text
+    assert time.perf_counter() - started < 3
+    assert reconcile_aliases() == 0  # the move is already in the log
+    canary_moves = AuditLog(api_db).history(MODEL, alias="canary")
+    assert [(m.to_version, m.source) for m in canary_moves] == [(v2, "api")]
+    with sa.create_engine(api_db).connect() as conn:
+        rows = conn.execute(sa.text("select robot_ids, policy from deployments")).all()
+    assert len(rows) == 1
+    robot_ids, policy = (json.loads(c) if isinstance(c, str) else c for c in rows[0])
+    assert robot_ids == ROBOTS[:4] and policy["bake_seconds"] == 123
+
+
+def test_a_failed_deploy_leaves_no_alias_deployment_or_audit_row_behind(api, registry, api_db):
+    """The database refuses the deployment's audit row (a trigger): the alias move is put back."""
+    import pytest
+    import sqlalchemy as sa
+
+    from dreamops.registry.audit import AuditLog
+
+    _, v2 = setup_production(registry)
+    engine = sa.create_engine(api_db)
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER no_audit BEFORE INSERT ON api_audit "
+                                 "BEGIN SELECT RAISE(ABORT, 'audit table refuses rows'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION no_audit() RETURNS trigger AS $$ BEGIN "
+                                 "RAISE EXCEPTION 'audit table refuses rows'; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER no_audit BEFORE INSERT ON api_audit "
+                                 "FOR EACH ROW EXECUTE FUNCTION no_audit()")
+    with pytest.raises(sa.exc.SQLAlchemyError, match="audit table refuses rows"):
+        api.post(f"/models/{v2}/deploy", json={"warehouse_id": WH})
+    assert alias(registry[1], "canary") is None
+    assert AuditLog(api_db).history(MODEL, alias="canary") == []
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select count(*) from deployments")).scalar_one() == 0
+    engine.dispose()

@@ -18,12 +18,22 @@ def test_bad_dataset_stops_the_flow_before_training(prefect_server, dreamops_hom
     assert main(["train", "--profile", "smoke", "--dataset", str(bad), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"FAILED {check}: " in err and words in err
+    # a refusal, not a crash: Prefect's traceback of it is left out (--verbose shows it). (Not "Traceback"
+    # alone: Prefect's console handler, kept from an earlier test, reports its closed capture stream.)
+    assert "Encountered exception" not in err and "raise DataGateError" not in err
     client = MlflowClient()
     assert client.search_model_versions("name='carracing-vmc'") == []
     run = client.search_runs([client.get_experiment_by_name("dreamops").experiment_id])[0]
     assert run.info.status == "FAILED" and run.data.tags["gate.data"].startswith("failed")
     assert not any(k.startswith(("vae/", "mdn/", "cma/")) for k in run.data.metrics)  # nothing trained
     assert any(a.path == "data_gate.json" for a in client.list_artifacts(run.info.run_id))
+
+
+def test_verbose_shows_the_traceback_of_a_refused_run(prefect_server, dreamops_home, good_dataset, tmp_path, capsys):
+    bad = make_bad(good_dataset, tmp_path, "NaN dones")
+    assert main(["train", "--profile", "smoke", "--dataset", str(bad), "--no-progress", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "raise DataGateError(gate)" in err and "FAILED dones_valid" in err
 
 
 def test_validate_command_exit_codes(dreamops_home, good_dataset, tmp_path, capsys):

@@ -35,6 +35,7 @@ def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dre
     env = CarRacing(max_steps=80)
     frame, total, steps = env.reset(seed=4242), 0.0, 0
     action = model.predict(frame[None], params={"reset": True})
+    first_frame, first_action = frame[None], action.copy()
     while True:
         assert action.shape == (1, 3) and -1 <= action[0, 0] <= 1 and 0 <= action[0, 1] <= 1
         frame, reward, terminated, truncated = env.step(action[0])
@@ -44,6 +45,8 @@ def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dre
         action = model.predict(frame[None])
     env.close()
     assert steps == 80 and np.isfinite(total)
+    # `reset` is in the signature (MLflow drops undeclared params): it restores the first call's actions
+    assert np.array_equal(model.predict(first_frame, params={"reset": True}), first_action)
 
     assert main(["evaluate", "--model", "latest", "--episodes", "2", "--max-steps", "50"]) == 0
     assert "mean return" in capsys.readouterr().out

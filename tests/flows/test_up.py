@@ -2,11 +2,13 @@
 one Ctrl-C (SIGINT) stops them all."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -67,3 +69,57 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path):
     for port in ports.values():  # every process is gone
         with pytest.raises(OSError):
             _get(f"http://127.0.0.1:{port}/")
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_stopping_dreamops_api_stops_the_temporary_prefect_server_it_started(tmp_path):
+    """Without PREFECT_API_URL the first trigger starts Prefect's temporary server as a child of the
+    API; SIGTERM to the API stops it too (uvicorn used to re-raise SIGTERM and skip the exit hooks)."""
+    import json
+
+    port = free_port()
+    env = {**os.environ, "DREAMOPS_HOME": str(tmp_path / ".dreamops")}
+    for key in ("DREAMOPS_TRACKING_URI", "PREFECT_API_URL", "DREAMOPS_DATABASE_URL"):
+        env.pop(key, None)
+    cli = [sys.executable, "-m", "dreamops.flows.cli"]
+    token = subprocess.run(cli + ["token", "create", "--name", "t", "--role", "engineer"], env=env, text=True,
+                           capture_output=True, check=True, timeout=120).stdout.strip().splitlines()[-1]
+    api = subprocess.Popen(cli + ["api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        _served(f"http://127.0.0.1:{port}/healthz")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/training/trigger", method="POST",
+                                         data=json.dumps({"warehouse_id": "WH-1", "profile": "smoke"}).encode(),
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as answer:  # nothing serves the deployment
+            urllib.request.urlopen(request, timeout=180)
+        assert answer.value.code == 503
+        children = _children(api.pid)
+        assert children, "the trigger did not start Prefect's temporary server"
+        api.send_signal(signal.SIGTERM)
+        assert api.wait(60) == 0
+        deadline = time.time() + 20
+        while [c for c in children if os.path.exists(f"/proc/{c}")] and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [c for c in children if os.path.exists(f"/proc/{c}")], "the temporary Prefect server lives on"
+    finally:
+        if api.poll() is None:
+            api.kill()
+        for child in children:  # only what this test started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)

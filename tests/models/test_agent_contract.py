@@ -188,3 +188,41 @@ def test_registry_round_trip(family, dreamops_home, tmp_path):
     out = loaded.predict(inputs, params=params)
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
     assert str(store.get_version(family.name, "latest").version) == registered.version
+
+
+def test_every_pyfunc_parameter_is_in_the_signature(family, dreamops_home, tmp_path):
+    """MLflow drops (with a warning) params its signature lacks: each one the family's pyfunc reads
+    must be declared, and reach predict when loaded through `models:/`."""
+    import mlflow
+
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    store.configure(get_settings())
+    python_model, artifacts, signature, inputs, params, _ = family.pyfunc(family.make(), tmp_path)
+    assert signature.params is not None and set(params) <= {p.name for p in signature.params.params}
+    with mlflow.start_run():
+        registered = store.register_pyfunc(family.name, python_model, artifacts, signature, tags={},
+                                           pip_requirements=["torch"])
+    loaded = mlflow.pyfunc.load_model(f"models:/{family.name}/{registered.version}")
+    assert set(params) <= {p.name for p in loaded.metadata.get_params_schema().params}
+
+
+def test_vmc_reset_restores_the_first_calls_actions(dreamops_home, tmp_path):
+    """M's memory carries over between calls; params={"reset": True} through `models:/` clears it."""
+    import mlflow
+
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    store.configure(get_settings())
+    family = FAMILIES["carracing-vmc"]
+    python_model, artifacts, signature, frames, _, _ = family.pyfunc(family.make(), tmp_path)
+    with mlflow.start_run():
+        registered = store.register_pyfunc(family.name, python_model, artifacts, signature, tags={},
+                                           pip_requirements=["torch"])
+    loaded = mlflow.pyfunc.load_model(f"models:/{family.name}/{registered.version}")
+    first = loaded.predict(frames, params={"reset": True})
+    carried = loaded.predict(frames)  # same frames, memory of the first call
+    assert not np.allclose(first, carried)
+    np.testing.assert_array_equal(loaded.predict(frames, params={"reset": True}), first)

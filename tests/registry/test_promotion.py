@@ -150,3 +150,33 @@ def test_reconciler_loop_reverts_a_ui_move_within_its_interval(registry):
         loop.join(10)
     assert alias(client, "canary") == good
     assert [(m.alias, m.outcome) for m in seen] == [("canary", "reverted")]
+
+
+def test_a_reconciler_in_another_process_never_records_our_moves_a_second_time(registry, dreamops_home):
+    """What a webhook delivered mid-move did: MLflow shows the new alias before its audit row is
+    committed, and the receiver logged the move again as made outside dreamops. Moves hold the
+    promotions lock until their row commits, and the reconciler waits for it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from dreamops.flows.up import stop_process
+
+    MOVES = 40  # noqa: N806  (the watcher polls every 10 ms: a pause in which a waiting move gets the lock)
+    promotions, _ = registry
+    v1, v2 = add_version(), add_version()
+    promotions.promote(MODEL, v1, "staging")
+    env = {**os.environ, "DREAMOPS_HOME": str(dreamops_home)}
+    watcher = subprocess.Popen([sys.executable, "-m", "dreamops.flows.cli", "reconcile", "--watch", "--interval", "0.01",
+                                "--model", MODEL], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(8)  # the watcher is polling
+        assert watcher.poll() is None
+        for i in range(MOVES):
+            promotions.promote(MODEL, (v2, v1)[i % 2], "staging", reason=f"move {i}")
+    finally:
+        stop_process(watcher, 10)
+    staging = promotions.audit.history(MODEL, alias="staging")
+    assert [m.reason for m in reversed(staging)] == ["promoted to staging"] + [f"move {i}" for i in range(MOVES)], \
+        watcher.stdout.read()

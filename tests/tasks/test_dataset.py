@@ -125,3 +125,69 @@ def test_noisy_policy_stays_in_range_and_repeats_per_seed():
     np.testing.assert_array_equal(a, run(1))
     assert not np.array_equal(a, run(2))
     assert a[:, 0].std() > 0.05  # the noise is there
+
+
+def _copy(dataset, to):
+    import shutil
+
+    shutil.copytree(dataset.path, to)
+    return to
+
+
+def test_every_read_checks_the_content_hash(tmp_path):
+    """A shard changed after the fact is refused when it is loaded (training reads this way);
+    a dataset.json that disagrees with the manifest is refused when the dataset is opened."""
+    import json
+
+    d = collect(_cfg(), tmp_path / "store", workers=1, show_progress=False)
+    changed = _copy(d, tmp_path / "changed")
+    shard = changed / "shards" / "ep_000001.npz"
+    with np.load(shard) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez_compressed(shard, **{**arrays, "rewards": arrays["rewards"] * 2})
+    opened = ds.open_dataset(tmp_path, str(changed))
+    opened.load("ep_000000")  # untouched episodes still load
+    with pytest.raises(ds.DatasetIntegrityError, match=r"episode ep_000001 \(shards/ep_000001.npz\).*changed after"):
+        opened.load("ep_000001")
+
+    relabelled = _copy(d, tmp_path / "relabelled")
+    info = json.loads((relabelled / "dataset.json").read_text())
+    (relabelled / "dataset.json").write_text(json.dumps({**info, "hash": "0" * 64}))
+    with pytest.raises(ds.DatasetIntegrityError, match="the manifest's shard hashes give"):
+        ds.open_dataset(tmp_path, str(relabelled))
+    (relabelled / "dataset.json").write_text("[1, 2")
+    with pytest.raises(ds.DatasetIntegrityError, match="cannot be read"):
+        ds.open_dataset(tmp_path, str(relabelled))
+
+
+def test_a_manifest_shard_path_cannot_leave_the_dataset(tmp_path):
+    import pandas as pd
+
+    d = collect(_cfg(), tmp_path / "store", workers=1, show_progress=False)
+    escaped = _copy(d, tmp_path / "escaped")
+    manifest = pd.read_parquet(escaped / "manifest.parquet")
+    manifest.loc[0, "shard"] = "../../store/" + d.path.name + "/shards/ep_000000.npz"  # a real file, elsewhere
+    manifest.to_parquet(escaped / "manifest.parquet", index=False)
+    with pytest.raises(ds.DatasetIntegrityError, match="not a file in the dataset's shards folder"):
+        ds.open_dataset(tmp_path, str(escaped)).load("ep_000000")
+
+
+def test_a_dataset_given_by_path_is_published_and_fetched_back_by_its_content_hash(tmp_path):
+    """`--dataset <path>`: the version's data_hash must fetch it back, whatever the folder was called;
+    what comes back from the object store is checked shard by shard."""
+    import shutil
+
+    from dreamops.storage import LocalStore
+
+    d = collect(_cfg(), tmp_path / "store", workers=1, show_progress=False)
+    named = _copy(d, tmp_path / "my-favourite-data")
+    objects = LocalStore(tmp_path / "objects")
+    assert ds.publish(objects, named).endswith(d.hash[:16])
+    fetched = ds.fetch(objects, tmp_path / "elsewhere", d.hash)
+    assert ds.open_dataset(tmp_path, str(fetched)).hash == d.hash
+
+    tampered = tmp_path / "objects" / "datasets" / d.hash[:16] / "shards" / "ep_000000.npz"
+    shutil.copyfile(d.path / "shards" / "ep_000001.npz", tampered)
+    with pytest.raises(ds.DatasetIntegrityError, match="episode ep_000000"):
+        ds.fetch(objects, tmp_path / "third-machine", d.hash)
+    assert not [p for p in (tmp_path / "third-machine").iterdir()]  # nothing half-fetched left behind

@@ -58,6 +58,26 @@ def _duplicate_ids(path: Path) -> None:
     pd.concat([manifest, manifest.iloc[[0]]]).to_parquet(path / "manifest.parquet", index=False)
 
 
+def _edit_manifest(**columns):
+    """Set manifest columns of the first episode; keep dataset.json in step (frames) so only the
+    manifest's disagreement with the shard remains."""
+    def fn(path: Path) -> None:
+        import json
+
+        manifest = pd.read_parquet(path / "manifest.parquet")
+        for column, value in columns.items():
+            manifest.loc[0, column] = value
+        manifest.to_parquet(path / "manifest.parquet", index=False)
+        info = json.loads((path / "dataset.json").read_text())
+        info["frames"] = int(manifest["length"].sum())
+        (path / "dataset.json").write_text(json.dumps(info))
+    return fn
+
+
+def _scale(factor):
+    return lambda a: (a * factor).astype(a.dtype)
+
+
 CORPUS = {
     "black frames": (lambda p: edit_shard(p, "ep_000001", obs=_set_frames(0)), "black_frames", "black"),
     "white frames": (lambda p: edit_shard(p, "ep_000001", obs=_set_frames(255)), "white_frames", "white"),
@@ -75,6 +95,17 @@ CORPUS = {
     "corrupt shard file": (lambda p: (p / "shards" / "ep_000002.npz").write_bytes(b"PK\x03\x04 not a zip"),
                            "shards_readable", "corrupt shard"),
     "duplicated episode ids": (_duplicate_ids, "episode_ids_unique", "duplicated episode ids"),
+    # integrity: the content hash, dataset.json and the manifest are checked, not trusted
+    "shard changed after the fact": (lambda p: edit_shard(p, "ep_000001", rewards=_scale(0.5)), "shard_hashes",
+                                     "changed after the dataset was made) in episode ep_000001 (shards/ep_000001.npz)"),
+    "NaN dones": (lambda p: edit_shard(p, "ep_000002", dones=lambda d: np.where(d, 1.0, np.nan).astype(np.float32)),
+                  "dones_valid", "(or finite 0/1) in episode ep_000002"),
+    "shard path outside the dataset": (_edit_manifest(shard="../../ep_000000.npz"), "shard_paths",
+                                       "outside the dataset's shards folder in episode ep_000000"),
+    "missing dataset.json": (lambda p: (p / "dataset.json").unlink(), "dataset_info", "no dataset.json"),
+    "garbage dataset.json": (lambda p: (p / "dataset.json").write_text("{not json"), "dataset_info", "cannot be read"),
+    "manifest length differs from the shard": (_edit_manifest(length=61), "manifest_lengths",
+                                               "length differs from the shard's in episode ep_000000"),
 }
 
 

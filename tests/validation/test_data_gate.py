@@ -28,3 +28,16 @@ def test_too_little_data_for_the_profile(good_dataset):
     report = run_data_gate(good_dataset, DataGateThresholds(min_episodes=30, min_frames=7000, skip_start_steps=13))
     assert {c.name for c in report.failures} == {"enough_episodes", "enough_frames"}
     assert "observed 4" in report.summary() and "observed 240" in report.summary()
+
+
+@pytest.mark.parametrize("case", ["corrupt shard file", "shard path outside the dataset"])
+def test_one_unreadable_shard_is_reported_once(good_dataset, tmp_path, case):
+    """Its other checks are not judged; losing its frames may leave too few (a true second verdict)."""
+    _, check, _ = CORPUS[case]
+    report = run_data_gate(make_bad(good_dataset, tmp_path, case), SMOKE_LIKE)
+    assert {c.name for c in report.failures} - {"enough_frames"} == {check}, report.summary()
+
+
+def test_every_failure_of_a_changed_shard_names_its_episode(good_dataset, tmp_path):
+    report = run_data_gate(make_bad(good_dataset, tmp_path, "NaN actions"), SMOKE_LIKE)
+    assert report.failures and all("ep_000002" in c.message for c in report.failures), report.summary()
