@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         from dreamops.validation.data_gate import DataGateError
 
         if isinstance(exc, DataGateError):  # the run stopped before training; say why, fully
+            if getattr(args, "verbose", False):  # printed here: Prefect's log handlers may write elsewhere
+                traceback.print_exception(exc, file=sys.stderr)
             print(exc.report.summary(), file=sys.stderr)
             return 1
         if isinstance(exc, VersionIntegrityError):
