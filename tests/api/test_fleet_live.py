@@ -3,6 +3,7 @@ load the version from MLflow, play real CarRacing episodes and report them; uplo
 object store; a wrong token is an error with the API's explanation."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -70,7 +71,9 @@ def test_fleet_runs_production_and_reports(live_api, production_version, api_db)
                                     )).all()
     assert {r.robot_id for r in rows} == {"WH-7-r001", "WH-7-r002"} and len(rows) == 4
     assert all(r.version == production_version and r.steps == 40 and r.latency_p99_ms > 0 for r in rows)
-    assert len(rows[0].latents) == 8 and len(rows[0].latents[0]) == 32
+    latents = rows[0].latents  # a raw select: PostgreSQL's JSON column gives a list, SQLite's the JSON text
+    latents = json.loads(latents) if isinstance(latents, str) else latents
+    assert len(latents) == 8 and len(latents[0]) == 32
     uploads = list((settings.resolved_home / "uploads" / "WH-7").glob("*.npz"))
     assert len(uploads) == 4
 
