@@ -10,6 +10,7 @@ credentials; the server reaches S3 through boto3.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -33,11 +34,8 @@ def home_secret(path: Path, make) -> str:
     of two concurrent creators, the first file wins (O_EXCL)."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # another process created it first: read theirs
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(fd, "w") as f:
                 f.write(make() + "\n")
     return path.read_text().strip()
