@@ -13,6 +13,7 @@ class RandomPolicy:
     """Uniform random actions each frame (the classic reference; the car barely moves)."""
 
     name = "random"
+    uses_frames = False  # the rollout need not draw them
 
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)

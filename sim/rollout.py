@@ -10,8 +10,18 @@ from dreamops.sim.carracing import CarRacing
 
 
 class Policy(Protocol):
+    """reset(seed), then act(frame) once per simulator step. Optional attributes the rollout reads:
+    `action_repeat` (the policy looks only at every n-th frame it is given, from the first, and
+    repeats its action in between) and `uses_frames` (False: it never looks at them)."""
     def reset(self, seed: int) -> None: ...
     def act(self, frame: np.ndarray) -> np.ndarray: ...
+
+
+def frame_needed(policy: Policy, call: int) -> bool:
+    """Does the policy look at the frame passed to its `call`-th act() of an episode (from 0)?"""
+    if not getattr(policy, "uses_frames", True):
+        return False
+    return call % getattr(policy, "action_repeat", 1) == 0
 
 
 @dataclass
@@ -37,6 +47,8 @@ class Episode:
 
 
 def play_episode(env: CarRacing, policy: Policy, seed: int, keep_frames: bool = True) -> Episode:
+    """Frames nobody will see (not kept, not looked at by the policy) are not drawn: the same
+    episode, several times faster for a policy with a frame skip."""
     frame = env.reset(seed)
     policy.reset(seed)
     obs, actions, rewards, dones, on_track, speed = [], [], [], [], [], []
@@ -47,7 +59,8 @@ def play_episode(env: CarRacing, policy: Policy, seed: int, keep_frames: bool = 
             obs.append(frame)
         for key, value in getattr(policy, "diagnostics", dict)().items():
             extras.setdefault(key, []).append(value)
-        frame, reward, terminated, truncated = env.step(action)
+        render = keep_frames or frame_needed(policy, len(actions) + 1)
+        frame, reward, terminated, truncated = env.step(action, render=render)
         info = env.info()
         actions.append(action)
         rewards.append(reward)

@@ -64,3 +64,51 @@ def test_night_scenario_renders_a_darker_world():
     assert means["night"] < 0.6 * means["day"]
     with pytest.raises(ValueError, match="unknown scenario"):
         CarRacing(scenario="fog")
+
+
+class _EveryFourth:
+    """Rule-based decisions every 4th frame, recording the frames it looked at."""
+
+    action_repeat = 4
+
+    def __init__(self):
+        self.driver, self.seen = RuleBasedPolicy(), []
+
+    def reset(self, seed):
+        self.driver.reset(seed)
+        self.calls, self.seen = 0, []
+
+    def act(self, frame):
+        if self.calls % 4 == 0:
+            self.seen.append(frame.copy())
+            self.action = self.driver.act(frame)
+        self.calls += 1
+        return self.action
+
+
+def test_skipping_unseen_frames_changes_nothing_the_policy_or_the_reward_sees():
+    env = CarRacing(max_steps=120)
+    drawn_policy, skipped_policy = _EveryFourth(), _EveryFourth()
+    drawn = play_episode(env, drawn_policy, seed=5, keep_frames=True)  # keeping frames draws every one
+    skipped = play_episode(env, skipped_policy, seed=5, keep_frames=False)
+    env.close()
+    assert np.array_equal(drawn.rewards, skipped.rewards)
+    assert np.array_equal(drawn.on_track, skipped.on_track) and np.array_equal(drawn.speed, skipped.speed)
+    assert len(skipped_policy.seen) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(drawn_policy.seen, skipped_policy.seen))
+
+
+def test_action_repeat_draws_only_the_returned_frame_and_matches_single_frames():
+    repeated, single = CarRacing(max_steps=20, action_repeat=4), CarRacing(max_steps=80)
+    a0, b0 = repeated.reset(seed=9), single.reset(seed=9)
+    assert np.array_equal(a0, b0)
+    action = np.array([0.3, 0.6, 0.0], np.float32)
+    for _ in range(20):
+        frame, reward, _, _ = repeated.step(action)
+        total = 0.0
+        for _ in range(4):
+            single_frame, r, _, _ = single.step(action)
+            total += r
+        assert np.array_equal(frame, single_frame) and reward == pytest.approx(total)
+    assert repeated.frames == single.frames == 80
+    repeated.close(), single.close()
