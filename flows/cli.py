@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     t.add_argument("--parent", help="warm-start V, M and C from this version (number, semver or alias); "
                                     "recorded as the new version's parent")
-    t.add_argument("--verbose", action="store_true", help="on a refused run, also show Prefect's traceback")
+    t.add_argument("--verbose", action="store_true", help="show the libraries' logs and warnings (Prefect, MLflow, Great Expectations) "
+                        "and, on a refused run, Prefect's traceback")
 
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
@@ -134,6 +135,10 @@ def _fail(message: str) -> int:
     return 2
 
 
+# Commands whose output is their own progress and summary; servers (ui, api, up, ...) keep their logs.
+QUIET_COMMANDS = ("train", "validate", "evaluate", "profile", "drift-eval", "fleet")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dreamops.settings import get_settings
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     # its first start migrates a fresh database, slower than the 20 s default on 2 cores
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here
+    if args.command in QUIET_COMMANDS:
+        from dreamops.quiet import quiet_libraries
+
+        quiet_libraries(verbose=getattr(args, "verbose", False))
     try:
         commands = {"train": _train, "validate": _validate, "evaluate": _evaluate, "profile": _profile,
                     "ui": _server, "server": _server, "versions": _versions, "lineage": _lineage, "promote": _promote,

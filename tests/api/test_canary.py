@@ -148,7 +148,9 @@ def test_a_restarted_api_resumes_its_rollouts(api, registry, api_db):
     from dreamops.api.main import create_app
 
     _, v2 = setup_production(registry)
-    d = deploy(api, v2, rollout_percent=50, bake_seconds=1.5, min_episodes=1)
+    # a bake time far beyond the two rounds' few seconds, so the first app cannot move it on (a
+    # loaded machine took longer than 1.5 s); the second must, after the rest of it
+    d = deploy(api, v2, rollout_percent=50, bake_seconds=6, min_episodes=1)
     play_round(api, n=2)  # both reward levels on every robot: the arms differ by nothing
     api.client.__exit__(None, None, None)  # the API process goes away mid-rollout
 
