@@ -42,7 +42,7 @@ bench: install
 ## make lock: re-resolve the lock from pyproject.toml in a scratch environment
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 -e '.[test]'
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0 -e '.[test,docs]'
 	head -2 requirements.lock > .lock-venv/header
 	(cat .lock-venv/header; .lock-venv/bin/python -m pip freeze | grep -v -i '^-e\|^dreamops\|^#' \
 		| sed 's/^torch==2.13.0+cpu/torch==2.13.0/') > requirements.lock
