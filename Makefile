@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser run smoke pick test bench lock clean
+.PHONY: install browser run smoke pick test bench docs lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install browser
 ## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, MMD, scaling and API load)
 bench: install
 	$(BIN)/python bench/run_all.py
+
+## make docs: the reference pages generated from the code (docs/gen_reference.py), then the site into site/
+docs: install
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 ## make lock: re-resolve the lock from pyproject.toml in a scratch environment
 lock:
