@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser run smoke pick test bench docs lock clean
+.PHONY: install browser run smoke pick test test-fast bench docs lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ browser:
 ## make test: the whole suite (unit, data, contract, production-stack and end-to-end smoke tests)
 test: install browser
 	$(BIN)/python -m pytest
+
+## make test-fast: unit, numeric, contract and data tests; no server, no browser (minutes)
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e and not servers"
 
 ## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, MMD, scaling and API load)
 bench: install

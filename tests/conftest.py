@@ -5,6 +5,17 @@ import os
 
 import pytest
 
+# Test tiers. `make test-fast` runs `-m "not e2e and not servers"`: unit, numeric, contract and data
+# tests, no server, browser or end-to-end run. A test is in the `servers` tier when it asks for one
+# of these fixtures (PostgreSQL, a Prefect server, the MLflow + S3 stack, the API on its databases).
+SERVER_FIXTURES = frozenset({"prefect_server", "stack", "on_stack", "api_db"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
 
 @pytest.fixture(scope="session")
 def prefect_server():
