@@ -1,5 +1,6 @@
-"""Drawing only the frames someone sees: the same episodes with every frame drawn vs the skipping
-rollout, side by side in one process. Rewards must be identical (same physics); only time differs.
+"""Drawing only the frames someone sees, with the road's vertices in numpy: the same episodes drawn
+as before (every frame, the env's own road code) vs now (only the frames someone sees, FastRoad),
+side by side in one process. Rewards must be identical (same physics); only time differs.
 
 - collection: agent steps of 4 frames (the frame skip), drawn on every frame vs the returned one;
 - evaluation of a policy that looks at every 4th frame (the V-M-C policy's frame skip);
@@ -50,7 +51,7 @@ class DrawEveryFrame:
 
 def _all_frames_collection(seed: int, steps: int) -> tuple[float, float]:
     """4-frame agent steps with every frame drawn (the collector before)."""
-    env, policy = CarRacing(max_steps=steps * 4), RuleBasedPolicy()
+    env, policy = CarRacing(max_steps=steps * 4, fast_road=False), RuleBasedPolicy()
     frame, total = env.reset(seed), 0.0
     policy.reset(seed)
     t0 = time.perf_counter()
@@ -73,8 +74,8 @@ def _skipping_collection(seed: int, steps: int) -> tuple[float, float]:
     return time.perf_counter() - t0, episode.total_reward
 
 
-def _evaluation(policy, seed: int, frames: int) -> tuple[float, float]:
-    env = CarRacing(max_steps=frames)
+def _evaluation(policy, seed: int, frames: int, fast_road: bool = True) -> tuple[float, float]:
+    env = CarRacing(max_steps=frames, fast_road=fast_road)
     t0 = time.perf_counter()
     episode = play_episode(env, policy, seed, keep_frames=False)
     env.close()
@@ -86,9 +87,11 @@ def run(seeds: tuple[int, ...] = (0, 1), frames: int = 600) -> dict:
     cases = {
         "collection (4-frame steps)": (lambda s: _all_frames_collection(s, frames // 4),
                                        lambda s: _skipping_collection(s, frames // 4)),
-        "evaluation, frame-skip policy": (lambda s: _evaluation(DrawEveryFrame(FrameSkipDriver()), s, frames),
+        "evaluation, frame-skip policy": (lambda s: _evaluation(DrawEveryFrame(FrameSkipDriver()), s, frames, False),
                                           lambda s: _evaluation(FrameSkipDriver(), s, frames)),
-        "evaluation, random baseline": (lambda s: _evaluation(DrawEveryFrame(RandomPolicy()), s, frames),
+        "evaluation, rule-based baseline": (lambda s: _evaluation(RuleBasedPolicy(), s, frames, False),
+                                            lambda s: _evaluation(RuleBasedPolicy(), s, frames)),
+        "evaluation, random baseline": (lambda s: _evaluation(DrawEveryFrame(RandomPolicy()), s, frames, False),
                                         lambda s: _evaluation(RandomPolicy(), s, frames)),
     }
     for name, (before, after) in cases.items():
@@ -99,17 +102,17 @@ def run(seeds: tuple[int, ...] = (0, 1), frames: int = 600) -> dict:
             ta, ra = after(seed)
             t_before, t_after, same = t_before + tb, t_after + ta, same and abs(rb - ra) < 1e-3  # episodes keep float32 rewards
         n = frames * len(seeds)
-        rows[name] = {"frames_per_s_all_drawn": n / t_before, "frames_per_s_skipping": n / t_after,
+        rows[name] = {"frames_per_s_before": n / t_before, "frames_per_s_now": n / t_after,
                       "speedup": t_before / t_after, "identical_rewards": same}
     return rows
 
 
 def main() -> dict:
     rows = run()
-    print("drawing only the frames someone sees (one process, same seeds, same episodes)")
+    print("before (every frame drawn, the env's road code) vs now (seen frames only, FastRoad); same episodes")
     for name, r in rows.items():
-        print(f"  {name:32s} all drawn {r['frames_per_s_all_drawn']:6.0f} frames/s | skipping "
-              f"{r['frames_per_s_skipping']:6.0f} frames/s | speedup {r['speedup']:5.1f}x | "
+        print(f"  {name:32s} before {r['frames_per_s_before']:6.0f} frames/s | now "
+              f"{r['frames_per_s_now']:6.0f} frames/s | speedup {r['speedup']:5.1f}x | "
               f"identical rewards: {r['identical_rewards']}")
     return rows
 

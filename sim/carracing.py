@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.box2d import car_racing as _cr
 from PIL import Image
 
 ENV_ID = "CarRacing-v3"
@@ -51,10 +52,58 @@ SCENARIOS: dict[str, dict[str, tuple[int, int, int]] | None] = {
 }
 
 
+class FastRoad:
+    """CarRacing's `_render_road` with the vertex arithmetic in numpy.
+
+    The env's own version rotates, scales and culls all ~730 grass and road polygons one vertex at
+    a time in Python on every drawn frame (about 70% of a frame). This one does the same float64
+    operations on arrays: the rotation's cosine and sine come from pygame itself (rotating the unit
+    vector, so its special cases at multiples of 90 degrees are kept), then c*x - s*y, s*x + c*y,
+    * zoom + translation, the same culling box, and the same draw calls in the same order. The
+    vertices are the same to the last bit, so the pixels are the same (tested frame by frame).
+    """
+
+    def __init__(self, env):
+        self.env = env
+        d = _cr.GRASS_DIM
+        self.grass = np.array([[(d * x + d, d * y), (d * x, d * y), (d * x, d * y + d), (d * x + d, d * y + d)]
+                               for x in range(-20, 20, 2) for y in range(-20, 20, 2)], dtype=np.float64)
+        self._road_of = None  # the road_poly list the arrays below were built from (a new one per track)
+
+    def _road(self):
+        u = self.env
+        if self._road_of is not u.road_poly:
+            self.road = np.array([[(p[0], p[1]) for p in poly] for poly, _ in u.road_poly], dtype=np.float64)
+            self._road_of = u.road_poly
+        return self.road
+
+    def __call__(self, zoom, translation, angle):
+        u = self.env
+        bounds = _cr.PLAYFIELD
+        field = [(bounds, bounds), (bounds, -bounds), (-bounds, -bounds), (-bounds, bounds)]
+        u._draw_colored_polygon(u.surf, field, u.bg_color, zoom, translation, angle, clip=False)
+        c, s = _cr.pygame.math.Vector2(1.0, 0.0).rotate_rad(angle)
+        road = self._road()
+        for polys, is_road in ((self.grass, False), (road, True)):
+            if len(polys) == 0:
+                continue
+            x, y = polys[..., 0], polys[..., 1]
+            px = (c * x - s * y) * zoom + translation[0]
+            py = (s * x + c * y) * zoom + translation[1]
+            m = _cr.MAX_SHAPE_DIM
+            visible = ((px >= -m) & (px <= _cr.WINDOW_W + m) & (py >= -m) & (py <= _cr.WINDOW_H + m)).any(axis=1)
+            for i in np.flatnonzero(visible):
+                poly = list(zip(px[i].tolist(), py[i].tolist()))
+                # a tile's colour is read each frame, as the env does: visiting a tile may change it
+                color = [int(v) for v in u.road_poly[i][1]] if is_road else u.grass_color
+                _cr.gfxdraw.aapolygon(u.surf, poly, color)
+                _cr.gfxdraw.filled_polygon(u.surf, poly, color)
+
+
 class CarRacing:
     """A CarRacing-v3 episode source with 64x64 frames, fixed seeding and track-contact info."""
 
-    def __init__(self, max_steps: int = 1000, action_repeat: int = 1, scenario: str = "day"):
+    def __init__(self, max_steps: int = 1000, action_repeat: int = 1, scenario: str = "day", fast_road: bool = True):
         if max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {max_steps}")
         if action_repeat < 1:
@@ -64,6 +113,8 @@ class CarRacing:
             raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
         self.env = gym.make(ENV_ID, max_episode_steps=max_steps * action_repeat)
         self.scenario = scenario
+        if fast_road:  # same pixels, a drawn frame ~1.8x faster; False keeps the env's own (for benches)
+            self.env.unwrapped._render_road = FastRoad(self.env.unwrapped)
         for name, rgb in (SCENARIOS[scenario] or {}).items():
             # read when the track is built at reset (colours are not re-drawn without domain_randomize)
             setattr(self.env.unwrapped, name, np.array(rgb, dtype=np.float64))

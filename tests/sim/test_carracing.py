@@ -112,3 +112,24 @@ def test_action_repeat_draws_only_the_returned_frame_and_matches_single_frames()
         assert np.array_equal(frame, single_frame) and reward == pytest.approx(total)
     assert repeated.frames == single.frames == 80
     repeated.close(), single.close()
+
+
+def test_fast_road_draws_the_same_pixels_as_the_envs_own_renderer():
+    """Rule-based driving visits tiles (their colour changes) and turns (every rotation angle)."""
+    import gymnasium as gym
+
+    from dreamops.sim.carracing import ENV_ID, preprocess
+
+    reference, ours, policy = gym.make(ENV_ID), CarRacing(max_steps=400), RuleBasedPolicy()
+    frame, _ = reference.reset(seed=11)
+    ours.reset(11)
+    policy.reset(11)
+    for _ in range(400):
+        action = np.clip(policy.act(preprocess(frame)), [-1, 0, 0], [1, 1, 1]).astype(np.float32)
+        frame, _, terminated, _, _ = reference.step(action)
+        ours.step(action)
+        assert np.array_equal(frame, ours.env.unwrapped.state)
+        if terminated:
+            break
+    assert ours.env.unwrapped.tile_visited_count > 20
+    reference.close(), ours.close()
