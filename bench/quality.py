@@ -64,8 +64,9 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
 
     seed_home = home / f"seed-{seed}"
     sets = [f"seed={seed}", f"eval.episodes={episodes}", "eval.compare_baselines=false", *overrides]
+    # progress on: in a log (not a terminal) it is a line every 30 s per stage and each finished bar
     cmd = [sys.executable, "-m", "dreamops.flows.cli", "train", "--agent", agent, "--profile", profile,
-           "--no-progress", *[a for s in sets for a in ("--set", s)]]
+           *[a for s in sets for a in ("--set", s)]]
     # one dataset store for every seed and ablation: a collection with the same spec is reused
     env = {**os.environ, "DREAMOPS_HOME": str(seed_home), "DREAMOPS_DATASET_DIR": str(home.parent / "datasets")}
     log = home / f"seed-{seed}.log"
