@@ -205,6 +205,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e  # a whole process and its servers: the full tier only
 def test_api_entrypoint_answers_the_compose_healthcheck(tmp_path):
     """`dreamops api` as the container runs it (on loopback), probed by the compose healthcheck."""
     from dreamops.flows.up import stop_process, wait_http

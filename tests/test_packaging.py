@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # whole processes (servers, a Ray cluster, a wheel build): the full tier only
+
 ROOT = Path(__file__).resolve().parents[1]
 # import name -> distribution, where they differ
 DISTRIBUTIONS = {"yaml": "pyyaml", "PIL": "pillow", "pydantic_settings": "pydantic-settings", "gymnasium": "gymnasium",

@@ -25,6 +25,7 @@ def test_webhook_key_is_generated_once_into_the_home(dreamops_home):
     assert webhook_key(configured) == "from-the-environment"
 
 
+@pytest.mark.e2e  # a whole process and its servers: the full tier only
 def test_a_restarted_server_on_the_same_home_accepts_the_webhook_registration(dreamops_home, tmp_path):
     """Before: the second start's registration answered 500 (the stored secret was encrypted with
     the first process's own key) and `dreamops up` stopped."""

@@ -43,6 +43,7 @@ def test_bad_config_is_refused():
         DriftEvalConfig(required_signals=4)
 
 
+@pytest.mark.e2e  # a whole process and its servers: the full tier only
 def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)

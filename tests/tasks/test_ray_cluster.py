@@ -20,6 +20,8 @@ from dreamops.flows.up import stop_process
 from dreamops.tasks.parallel import connect
 from tests.stack import free_port
 
+pytestmark = pytest.mark.e2e  # whole processes (servers, a Ray cluster, a wheel build): the full tier only
+
 RAY = str(Path(sys.executable).with_name("ray"))  # the venv's: its nodes' workers import this dreamops
 
 
