@@ -10,7 +10,8 @@ import warnings
 
 # Warnings every run would print although nothing is wrong; each says why it is benign.
 BENIGN_WARNINGS = (
-    # our pyfunc's predict takes frames or a dict of arrays and checks them itself
+    # our pyfunc's predict takes frames or a dict of arrays and checks them itself (raised inside
+    # MLflow's own "once" scope at class definition, so IMPORT_WARNERS below is what silences it)
     r".*Add type hints to the `predict` method",
     # an input example would run predict at logging time; the bundle has its own known-answer tests
     r".*An input example was not provided when logging the model",

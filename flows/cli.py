@@ -27,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     t.add_argument("--parent", help="warm-start V, M and C from this version (number, semver or alias); "
                                     "recorded as the new version's parent")
-    t.add_argument("--verbose", action="store_true", help="show the libraries' logs and warnings (Prefect, MLflow, Great Expectations) "
-                        "and, on a refused run, Prefect's traceback")
+    t.add_argument("--verbose", action="store_true",
+                   help="show the libraries' logs and warnings (Prefect, MLflow, Great Expectations) and, "
+                        "on a refused run, Prefect's traceback")
 
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
