@@ -24,14 +24,19 @@ CHATTY_LOGGERS = ("great_expectations", "great_expectations.data_context.types.b
 # Modules that warn while they are imported from inside MLflow's own warnings scope (its "once"
 # filter outranks ours); imported here with the warning display off, they are then cached.
 IMPORT_WARNERS = ("dreamops.registry.pyfunc",)  # MLflow asks the pyfunc classes for type hints
+# Library settings read from the environment; set only where the caller has not chosen them.
+QUIET_ENV = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",  # task-run lines; the progress bars say as much
+    "MLFLOW_LOGGING_LEVEL": "ERROR",  # e.g. 'a Python object is pickled' on every log_model
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 
 
 def quiet_libraries(verbose: bool = False) -> None:
     if verbose:
         return
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-run lines; the progress bars say as much
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # e.g. 'a Python object is pickled' on every log_model
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     for pattern in BENIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
     for name in CHATTY_LOGGERS:

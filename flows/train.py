@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version as pkg_version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from prefect import flow, task
@@ -111,12 +112,13 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             {"vae": parent_bundle.vae, "mdnrnn": parent_bundle.mdnrnn, "controller": parent_bundle.controller}
         curve: list[RoundPoint] = []
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
+        validation_seeds = list(range(cfg.eval.validation_seed, cfg.eval.validation_seed + cfg.eval.round_episodes))
+        best: RoundModels | None = None  # the champion: what drives the next collection and ships
         for k in range(cfg.rounds):
-            final = k == cfg.rounds - 1
             with _round_run(k, cfg.rounds):
-                if k > 0:  # the flywheel: the last controller drives, its episodes join the data
-                    new = collect_round_task(cfg.collect, k, bundle_path.read_bytes(), settings.datasets, workers,
-                                             show_progress=show_progress, ray_address=settings.ray_address)
+                if k > 0:  # the flywheel: the champion drives, its episodes join the data
+                    new = collect_round_task(cfg.collect, k, best.bundle_path.read_bytes(), settings.datasets,
+                                             workers, show_progress=show_progress, ray_address=settings.ray_address)
                     merged = merge_datasets(parts + [new], settings.datasets,
                                             {"rounds": [p.hash for p in parts + [new]]})
                     gate = validate_data_task(merged.path, cfg.gate, cfg.collect.action_repeat, out / f"data_docs_{k}")
@@ -136,29 +138,44 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                      skip_steps=cfg.cma.start_after_steps)
                 controller, history = evolve_task(mdnrnn, starts, r.cma, log, show_progress,
                                                   init=models["controller"])
-                models = {"vae": vae, "mdnrnn": mdnrnn, "controller": controller}
-                arch = _architecture(cfg)
-                bundle = VMCBundle(arch, vae, mdnrnn, controller)
-                bundle_path = bundle.save(out / f"round_{k}" / "vmc_bundle.pt")
-                if final:
-                    evals = {"vmc": evaluate_task(BundlePolicyFactory(str(bundle_path)), "vmc", seeds,
-                                                  cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
-                    real = evals["vmc"]
-                else:
-                    real = evaluate_task(BundlePolicyFactory(str(bundle_path)), f"vmc round {k}",
-                                         seeds[: cfg.eval.round_episodes], cfg.eval.max_steps, workers, show_progress,
-                                         settings.ray_address)
-                curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
-                                        history["final_dream_return"][0], real.mean, real.std, len(real.rewards)))
+                bundle = VMCBundle(_architecture(cfg), vae, mdnrnn, controller)
+                challenger = RoundModels(k, bundle, bundle.save(out / f"round_{k}" / "vmc_bundle.pt"),
+                                         vae_report, mdn_report, history, latents)
+                if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
+                    challenger.validation = evaluate_task(
+                        BundlePolicyFactory(str(challenger.bundle_path)), f"vmc round {k} (validation)",
+                        validation_seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)
+                kept = best is None or not cfg.eval.keep_best_round or \
+                    challenger.validation.mean >= best.validation.mean
+                if kept:
+                    best = challenger
                 if cfg.rounds > 1:
+                    curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
+                                            history["final_dream_return"][0], challenger.validation.mean,
+                                            challenger.validation.std, len(validation_seeds), kept, best.round))
                     mlflow.log_metrics(curve[-1].metrics())
-        real_frames = curve[-1].real_frames
+                    mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
+                    if show_progress:
+                        print(f"round {k}: validation return {challenger.validation.mean:.1f} "
+                              + ("(kept)" if kept else f"(below round {best.round}'s {best.validation.mean:.1f}: "
+                                                       "discarded; the next round starts from round "
+                                                       f"{best.round})"), flush=True)
+                # the next round warm-starts from the champion, on all data collected so far
+                models = {"vae": best.bundle.vae, "mdnrnn": best.bundle.mdnrnn, "controller": best.bundle.controller}
+        bundle, vae, mdnrnn = best.bundle, best.bundle.vae, best.bundle.mdnrnn
+        vae_report, mdn_report, history, latents = best.vae_report, best.mdn_report, best.history, best.latents
+        if best.round != cfg.rounds - 1:  # the shipped V encodes the whole dataset (reference latents)
+            latents = encode_task(vae, data)
+        evals = {"vmc": evaluate_task(BundlePolicyFactory(str(best.bundle_path)), "vmc", seeds,
+                                      cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
+        real_frames = int(data.manifest["env_frames"].sum())
         if cfg.rounds > 1:
             for point in curve:  # the learning curve on the parent run too, one step per round
                 mlflow.log_metrics(point.metrics(), step=point.round)
-            mlflow.log_artifact(str(plots.learning_curve([asdict(p) for p in curve], out / "learning_curve.png")),
-                                "plots")
+            mlflow.log_artifact(str(plots.learning_curve([asdict(p) for p in curve], out / "learning_curve.png",
+                                                         score="validation return")), "plots")
             store.log_json([asdict(p) for p in curve], "rounds.json")
+            mlflow.set_tag("shipped_round", str(best.round))
         mlflow.log_metric("data/real_frames", real_frames)
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):
@@ -192,10 +209,11 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                     out / "package")
         registered, semver, passed = register_version(
             agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts, store.frame_signature(),
-            Fingerprint.of(asdict(arch), data.hash, cfg.to_dict()), data.hash, data_uri,
+            Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()), data.hash, data_uri,
             bundle.component_hashes(), gates,
             {"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
-             "rounds": str(cfg.rounds), "round_data_hashes": ",".join(p.hash for p in parts)},
+             "rounds": str(cfg.rounds), "shipped_round": str(best.round),
+             "round_data_hashes": ",".join(p.hash for p in parts)},
             ["gymnasium"], parent_version)
         summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
@@ -209,7 +227,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
-                "real_frames": real_frames, "rounds": [asdict(p) for p in curve],
+                "real_frames": real_frames, "rounds": [asdict(p) for p in curve], "shipped_round": best.round,
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed]}
 
@@ -239,7 +257,8 @@ def register_version(agent: str, profile: str, warehouse_id: str, run_id: str, p
 
 @dataclass
 class RoundPoint:
-    """One point of the learning curve: what a round trained on and how its controller scored."""
+    """One point of the learning curve: what a round trained on and how its controller scored on
+    the validation seeds."""
     round: int
     data_hash: str
     real_frames: int  # simulator frames in the data so far (all rounds)
@@ -248,10 +267,26 @@ class RoundPoint:
     real_return: float
     real_std: float
     eval_episodes: int
+    kept: bool = True  # the round's models became the champion
+    champion_round: int = 0  # the round whose models drive the next collection
 
     def metrics(self) -> dict[str, float]:
         return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,
-                "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes)}
+                "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes),
+                "round/kept": float(self.kept), "round/champion_round": float(self.champion_round)}
+
+
+@dataclass
+class RoundModels:
+    """What one round trained, kept whole so an earlier round can still be shipped."""
+    round: int
+    bundle: VMCBundle
+    bundle_path: Path
+    vae_report: dict
+    mdn_report: dict
+    history: dict
+    latents: Any
+    validation: Any = None  # EvalReport on the validation seeds (multi-round runs)
 
 
 def _round_run(k: int, rounds: int):

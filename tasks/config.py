@@ -185,11 +185,23 @@ class EvalConfig:
     latency_iterations: int = 500
     """Timed full V-M-C steps for the latency profile."""
     round_episodes: int = 8
-    """Real evaluation episodes of each intermediate round's controller (the learning curve); the
-    final round is evaluated on `episodes`."""
+    """Validation episodes of each round's controller in a multi-round run (the learning curve and
+    the choice of the round to keep); the shipped version is evaluated on `episodes`."""
+    validation_seed: int = 50_000
+    """First validation seed; disjoint from the collection and evaluation seeds, so choosing a round
+    never sees the episodes the reported figure comes from."""
+    keep_best_round: bool = True
+    """A round whose controller scores lower on the validation episodes than the best round so far
+    is discarded: the champion keeps driving the collection, the next round warm-starts from it,
+    and it is what ships. False ships the last round whatever it scored."""
 
     def validate(self) -> None:
         _positive(self, "episodes", "max_steps", "latency_iterations", "round_episodes")
+        validation = range(self.validation_seed, self.validation_seed + self.round_episodes)
+        evaluation = range(self.seed, self.seed + self.episodes)
+        if validation.start < evaluation.stop and evaluation.start < validation.stop:
+            raise ValueError(f"eval.validation_seed: validation seeds {validation.start}-{validation.stop - 1} "
+                             f"overlap the evaluation seeds {evaluation.start}-{evaluation.stop - 1}")
 
 
 @dataclass
@@ -285,6 +297,13 @@ class CarRacingConfig(RunConfig):
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
+        c, e = self.collect, self.eval
+        collected = range(c.seed, c.seed + c.episodes + (self.rounds - 1) * c.episodes_per_round)
+        for name, first, n in (("eval.seed", e.seed, e.episodes), ("eval.validation_seed", e.validation_seed,
+                                                                    e.round_episodes)):
+            if first < collected.stop and collected.start < first + n:
+                raise ValueError(f"{name}: seeds {first}-{first + n - 1} overlap the collection seeds "
+                                 f"{collected.start}-{collected.stop - 1}")
         return self
 
 

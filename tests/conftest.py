@@ -86,3 +86,18 @@ def on_stack(stack, dreamops_home, monkeypatch):
     get_settings.cache_clear()
     yield stack
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_quiet_env_leak():
+    """A CLI command run in-process sets the quiet library levels in os.environ (dreamops.quiet);
+    they must not reach later tests' subprocesses (a worker whose INFO log a test reads)."""
+    from dreamops.quiet import QUIET_ENV
+
+    before = {key: os.environ.get(key) for key in QUIET_ENV}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

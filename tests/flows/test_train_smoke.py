@@ -99,6 +99,13 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     frames = [r.data.metrics["round/real_frames"] for r in rounds]
     assert frames[1] > frames[0] and int(mv.tags["real_frames"]) == frames[1] == parent.data.metrics["data/real_frames"]
     assert {"mdn/holdout_nll", "cma/best_fitness"} <= set(rounds[1].data.metrics)  # round 1 trained M and C
+    # the round that ships is the best on the validation seeds (the earliest on a tie), whole: its weights
+    validation = [r.data.metrics["round/real_return"] for r in rounds]
+    shipped = int(mv.tags["shipped_round"])
+    assert shipped == validation.index(max(validation)) and parent.data.tags["shipped_round"] == str(shipped)
+    assert all(mv.tags[f"weights.{c}"] == rounds[shipped].data.tags[f"weights.{c}"]
+               for c in ("vae", "mdnrnn", "controller"))
+    assert [r.data.metrics["round/kept"] for r in rounds] == [1.0, float(validation[1] >= validation[0])]
     assert "plots/learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     from dreamops.tasks.dataset import open_dataset
     from dreamops.settings import get_settings
