@@ -42,18 +42,10 @@ def stats(rewards: list[float]) -> dict:
 
 def baseline(name: str, seeds: list[int], max_steps: int, home: Path, workers: int) -> dict:
     """A baseline's returns on `seeds`, cached by the simulator and policy code that produced them."""
-    from dreamops.tasks.collect import collection_code_hash
-    from dreamops.tasks.evaluate import baseline_factory, evaluate
+    from dreamops.tasks.evaluate import evaluate_baseline
 
-    key = f"{name}-{seeds[0]}-{len(seeds)}-{max_steps}-{collection_code_hash()}"
-    cache = home / "baselines" / f"{key}.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
-    report = evaluate(baseline_factory(name), name, seeds, max_steps, workers)
-    out = {**stats(report.rewards), "rewards": [round(r, 2) for r in report.rewards]}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out))
-    return out
+    report = evaluate_baseline(name, seeds, max_steps, workers, home / "baselines")
+    return {**stats(report.rewards), "rewards": [round(r, 2) for r in report.rewards]}
 
 
 def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: list[str], home: Path) -> dict:

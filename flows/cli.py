@@ -247,10 +247,12 @@ def _vmc_lines(result: dict) -> list[str]:
     baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
     return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
             f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms",
-            f"real frames in the training data: {result['real_frames']:,} over {len(result['rounds'])} round(s)"
-            + "".join(f"\n    round {p['round']}: real {p['real_return']:.1f} ({p['eval_episodes']} episodes), "
-                      f"dream {p['dream_return']:.1f}, {p['real_frames']:,} frames" for p in result["rounds"]
-                      if len(result["rounds"]) > 1)]
+            f"real frames in the training data: {result['real_frames']:,} over {max(1, len(result['rounds']))} "
+            "round(s)" + "".join(f"\n    round {p['round']}: validation {p['real_return']:.1f} ({p['eval_episodes']} "
+                                 f"episodes), dream {p['dream_return']:.1f}, {p['real_frames']:,} frames"
+                                 + ("" if p["kept"] else f", discarded (round {p['champion_round']} kept)")
+                                 for p in result["rounds"])
+            + (f"\n    shipped: round {result['shipped_round']}" if result["rounds"] else "")]
 
 
 def _pick_lines(result: dict) -> list[str]:

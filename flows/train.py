@@ -31,7 +31,7 @@ from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
-from dreamops.tasks.evaluate import baseline_factory, evaluate
+from dreamops.tasks.evaluate import evaluate, evaluate_baseline
 from dreamops.tasks.evolve import evolve_controller
 from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
@@ -53,6 +53,7 @@ train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
 starts_task = task(dream_start_states, name="dream_start_states", cache_policy=NONE)
 evolve_task = task(evolve_controller, name="evolve_controller", cache_policy=NONE)
 evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NONE)
+baseline_task = task(evaluate_baseline, name="evaluate_baseline", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
 profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 
@@ -178,9 +179,10 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             mlflow.set_tag("shipped_round", str(best.round))
         mlflow.log_metric("data/real_frames", real_frames)
         if cfg.eval.compare_baselines:
-            for name in ("random", "rule_based"):
-                evals[name] = evaluate_task(baseline_factory(name), name, seeds, cfg.eval.max_steps, workers,
-                                            show_progress, settings.ray_address)
+            for name in ("random", "rule_based"):  # deterministic per seed: cached across runs
+                evals[name] = baseline_task(name, seeds, cfg.eval.max_steps, workers,
+                                            settings.resolved_home() / "baselines", show_progress,
+                                            settings.ray_address)
         failures = failures_task(evals["vmc"].episodes)
         latency = profile_task(bundle, cfg.eval.latency_iterations)
         candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency)

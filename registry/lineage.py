@@ -22,6 +22,7 @@ def lineage(model: str, ref: str) -> dict:
         "source": mv.source, "parent_version": tags.get("parent_version"),
         "data": {"hash": tags.get("data_hash"), "uri": tags.get("data_uri"), "mlflow_inputs": list(datasets),
                  "rounds": [h for h in tags.get("round_data_hashes", "").split(",") if h],
+                 "shipped_round": int(tags["shipped_round"]) if tags.get("shipped_round", "").isdigit() else None,
                  "real_frames": int(tags["real_frames"]) if tags.get("real_frames", "").isdigit() else None},
         "weights": {k.removeprefix("weights."): v for k, v in tags.items() if k.startswith("weights.")},
         "config": config, "arch_hash": tags.get("lineage.arch_hash"), "hparams_hash": tags.get("lineage.hparams_hash"),
@@ -58,6 +59,8 @@ def format_lineage(info: dict) -> str:
              f"  data {info['data']['hash']}" + (f"  at {info['data']['uri']}" if info['data']['uri'] else "")]
     if len(info["data"]["rounds"]) > 1:  # a multi-round run: the data of each round
         lines += [f"    round {k} data {digest}" for k, digest in enumerate(info["data"]["rounds"])]
+        if info["data"]["shipped_round"] is not None:
+            lines.append(f"    models shipped from round {info['data']['shipped_round']} (best on the validation seeds)")
     if info["data"]["real_frames"] is not None:
         lines.append(f"  real simulator frames in the training data: {info['data']['real_frames']:,}")
     lines += [f"  weights {name:<11} sha256 {digest}" for name, digest in sorted(info["weights"].items())]

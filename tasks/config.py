@@ -158,10 +158,17 @@ class CMAConfig:
     """CMA-ES generations in each later round, warm-started from the previous round's controller."""
     round_sigma0: float = 0.05
     """Initial step size of a later round's warm-started CMA-ES."""
+    round_temperature: float | None = None
+    """tau in later rounds; None keeps `temperature`. Round 0's M has seen only exploration data
+    and needs a hard dream; a later M has seen the controller's own driving, so a dream closer to
+    the mean may stay honest and reward faster driving."""
 
     def validate(self) -> None:
         _positive(self, "population", "rollouts", "generations", "dream_steps", "temperature", "sigma0",
                   "round_generations", "round_sigma0")
+        t = self.round_temperature
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
+            raise ValueError(f"cma.round_temperature must be a positive number (or null), got {t!r}")
         if not 0 <= self.dream_dropout < 1:
             raise ValueError(f"cma.dream_dropout must be in [0, 1), got {self.dream_dropout}")
         if self.done_mode not in DONE_MODES:
@@ -284,7 +291,8 @@ class CarRacingConfig(RunConfig):
             self, vae=dataclasses.replace(self.vae, epochs=self.vae.round_epochs),
             mdn=dataclasses.replace(self.mdn, epochs=self.mdn.round_epochs),
             cma=dataclasses.replace(self.cma, seed=cma_seed, generations=self.cma.round_generations,
-                                    sigma0=self.cma.round_sigma0))
+                                    sigma0=self.cma.round_sigma0,
+                                    temperature=self.cma.round_temperature or self.cma.temperature))
 
     def max_real_frames(self) -> int:
         """The most simulator frames the run's training data can hold: every round's episodes at

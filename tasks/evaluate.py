@@ -1,8 +1,11 @@
 """evaluate: a policy in the real simulator over N seeded episodes, in parallel processes or on Ray."""
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -69,6 +72,41 @@ def evaluate(factory: Callable[[], Policy], name: str, seeds: list[int], max_ste
     episodes = [d.result for d in done]
     return EvalReport(name, list(seeds), [e.total_reward for e in episodes], [e.length for e in episodes],
                       [count_off_track_events(e.on_track) for e in episodes], episodes, [d.node for d in done])
+
+
+def baseline_code_hash() -> str:
+    """What a baseline's returns depend on: the simulator wrapper, the policies and the rollout."""
+    import dreamops.sim.carracing
+    import dreamops.sim.policies
+    import dreamops.sim.rollout
+    from dreamops.tasks.dataset import source_hash
+
+    return source_hash(dreamops.sim.carracing, dreamops.sim.policies, dreamops.sim.rollout)
+
+
+def evaluate_baseline(name: str, seeds: list[int], max_steps: int, workers: int, cache_dir: Path | None,
+                      show_progress: bool = True, ray_address: str | None = None) -> EvalReport:
+    """A baseline policy's evaluation, cached under `cache_dir` by (policy, seeds, max_steps, code):
+    the baselines are deterministic per seed, so a retrain on the same evaluation seeds replays
+    nothing. The cached report has no per-step episodes (nothing downstream reads a baseline's)."""
+    key = hashlib.sha256(json.dumps([name, list(seeds), max_steps, baseline_code_hash()]).encode()).hexdigest()[:16]
+    path = None if cache_dir is None else Path(cache_dir) / f"{name}-{key}.json"
+    if path is not None and path.exists():
+        try:
+            c = json.loads(path.read_text())
+            return EvalReport(name, list(seeds), c["rewards"], c["lengths"], c["off_track_events"], [],
+                              ["cache"] * len(seeds))
+        except (ValueError, KeyError, TypeError):
+            pass  # an unreadable cache entry is replayed and rewritten
+    report = evaluate(baseline_factory(name), name, seeds, max_steps, workers, show_progress, ray_address)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")  # written whole, then renamed: a killed run leaves no half file
+        tmp.write_text(json.dumps({"policy": name, "seeds": list(seeds), "max_steps": max_steps,
+                                   "rewards": report.rewards, "lengths": report.lengths,
+                                   "off_track_events": report.off_track_events}))
+        tmp.replace(path)
+    return report
 
 
 def baseline_factory(name: str) -> Callable[[], Policy]:

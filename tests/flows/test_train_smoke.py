@@ -117,6 +117,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     out = capsys.readouterr().out
     assert f"round 0 data {round_hashes[0]}" in out and f"round 1 data {round_hashes[1]}" in out
     assert f"real simulator frames in the training data: {int(frames[1]):,}" in out
+    assert f"models shipped from round {shipped} (best on the validation seeds)" in out
 
 
 def _ui_lists_the_model(home):

@@ -68,3 +68,23 @@ def test_resolved_config_round_trips_through_yaml():
     cfg = resolve_config("quick")
     assert yaml.safe_load(cfg.to_yaml()) == cfg.to_dict()
     assert cfg.flat()["cma.temperature"] == cfg.cma.temperature
+
+
+def test_round_temperature_applies_to_later_rounds_only():
+    cfg = resolve_config("quick", {"cma.round_temperature": 1.15})
+    assert cfg.for_round(0).cma.temperature == cfg.cma.temperature == 1.45
+    assert cfg.for_round(1).cma.temperature == 1.15
+    assert resolve_config("quick").for_round(2).cma.temperature == 1.45  # unset: every round the same
+    for bad in ("hot", 0, -1.0):
+        with pytest.raises(ValueError, match="cma.round_temperature"):
+            resolve_config("quick", {"cma.round_temperature": bad})
+
+
+def test_validation_seeds_may_not_overlap_evaluation_or_collection_seeds():
+    with pytest.raises(ValueError, match="overlap the evaluation seeds"):
+        resolve_config("quick", {"eval.validation_seed": 100_004})
+    with pytest.raises(ValueError, match="overlap the collection seeds"):
+        resolve_config("quick", {"eval.validation_seed": 40})
+    with pytest.raises(ValueError, match="eval.seed: seeds 10-17 overlap the collection seeds"):
+        resolve_config("quick", {"eval.seed": 10})
+    assert resolve_config("quick", {"eval.validation_seed": 60_000}).eval.validation_seed == 60_000
