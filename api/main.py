@@ -1,4 +1,4 @@
-"""The dreamops REST API (FastAPI). Run: `dreamops api` (uvicorn). OpenAPI at /docs.
+"""The dreamops REST API (FastAPI). Run: `dreamops api` (uvicorn). OpenAPI at /docs, the rollout dashboard at /ui.
 
 Every error is a JSON body `{"status": <code>, "message": "..."}` (validation errors add `errors`).
 """
@@ -19,7 +19,7 @@ from dreamops.api import canary
 from dreamops.api.auth import AuthError
 from dreamops.api.db import Deployment, session_factory
 from dreamops.api.deps import promotions
-from dreamops.api.routes import deployments, models, robots, training, webhooks
+from dreamops.api.routes import deployments, models, robots, training, ui, webhooks
 from dreamops.api.schemas import ErrorOut
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
@@ -114,6 +114,7 @@ def create_app() -> FastAPI:
                          ("deployments", deployments.router), ("robots", robots.router),
                          ("webhooks", webhooks.router)):
         app.include_router(router, prefix=API_PREFIX, responses=_documented(ROUTER_ERRORS[name]))
+    app.include_router(ui.router)  # the rollout dashboard, /ui (not part of the versioned JSON API)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
