@@ -10,7 +10,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,11 +19,11 @@ import sqlalchemy as sa
 from dreamops.flows.cli import main
 from dreamops.registry.semver import is_semver
 from dreamops.registry.webhooks import sign
+from tests.browser import ARTIFACTS_DIR, chromium
 from tests.stack import BUCKET, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.e2e
 MODEL = "carracing-vmc"
-ARTIFACTS_DIR = Path(os.environ.get("DREAMOPS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
@@ -160,20 +159,6 @@ def _failed_version(client, like: str) -> str:
                                                  "gate.vae_recon": "failed: 0.3 >= 0.02"}).version)
 
 
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, chromedriver = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-    if not (chromium.exists() and chromedriver.exists()):
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium and chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(str(chromedriver)), options=options)
-
-
 def _add_alias_in_ui(driver, base: str, version: str, alias: str) -> None:
     """What an engineer does: open the version, edit its aliases, type one, save."""
     from selenium.common.exceptions import StaleElementReferenceException
@@ -219,7 +204,7 @@ def test_promotion_in_the_mlflow_ui_goes_through_the_rules(trained, on_stack):
     audit = AuditLog(get_settings().sql_url)
     v = trained
     failed = _failed_version(client, v)
-    driver = _chromium()
+    driver = chromium()
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     try:
         _add_alias_in_ui(driver, on_stack.tracking_uri, v, "canary")
