@@ -24,6 +24,7 @@ from torch import nn
 
 from dreamops.models.bundle import module_hash
 from dreamops.models.encoders import ObservationEncoder, WordTokenizer, spatial_softmax
+from dreamops.models.export import RobotGraph, to_torchscript
 from dreamops.models.flow_head import FlowMatchingActionHead
 from dreamops.models.rssm import RSSM, State
 
@@ -176,14 +177,21 @@ class ChunkGenerator(nn.Module):
         return x.clamp(-1.0, 1.0)
 
 
+def chunk_graph(model: PickVLA) -> RobotGraph:
+    """(rgb uint8, depth, proprio, instruction token ids, noise) -> action chunk [B, horizon, action_dim]."""
+    n, arch, vocab = model.encoder.image_size, model.arch, len(model.tokenizer.vocab)
+
+    def sample(batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return (torch.randint(0, 256, (batch, n, n, 3), dtype=torch.uint8, generator=g),
+                0.6 + 0.6 * torch.rand(batch, n, n, 1, generator=g), torch.randn(batch, arch.proprio_dim, generator=g),
+                torch.randint(0, vocab, (batch, model.tokenizer.max_len), generator=g),
+                torch.randn(batch, arch.horizon, arch.action_dim, generator=g))
+    return RobotGraph("pick_vla_chunk", ChunkGenerator(model).eval(), ("rgb", "depth", "proprio", "tokens", "noise"),
+                      ("chunk",), sample)
+
+
 def export_torchscript(model: PickVLA, path: Path) -> Path:
-    n = model.encoder.image_size
-    example = (torch.zeros(1, n, n, 3, dtype=torch.uint8), torch.ones(1, n, n, 1), torch.zeros(1, model.arch.proprio_dim),
-               model.tokenizer.encode(["pick up the red box"]), torch.zeros(1, model.arch.horizon, model.arch.action_dim))
-    traced = torch.jit.trace(ChunkGenerator(model).eval(), example, check_trace=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    traced.save(str(path))
-    return path
+    return to_torchscript(chunk_graph(model), path)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""V, M and C together: the on-robot step (frame -> action) and its TorchScript export."""
+"""V, M and C together: the on-robot step (frame -> action) and its exportable graph."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from dreamops.models.controller import Controller
+from dreamops.models.export import RobotGraph, to_torchscript
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.models.vae import VAE
 
@@ -26,14 +27,20 @@ class VMCStep(nn.Module):
         return action, h, c
 
 
+def step_graph(step: VMCStep) -> RobotGraph:
+    """The step as a robot runs it: (frame, h, c) -> (action, h', c'); the robot carries h and c."""
+    hidden = step.mdnrnn.hidden_dim
+
+    def sample(batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return (torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8, generator=g),
+                torch.rand(batch, hidden, generator=g) * 2 - 1, torch.randn(batch, hidden, generator=g))
+    return RobotGraph("vmc_step", step.eval(), ("frame", "h", "c"), ("action", "h_next", "c_next"), sample,
+                      carry={"h_next": "h", "c_next": "c"})
+
+
 def export_torchscript(step: VMCStep, path: Path) -> Path:
     """Trace the step (no data-dependent control flow) and save it for on-robot inference."""
-    hidden = step.mdnrnn.hidden_dim
-    example = (torch.zeros(1, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, hidden), torch.zeros(1, hidden))
-    with torch.no_grad():
-        traced = torch.jit.trace(step.eval(), example)
-    traced.save(str(path))
-    return path
+    return to_torchscript(step_graph(step), path)
 
 
 class VMCPolicy:
