@@ -57,7 +57,8 @@ def test_the_wheel_carries_the_migrations_and_declares_what_dreamops_imports(whe
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         requires = Parser().parsestr(z.read(metadata).decode()).get_all("Requires-Dist") or []
     assert {"dreamops/api/migrations/env.py", "dreamops/api/migrations/script.py.mako",
-            "dreamops/api/migrations/versions/0001_api_tables.py"} <= names
+            "dreamops/api/migrations/versions/0001_api_tables.py",
+            "dreamops/api/ui/dashboard.html"} <= names  # the rollout dashboard the API serves at /ui
     declared = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
                 for r in requires if "extra ==" not in r}
     third_party = {n for n in _imported_top_levels() - set(sys.stdlib_module_names) if n not in ("dreamops", "tests")}
