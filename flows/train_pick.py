@@ -7,7 +7,6 @@ and MLflow; every step is a plain function in tasks/.
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +17,6 @@ from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from dreamops.models.pick_vla import export_torchscript
 from dreamops.registry import store
 from dreamops.registry.pyfunc import PickVLAPyfuncModel
 from dreamops.registry.semver import Fingerprint
@@ -27,6 +25,7 @@ from dreamops.storage import open_store
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
+from dreamops.tasks.package import package_pick_version
 from dreamops.tasks.pick_data import collect_demos, validate_demos
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.train_pick import train_pick_vla
@@ -93,12 +92,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                               "latency/chunk_p50_ms": latency["chunk"]["p50_ms"]})
         store.log_json(report, "evaluation_report.json")
 
-        package = out / "package"
-        artifacts = {"bundle": str(model.save(package / "pick_vla.pt")),
-                     "torchscript": str(export_torchscript(model, package / "pick_vla_chunk.torchscript.pt")),
-                     "config": str(package / "config.yaml"), "report": str(package / "evaluation_report.json")}
-        Path(artifacts["config"]).write_text(cfg.to_yaml())
-        Path(artifacts["report"]).write_text(json.dumps(report, indent=2, default=float))
+        artifacts = package_pick_version(model, cfg.to_yaml(), report, out / "package")
         registered, semver, passed = register_version(
             agent, profile, warehouse_id, run.info.run_id, PickVLAPyfuncModel(), artifacts,
             store.pick_signature(model.arch.horizon, model.arch.action_dim, model.arch.proprio_dim),

@@ -1,6 +1,7 @@
 """The agent-family contract, run over every family: exact save/load round trips, one training step
 reduces the loss on a fixed batch, inference shapes and ranges, and a registry round trip (log the
-pyfunc, register, load by `models:/` URI, same outputs). A new family adds one adapter here."""
+pyfunc, register, load by `models:/` URI, same outputs). A new family adds one adapter here; the
+on-robot exports (tests/models/test_export.py) use the same adapters."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,6 +63,16 @@ class CarRacingVMC:
         frames = np.stack([self.observation(s) for s in range(3)])
         return (VMCPyfuncModel(), {"bundle": str(model.save(path / "vmc_bundle.pt"))}, store.frame_signature(),
                 frames, {"reset": True}, self.act(model, frames))
+
+    def robot_graph(self, model):
+        from dreamops.models.vmc import VMCStep, step_graph
+
+        return step_graph(VMCStep(model.vae, model.mdnrnn, model.controller))
+
+    def package(self, model, out_dir):
+        from dreamops.tasks.package import package_version
+
+        return package_version(model, "{}\n", {}, np.zeros((4, 8), np.float32), out_dir)
 
 
 class PickVLA:
@@ -131,6 +142,16 @@ class PickVLA:
                                   torch.Generator().manual_seed(5))
         return (PickVLAPyfuncModel(), {"bundle": str(model.save(path / "pick_vla.pt"))}, store.pick_signature(),
                 inputs, {"instruction": "pick up the red box", "seed": 5}, expected)
+
+    def robot_graph(self, model):
+        from dreamops.models.pick_vla import chunk_graph
+
+        return chunk_graph(model)
+
+    def package(self, model, out_dir):
+        from dreamops.tasks.package import package_pick_version
+
+        return package_pick_version(model, "{}\n", {}, out_dir)
 
 
 FAMILIES = {f.name: f for f in (CarRacingVMC(), PickVLA())}
