@@ -39,7 +39,7 @@ test: install browser
 test-fast: install
 	$(BIN)/python -m pytest -m "not e2e and not servers"
 
-## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, MMD, scaling and API load)
+## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, on-robot export latency, MMD, scaling and API load)
 bench: install
 	$(BIN)/python bench/run_all.py
 
