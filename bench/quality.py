@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=ROOT / ".dreamops" / "bench-quality")
     p.add_argument("--no-baselines", action="store_true")
     args = p.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading each seed's report
     if args.agent != "carracing-vmc":
         raise SystemExit("bench/quality.py measures carracing-vmc for now")
     home = (args.home / f"{args.profile}{'-' + args.tag if args.tag else ''}").resolve()
