@@ -250,9 +250,10 @@ def _vmc_lines(result: dict) -> list[str]:
             f"real frames in the training data: {result['real_frames']:,} over {max(1, len(result['rounds']))} "
             "round(s)" + "".join(f"\n    round {p['round']}: validation {p['real_return']:.1f} ({p['eval_episodes']} "
                                  f"episodes), dream {p['dream_return']:.1f}, {p['real_frames']:,} frames"
-                                 + ("" if p["kept"] else f", discarded (round {p['champion_round']} kept)")
+                                 + ("" if p["kept"] else f", below round {p['champion_round']}")
                                  for p in result["rounds"])
-            + (f"\n    shipped: round {result['shipped_round']}" if result["rounds"] else "")]
+            + (f"\n    shipped: round {result['shipped_round']}; validation episodes played "
+               f"{result['validation_frames']:,} more real frames" if result["rounds"] else "")]
 
 
 def _pick_lines(result: dict) -> list[str]:

@@ -114,11 +114,12 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         curve: list[RoundPoint] = []
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         validation_seeds = list(range(cfg.eval.validation_seed, cfg.eval.validation_seed + cfg.eval.round_episodes))
-        best: RoundModels | None = None  # the champion: what drives the next collection and ships
+        best: RoundModels | None = None  # the champion on the validation episodes: what ships
+        validation_frames = 0  # real interaction too, that chose the rounds: counted apart from the data
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # the flywheel: the champion drives, its episodes join the data
-                    new = collect_round_task(cfg.collect, k, best.bundle_path.read_bytes(), settings.datasets,
+                    new = collect_round_task(cfg.collect, k, start.bundle_path.read_bytes(), settings.datasets,
                                              workers, show_progress=show_progress, ray_address=settings.ray_address)
                     merged = merge_datasets(parts + [new], settings.datasets,
                                             {"rounds": [p.hash for p in parts + [new]]})
@@ -146,10 +147,12 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                     challenger.validation = evaluate_task(
                         BundlePolicyFactory(str(challenger.bundle_path)), f"vmc round {k} (validation)",
                         validation_seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)
+                    validation_frames += sum(e.env_frames or e.length for e in challenger.validation.episodes)
                 kept = best is None or not cfg.eval.keep_best_round or \
-                    challenger.validation.mean >= best.validation.mean
+                    challenger.validation.mean > best.validation.mean
                 if kept:
                     best = challenger
+                start = best if cfg.round_start == "best" else challenger  # next round's driver and warm start
                 if cfg.rounds > 1:
                     curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
                                             history["final_dream_return"][0], challenger.validation.mean,
@@ -158,11 +161,11 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
                         print(f"round {k}: validation return {challenger.validation.mean:.1f} "
-                              + ("(kept)" if kept else f"(below round {best.round}'s {best.validation.mean:.1f}: "
-                                                       "discarded; the next round starts from round "
-                                                       f"{best.round})"), flush=True)
-                # the next round warm-starts from the champion, on all data collected so far
-                models = {"vae": best.bundle.vae, "mdnrnn": best.bundle.mdnrnn, "controller": best.bundle.controller}
+                              + ("(best so far)" if kept else f"(below round {best.round}'s "
+                                                              f"{best.validation.mean:.1f})")
+                              + f"; round {k + 1} starts from round {start.round}" * (k + 1 < cfg.rounds),
+                              flush=True)
+                models = {"vae": start.bundle.vae, "mdnrnn": start.bundle.mdnrnn, "controller": start.bundle.controller}
         bundle, vae, mdnrnn = best.bundle, best.bundle.vae, best.bundle.mdnrnn
         vae_report, mdn_report, history, latents = best.vae_report, best.mdn_report, best.history, best.latents
         if best.round != cfg.rounds - 1:  # the shipped V encodes the whole dataset (reference latents)
@@ -177,7 +180,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                                          score="validation return")), "plots")
             store.log_json([asdict(p) for p in curve], "rounds.json")
             mlflow.set_tag("shipped_round", str(best.round))
-        mlflow.log_metric("data/real_frames", real_frames)
+        mlflow.log_metrics({"data/real_frames": real_frames, "data/validation_frames": validation_frames})
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):  # deterministic per seed: cached across runs
                 evals[name] = baseline_task(name, seeds, cfg.eval.max_steps, workers,
@@ -214,6 +217,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()), data.hash, data_uri,
             bundle.component_hashes(), gates,
             {"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
+             "validation_frames": str(validation_frames),
              "rounds": str(cfg.rounds), "shipped_round": str(best.round),
              "round_data_hashes": ",".join(p.hash for p in parts)},
             ["gymnasium"], parent_version)
@@ -229,7 +233,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "mean_reward": evals["vmc"].mean,
                 "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
                 "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
-                "real_frames": real_frames, "rounds": [asdict(p) for p in curve], "shipped_round": best.round,
+                "real_frames": real_frames, "validation_frames": validation_frames,
+                "rounds": [asdict(p) for p in curve], "shipped_round": best.round,
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed]}
 
@@ -269,8 +274,8 @@ class RoundPoint:
     real_return: float
     real_std: float
     eval_episodes: int
-    kept: bool = True  # the round's models became the champion
-    champion_round: int = 0  # the round whose models drive the next collection
+    kept: bool = True  # the best round so far on the validation episodes (what would ship)
+    champion_round: int = 0  # the best round so far
 
     def metrics(self) -> dict[str, float]:
         return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,

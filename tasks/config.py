@@ -16,6 +16,7 @@ from dreamops.validation.data_gate import DataGateThresholds
 from dreamops.validation.model_gates import ModelGateThresholds
 
 DONE_MODES = ("sampled", "threshold")
+ROUND_STARTS = ("latest", "best")
 ON_POLICY = "controller"  # the policy name of on-policy episodes in a round's policy mix
 
 
@@ -198,9 +199,8 @@ class EvalConfig:
     """First validation seed; disjoint from the collection and evaluation seeds, so choosing a round
     never sees the episodes the reported figure comes from."""
     keep_best_round: bool = True
-    """A round whose controller scores lower on the validation episodes than the best round so far
-    is discarded: the champion keeps driving the collection, the next round warm-starts from it,
-    and it is what ships. False ships the last round whatever it scored."""
+    """Ship the round whose controller scored best on the validation episodes (the earliest on a
+    tie), not necessarily the last. False ships the last round whatever it scored."""
 
     def validate(self) -> None:
         _positive(self, "episodes", "max_steps", "latency_iterations", "round_episodes")
@@ -275,9 +275,14 @@ class CarRacingConfig(RunConfig):
     and its dream noise (cma.seed is added to it)."""
     rounds: int = 1
     """Data-flywheel rounds. Round 0 collects with the exploration policies and trains V, M, C; each
-    later round collects collect.episodes_per_round episodes with the previous controller, adds
-    them to the dataset (a new content hash), fine-tunes V and M on all data and re-evolves C warm.
-    Only the final round is registered."""
+    later round collects collect.episodes_per_round episodes with a previous round's controller
+    (`round_start`), adds them to the dataset (a new content hash), fine-tunes V and M on all data
+    and re-evolves C warm. One round is registered: the best on the validation episodes
+    (eval.keep_best_round) or the last."""
+    round_start: str = "latest"
+    """The round whose models the next round collects with and warm-starts from: `latest` (the
+    flywheel keeps moving; a worse controller's episodes still show M where it is wrong) or `best`
+    (the champion on the validation episodes)."""
 
     def for_round(self, k: int) -> "CarRacingConfig":
         """The config round k trains with. Round 0: the profile's budget, from scratch (or the
@@ -303,6 +308,8 @@ class CarRacingConfig(RunConfig):
     def validate(self) -> "CarRacingConfig":
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.round_start not in ROUND_STARTS:
+            raise ValueError(f"round_start must be one of {', '.join(ROUND_STARTS)}, got {self.round_start!r}")
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
         c, e = self.collect, self.eval

@@ -105,7 +105,8 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     assert shipped == validation.index(max(validation)) and parent.data.tags["shipped_round"] == str(shipped)
     assert all(mv.tags[f"weights.{c}"] == rounds[shipped].data.tags[f"weights.{c}"]
                for c in ("vae", "mdnrnn", "controller"))
-    assert [r.data.metrics["round/kept"] for r in rounds] == [1.0, float(validation[1] >= validation[0])]
+    assert [r.data.metrics["round/kept"] for r in rounds] == [1.0, float(validation[1] > validation[0])]
+    assert int(mv.tags["validation_frames"]) == 2 * 60  # one validation episode per round, 60 frames each
     assert "plots/learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     from dreamops.tasks.dataset import open_dataset
     from dreamops.settings import get_settings
