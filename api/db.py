@@ -102,10 +102,10 @@ class TelemetryEpisode(Base):
     deployment_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     arm: Mapped[str | None] = mapped_column(sa.String(16))
     stage_index: Mapped[int | None]
-    seed: Mapped[int]
+    seed: Mapped[int] = mapped_column(sa.BigInteger)  # int64 like the schema (PostgreSQL INTEGER is int32)
     reward: Mapped[float]
-    collisions: Mapped[int]
-    steps: Mapped[int]
+    collisions: Mapped[int] = mapped_column(sa.BigInteger)
+    steps: Mapped[int] = mapped_column(sa.BigInteger)
     latency_p50_ms: Mapped[float]
     latency_p99_ms: Mapped[float]
     residual: Mapped[float | None]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dreamops.registry.audit import AliasMove
 
@@ -16,14 +16,20 @@ from dreamops.registry.audit import AliasMove
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 MAX_ABS = 1e12  # any figure a robot reports; sums of 10^6 of them stay far from float overflow
 ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL, even as a query parameter (SQLite can: they must agree)
 
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS, le=MAX_ABS)]
 Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
 WarehouseId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]  # String(64) columns
 RobotId = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
-VersionRef = Annotated[str, Field(min_length=1, max_length=16)]  # String(16) columns
-DeploymentId = Annotated[str, Field(min_length=1, max_length=32)]  # String(32) columns
+VersionRef = Annotated[str, Field(min_length=1, max_length=16, pattern=ID_PATTERN)]  # String(16) columns
+DeploymentId = Annotated[str, Field(min_length=1, max_length=32, pattern=ID_PATTERN)]  # String(32) columns
+JobId = Annotated[str, Field(min_length=1, max_length=32, pattern=ID_PATTERN)]
 MODEL_NAME_MAX = 256  # String(256) columns
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX, pattern=NO_NUL)]  # MLflow's names are free text
+# a version by number, semver or alias; the examples (in the OpenAPI document) are what a client sends
+VersionPath = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX, pattern=ID_PATTERN,
+                                   examples=["2", "v1.1.0", "production"])]
 
 
 class ErrorOut(BaseModel):
@@ -101,11 +107,14 @@ class EpisodeUploadAck(BaseModel):
     key: str
     uri: str
     frames: int
+    sha256: str = Field(description="of the uploaded bytes; in the key too, and checked by every read for training")
 
 
 # --- training ---
 
 class TrainingTrigger(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"warehouse_id": "WH-1", "data_window_hours": 24,
+                                                               "agent": "carracing-vmc", "profile": "quick"}]})
     warehouse_id: WarehouseId
     data_window_hours: float | None = Field(None, gt=0, le=24 * 365,
                                             description="also train on fleet episodes uploaded in this window")
@@ -150,6 +159,8 @@ class VersionOut(BaseModel):
 # --- deployments ---
 
 class DeployRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"warehouse_id": "WH-1", "rollout_percent": 10},
+                                                              {"robot_ids": ["r1", "r2"], "stages": [50, 100]}]})
     warehouse_id: WarehouseId | None = None
     robot_ids: list[RobotId] | None = Field(None, min_length=1, max_length=10_000)
     rollout_percent: int = Field(10, gt=0, le=100, description="the first stage's share of robots on the canary")
@@ -196,4 +207,4 @@ class DeploymentOut(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    reason: str = Field("rolled back by hand", max_length=500)
+    reason: str = Field("rolled back by hand", max_length=500, pattern=NO_NUL)

@@ -1,5 +1,9 @@
-"""Fleet episodes uploaded through the API (`uploads/<warehouse>/<ms>-<robot>-<version>-<id>.npz` in
-the object store) joined to a collected dataset for the next retrain.
+"""Fleet episodes uploaded through the API (`uploads/<warehouse>/<ms>-<robot>-<version>-<sha256>.npz`
+in the object store) joined to a collected dataset for the next retrain.
+
+The key carries the sha256 of the bytes the API accepted: every read checks it, so an upload
+changed in the object store afterwards (or put there without the API) is skipped, with the reason
+and its key, and never trained on.
 
 Uploads are per simulator frame, as the robot saw them; training data is per agent step (one
 decision per `action_repeat` frames), so each upload is folded: the frame the decision was made
@@ -10,7 +14,10 @@ does not block every retrain; the gate still judges the joined dataset.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
+import re
 import shutil
 import time
 import uuid
@@ -21,6 +28,28 @@ import pandas as pd
 from dreamops.storage import ObjectStore
 from dreamops.tasks import dataset as ds
 from dreamops.validation.data_gate import DataGateThresholds, frame_summaries
+
+
+log = logging.getLogger("dreamops.fleet_data")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def upload_key(warehouse_id: str, robot_id: str, version: str, body: bytes, now: float | None = None) -> str:
+    """Where the API stores an upload: its time (ms, for the window), robot, version and the sha256
+    of its bytes (what every read verifies)."""
+    stamp = int((time.time() if now is None else now) * 1000)
+    return f"uploads/{warehouse_id}/{stamp}-{robot_id}-{version}-{hashlib.sha256(body).hexdigest()}.npz"
+
+
+def upload_problem(key: str, body: bytes) -> str | None:
+    """Why these bytes are not the upload `key` names (None: they are)."""
+    digest = key.rsplit("/", 1)[-1].removesuffix(".npz").rsplit("-", 1)[-1]
+    if not _DIGEST.fullmatch(digest):
+        return "no content hash in its key (not stored by the API's upload route)"
+    actual = hashlib.sha256(body).hexdigest()
+    if actual != digest:
+        return f"content hash {actual[:12]}... differs from the {digest[:12]}... it was uploaded with (changed since)"
+    return None
 
 
 def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None) -> list[str]:
@@ -66,11 +95,19 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
     keys = window_keys(objects, warehouse_id, hours)
     accepted, skipped = [], {}
     for key in keys:
-        with np.load(io.BytesIO(_read(objects, key, store_root)), allow_pickle=False) as npz:
-            arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
-        why = rejection(arrays, thresholds)
+        body = _read(objects, key, store_root)
+        why = upload_problem(key, body)
+        if why is None:
+            try:
+                with np.load(io.BytesIO(body), allow_pickle=False) as npz:
+                    arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
+            except Exception as exc:  # verified but unusable (the API checks shapes; older uploads may differ)
+                why = f"unreadable ({exc.__class__.__name__}: {exc})"
+            else:
+                why = rejection(arrays, thresholds)
         if why:
             skipped[key] = why
+            log.warning("fleet upload %s skipped: %s", key, why)
         else:
             accepted.append((key, arrays))
     if not accepted:

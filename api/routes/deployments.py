@@ -9,13 +9,14 @@ from dreamops.api import canary
 from dreamops.api.auth import Principal
 from dreamops.api.db import Deployment
 from dreamops.api.deps import allowed, db, promotions
-from dreamops.api.schemas import MODEL_NAME_MAX, DeploymentOut, DeployRequest, RollbackRequest
+from dreamops.api.schemas import (ID_PATTERN, DeploymentId, DeploymentOut, DeployRequest, ModelName,
+                                   RollbackRequest, VersionPath)
 
 router = APIRouter(tags=["deployments"])
 
 
 @router.post("/models/{version}/deploy", response_model=DeploymentOut, status_code=202)
-def deploy(version: str, body: DeployRequest, model: str = Query("carracing-vmc", min_length=1, max_length=MODEL_NAME_MAX),
+def deploy(version: VersionPath, body: DeployRequest, model: ModelName = "carracing-vmc",
            who: Principal = Depends(allowed("deploy")), session: Session = Depends(db)) -> DeploymentOut:
     """Start a staged canary of `version` (number, semver or alias) on a warehouse or a robot list."""
     if (body.warehouse_id is None) == (body.robot_ids is None):
@@ -30,7 +31,7 @@ def deploy(version: str, body: DeployRequest, model: str = Query("carracing-vmc"
 
 
 @router.get("/deployments", response_model=list[DeploymentOut])
-def list_deployments(status: str | None = None, _: Principal = Depends(allowed("read")),
+def list_deployments(status: str | None = Query(None, max_length=16, pattern=ID_PATTERN), _: Principal = Depends(allowed("read")),
                      session: Session = Depends(db)) -> list[DeploymentOut]:
     q = sa.select(Deployment).order_by(Deployment.created_at.desc()).limit(100)
     if status:
@@ -46,7 +47,7 @@ def _get(session: Session, deployment_id: str) -> Deployment:
 
 
 @router.get("/deployments/{deployment_id}", response_model=DeploymentOut)
-def get_deployment(deployment_id: str, _: Principal = Depends(allowed("read")),
+def get_deployment(deployment_id: DeploymentId, _: Principal = Depends(allowed("read")),
                    session: Session = Depends(db)) -> DeploymentOut:
     deployment = _get(session, deployment_id)
     if deployment.status == canary.ACTIVE:  # fresh statistics (and bake time) on every read
@@ -55,7 +56,7 @@ def get_deployment(deployment_id: str, _: Principal = Depends(allowed("read")),
 
 
 @router.post("/deployments/{deployment_id}/promote", response_model=DeploymentOut)
-def promote(deployment_id: str, who: Principal = Depends(allowed("deploy")),
+def promote(deployment_id: DeploymentId, who: Principal = Depends(allowed("deploy")),
             session: Session = Depends(db)) -> DeploymentOut:
     deployment = _get(session, deployment_id)
     if deployment.status != canary.ACTIVE:
@@ -64,7 +65,7 @@ def promote(deployment_id: str, who: Principal = Depends(allowed("deploy")),
 
 
 @router.post("/deployments/{deployment_id}/rollback", response_model=DeploymentOut)
-def rollback(deployment_id: str, body: RollbackRequest | None = None, who: Principal = Depends(allowed("deploy")),
+def rollback(deployment_id: DeploymentId, body: RollbackRequest | None = None, who: Principal = Depends(allowed("deploy")),
              session: Session = Depends(db)) -> DeploymentOut:
     deployment = _get(session, deployment_id)
     if deployment.status != canary.ACTIVE:

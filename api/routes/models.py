@@ -6,7 +6,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from dreamops.api.auth import Principal
 from dreamops.api.deps import allowed, promotions
-from dreamops.api.schemas import MODEL_NAME_MAX, VersionOut
+from dreamops.api.schemas import ModelName, VersionOut, VersionPath
 from dreamops.registry import store
 from dreamops.registry.lineage import describe, lineage
 
@@ -15,7 +15,7 @@ DEFAULT_MODEL = "carracing-vmc"
 
 
 @router.get("")
-def list_models(model: str = Query(DEFAULT_MODEL, min_length=1, max_length=MODEL_NAME_MAX), _: Principal = Depends(allowed("read"))) -> dict:
+def list_models(model: ModelName = DEFAULT_MODEL, _: Principal = Depends(allowed("read"))) -> dict:
     promotions()  # MLflow configured once per process
     rows = store.list_versions(model)
     return {"model": model, "aliases": store.aliases(model),
@@ -26,7 +26,7 @@ def list_models(model: str = Query(DEFAULT_MODEL, min_length=1, max_length=MODEL
 
 
 @router.get("/{version}", response_model=VersionOut)
-async def get_version(version: str, model: str = Query(DEFAULT_MODEL, min_length=1, max_length=MODEL_NAME_MAX), with_lineage: bool = Query(True),
+async def get_version(version: VersionPath, model: ModelName = DEFAULT_MODEL, with_lineage: bool = Query(True),
                       _: Principal = Depends(allowed("read"))) -> VersionOut:
     promotions()
     info = await run_in_threadpool(describe, model, version)

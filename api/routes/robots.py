@@ -1,15 +1,15 @@
 """The fleet's side: GET assignment, POST telemetry, POST episodes (npz shards for retraining)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
-import time
-import uuid
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -17,22 +17,28 @@ from dreamops.api import canary
 from dreamops.api.auth import Principal
 from dreamops.api.db import Deployment, DriftIncident, Robot, TelemetryEpisode, utcnow
 from dreamops.api.deps import allowed, db, promotions, settings
-from dreamops.api.schemas import MODEL_NAME_MAX, Assignment, EpisodeUploadAck, TelemetryAck, TelemetryBatch
+from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
 from dreamops.registry import store
 from dreamops.settings import Settings
 from dreamops.storage import open_store
 from dreamops.tasks.dataset import SHARD_ARRAYS
+from dreamops.tasks.fleet_data import upload_key
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+# in the OpenAPI document too, so clients (and the fuzz test) see the constraint FastAPI enforces
+RobotId = Annotated[str, PathParam(pattern=ID, description="the robot's id (letters, digits, _ . -; at most 64)")]
+EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs uint8 [T,64,64,3], actions [T,3], "
+                                "rewards [T], dones [T] (T >= 1), at most 64 MiB",
+                                "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}}}
 
 
 @router.get("/{robot_id}/assignment", response_model=Assignment)
-def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model: str = Query("carracing-vmc", min_length=1, max_length=MODEL_NAME_MAX),
+def assignment(robot_id: RobotId, warehouse_id: str = Query(..., pattern=ID), model: ModelName = "carracing-vmc",
                _: Principal = Depends(allowed("robot")), session: Session = Depends(db)) -> Assignment:
     """The version this robot runs now: its arm of an active canary, else production."""
-    _valid_id(robot_id)
     promotions()
     robot = _seen(session, robot_id, warehouse_id)
     deployment = canary.active_for(session, robot_id, warehouse_id)
@@ -54,10 +60,9 @@ def assignment(robot_id: str, warehouse_id: str = Query(..., pattern=ID), model:
 
 
 @router.post("/{robot_id}/telemetry", response_model=TelemetryAck)
-def telemetry(robot_id: str, batch: TelemetryBatch, _: Principal = Depends(allowed("robot")),
+def telemetry(robot_id: RobotId, batch: TelemetryBatch, _: Principal = Depends(allowed("robot")),
               session: Session = Depends(db)) -> TelemetryAck:
     """Store the episodes; an active deployment is evaluated at once (guardrails -> rollback)."""
-    _valid_id(robot_id)
     deployment = session.get(Deployment, batch.deployment_id) if batch.deployment_id else None
     if batch.deployment_id and deployment is None:
         raise HTTPException(404, f"no deployment {batch.deployment_id!r}")
@@ -79,20 +84,19 @@ def telemetry(robot_id: str, batch: TelemetryBatch, _: Principal = Depends(allow
     return TelemetryAck(accepted=len(batch.episodes), deployment_status=status)
 
 
-@router.post("/{robot_id}/episodes", response_model=EpisodeUploadAck, status_code=201)
-async def upload_episode(robot_id: str, request: Request, warehouse_id: str = Query(..., pattern=ID),
+@router.post("/{robot_id}/episodes", response_model=EpisodeUploadAck, status_code=201, openapi_extra=EPISODE_BODY)
+async def upload_episode(robot_id: RobotId, request: Request, warehouse_id: str = Query(..., pattern=ID),
                          version: str = Query(..., pattern=ID), _: Principal = Depends(allowed("robot")),
                          cfg: Settings = Depends(settings)) -> EpisodeUploadAck:
     """One episode as an npz of obs, actions, rewards, dones, kept for the next retrain."""
-    _valid_id(robot_id)
     body = await request.body()
     if not body or len(body) > MAX_UPLOAD_BYTES:
         raise HTTPException(413 if body else 422, f"episode must be 1 byte .. {MAX_UPLOAD_BYTES} bytes of npz")
     frames = _check_episode(body)
-    key = f"uploads/{warehouse_id}/{int(time.time() * 1000)}-{robot_id}-{version}-{uuid.uuid4().hex[:8]}.npz"
+    key = upload_key(warehouse_id, robot_id, version, body)  # names its sha256: every read verifies it
     objects = open_store(cfg)
     await run_in_threadpool(_put, objects, body, key)
-    return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames)
+    return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames, sha256=hashlib.sha256(body).hexdigest())
 
 
 def _seen(session: Session, robot_id: str, warehouse_id: str) -> Robot:
@@ -149,10 +153,3 @@ def _put(objects, body: bytes, key: str) -> None:
         path = Path(tmp) / "episode.npz"
         path.write_bytes(body)
         objects.put_file(path, key)
-
-
-def _valid_id(robot_id: str) -> None:
-    import re
-
-    if not re.match(ID, robot_id):
-        raise HTTPException(422, f"robot id {robot_id!r} must match {ID}")

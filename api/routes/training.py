@@ -8,14 +8,16 @@ from dreamops.api import training
 from dreamops.api.auth import Principal
 from dreamops.api.db import TrainingJob
 from dreamops.api.deps import allowed, db
-from dreamops.api.schemas import TrainingJobOut, TrainingTrigger
+from dreamops.api.schemas import NO_NUL, JobId, TrainingJobOut, TrainingTrigger
 from dreamops.tasks.config import AGENTS, resolve_config
 
 router = APIRouter(prefix="/training", tags=["training"])
 
 
-@router.post("/trigger", response_model=TrainingJobOut, status_code=202)
-def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | None = Header(None, max_length=128),
+@router.post("/trigger", response_model=TrainingJobOut, status_code=202, responses={
+    200: {"model": TrainingJobOut, "description": "the job already active for the warehouse, or the one this "
+                                                  "Idempotency-Key started"}})
+def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | None = Header(None, max_length=128, pattern=NO_NUL),
             who: Principal = Depends(allowed("train")), session: Session = Depends(db)) -> TrainingJobOut:
     """Start the train flow for a warehouse and return at once (status `queued`). While a job for the
     warehouse is still queued or running, or for a repeated Idempotency-Key, the existing job is returned."""
@@ -36,7 +38,7 @@ def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | No
 
 
 @router.get("/{job_id}", response_model=TrainingJobOut)
-def status(job_id: str, _: Principal = Depends(allowed("read")), session: Session = Depends(db)) -> TrainingJobOut:
+def status(job_id: JobId, _: Principal = Depends(allowed("read")), session: Session = Depends(db)) -> TrainingJobOut:
     job = session.get(TrainingJob, job_id)
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")

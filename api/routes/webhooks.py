@@ -12,9 +12,22 @@ from dreamops.api.schemas import AliasMoveOut, WebhookAck
 from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+_HEADER = {"in": "header", "required": True, "schema": {"type": "string"}}
+# the route reads the raw body (the signature covers its exact bytes), so FastAPI cannot describe it
+DELIVERY = {
+    "parameters": [{**_HEADER, "name": "X-MLflow-Signature", "description": "v1,<base64 HMAC-SHA256>"},
+                   {**_HEADER, "name": "X-MLflow-Timestamp", "description": "unix seconds"},
+                   {**_HEADER, "name": "X-MLflow-Delivery-Id"}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["entity", "action", "data"],
+        "properties": {"entity": {"type": "string"}, "action": {"type": "string"},
+                       "data": {"type": "object", "description": "the MLflow entity; `name` is the model"}},
+        "example": {"entity": "model_version_alias", "action": "created",
+                    "data": {"name": "carracing-vmc", "alias": "canary", "version": "2"}}}}}},
+}
 
 
-@router.post("/mlflow", response_model=WebhookAck)
+@router.post("/mlflow", response_model=WebhookAck, openapi_extra=DELIVERY)
 async def mlflow_webhook(request: Request, receiver: WebhookReceiver = Depends(webhook_receiver),
                          session: Session = Depends(db)) -> WebhookAck:
     body = await request.body()  # the raw bytes: the signature covers them exactly

@@ -45,21 +45,30 @@ def api_db(request, tmp_path):
         yield url
 
 
-@pytest.fixture
-def api(api_db, dreamops_home, monkeypatch):
+WEBHOOK_SECRET = "api-test-secret"
+
+
+def configure_api(api_db: str, monkeypatch) -> dict[str, str]:
+    """Settings for an API on `api_db` (migrated), MLflow configured; returns a token per role."""
     from dreamops.api.auth import create_token
     from dreamops.api.db import session_factory
-    from dreamops.api.main import create_app
     from dreamops.registry import store
     from dreamops.settings import get_settings
 
     monkeypatch.setenv("DREAMOPS_DATABASE_URL", api_db)
     monkeypatch.setenv("DREAMOPS_CANARY_TICK_S", "0.2")
-    monkeypatch.setenv("DREAMOPS_WEBHOOK_SECRET", "api-test-secret")
+    monkeypatch.setenv("DREAMOPS_WEBHOOK_SECRET", WEBHOOK_SECRET)
     reset_api_caches()
     store.configure(get_settings())
     with session_factory(api_db)() as session:
-        tokens = {role: create_token(session, f"test-{role}", role) for role in ("engineer", "robot", "viewer")}
+        return {role: create_token(session, f"test-{role}", role) for role in ("engineer", "robot", "viewer")}
+
+
+@pytest.fixture
+def api(api_db, dreamops_home, monkeypatch):
+    from dreamops.api.main import create_app
+
+    tokens = configure_api(api_db, monkeypatch)
     with TestClient(create_app()) as client:
         yield Api(client, tokens)
     reset_api_caches()

@@ -161,6 +161,32 @@ def test_out_of_range_telemetry_is_refused_before_it_reaches_a_column(api, body,
     assert words in answer.json()["message"]
 
 
+def test_int64_telemetry_fits_its_columns_on_both_stores(api, api_db):
+    """Found by the fuzz test: PostgreSQL's INTEGER (int32) refused a seed the schema allows (500)."""
+    import sqlalchemy as sa
+
+    big = {"seed": 2 ** 63 - 1, "collisions": 2 ** 40, "steps": 2 ** 32}
+    answer = api.post("/robots/r1/telemetry", role="robot", json={"warehouse_id": "WH-1", "version": "1",
+                                                                  "episodes": [_episode(**big)]})
+    assert answer.status_code == 200, answer.text
+    engine = sa.create_engine(api_db)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("select seed, collisions, steps from telemetry_episodes")).one()
+    engine.dispose()
+    assert tuple(row) == tuple(big.values())
+
+
+def test_nul_characters_are_422_on_both_stores(api):
+    """Found by the fuzz test: PostgreSQL text cannot hold NUL, even as a query parameter (500)."""
+    telemetry = api.post("/robots/r1/telemetry", role="robot",
+                         json={"warehouse_id": "WH-1", "version": "1\x00", "episodes": [_episode()]})
+    assert telemetry.status_code == 422 and "version" in telemetry.json()["message"]
+    for path in ("/deployments?status=%00", "/deployments/a%00b", "/training/a%00b", "/models/1%00"):
+        assert api.get(path).status_code == 422, path
+    assert api.post("/training/trigger", json={"warehouse_id": "WH-1"},
+                    headers={"Idempotency-Key": "a\x00b"}).status_code in (422, 400)
+
+
 def test_bad_strings_and_bodies_are_4xx_never_500(api, registry):
     import json
     import time

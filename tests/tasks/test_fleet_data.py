@@ -15,9 +15,53 @@ from dreamops.sim.fleet import encode_episode, play_and_measure
 from dreamops.storage import LocalStore
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import open_dataset
-from dreamops.tasks.fleet_data import fold, window_keys, with_fleet_episodes
+from dreamops.tasks.fleet_data import fold, upload_key, window_keys, with_fleet_episodes
 from dreamops.tasks.gate import validate_data
 from dreamops.tasks.train_mdnrnn import zoom_steps
+
+
+def _put(objects, tmp_path, key: str, body: bytes) -> None:
+    path = tmp_path / "upload.npz"
+    path.write_bytes(body)
+    objects.put_file(path, key)
+
+
+def _episode_npz(seed: int, frames: int = 240, reward: float = 1.0) -> bytes:
+    """A per-frame upload the gate accepts on its own: textured frames (no black or white playfield)."""
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, obs=rng.integers(40, 200, (frames, 64, 64, 3), dtype=np.uint8),
+                        actions=np.zeros((frames, 3), np.float32), rewards=np.full(frames, reward, np.float32),
+                        dones=np.eye(1, frames, frames - 1, dtype=bool)[0])
+    return buf.getvalue()
+
+
+def test_a_tampered_upload_is_skipped_naming_its_key_and_never_trained_on(good_dataset, tmp_path, caplog):
+    base = open_dataset(good_dataset.parent, str(good_dataset))
+    objects = LocalStore(tmp_path / "objects")
+    now = time.time()
+    honest_body, later_body = _episode_npz(1), _episode_npz(2)
+    honest = upload_key("WH-1", "r001", "1", honest_body, now=now)
+    tampered = upload_key("WH-1", "r002", "1", later_body, now=now + 0.01)
+    _put(objects, tmp_path, honest, honest_body)
+    _put(objects, tmp_path, tampered, _episode_npz(2, reward=50.0))  # rewrote the rewards in the store
+    unhashed = f"uploads/WH-1/{int(now * 1000) + 20}-r003-1-0a1b2c3d.npz"  # not put there by the API
+    _put(objects, tmp_path, unhashed, _episode_npz(3))
+    garbage_body = b"PK\x03\x04 not a zip"  # hashed right, but no npz: skipped, not a crashed retrain
+    garbage = upload_key("WH-1", "r004", "1", garbage_body, now=now + 0.03)
+    _put(objects, tmp_path, garbage, garbage_body)
+
+    thresholds = replace(resolve_config("smoke").gate.data, min_episode_length=20)
+    with caplog.at_level("WARNING", logger="dreamops.fleet_data"):
+        merged, added, skipped = with_fleet_episodes(base, objects, tmp_path / "store", "WH-1", hours=1,
+                                                     action_repeat=4, thresholds=thresholds)
+    assert added == 1 and merged.info["spec"]["fleet"]["uploads"] == [honest]
+    assert set(skipped) == {tampered, unhashed, garbage}
+    assert "differs from the" in skipped[tampered] and "changed since" in skipped[tampered]
+    assert "no content hash" in skipped[unhashed] and "unreadable" in skipped[garbage]
+    assert all(key in caplog.text for key in skipped)  # each skip is logged with its key
+    fleet = merged.load("fleet_000000")
+    assert fleet["rewards"].tolist() == [4.0] * 60  # the honest upload's, folded (4 frames per step)
 
 
 def test_fold_keeps_decision_frames_and_sums_rewards():
@@ -49,10 +93,8 @@ def test_fleet_episodes_join_the_dataset_and_pass_the_gate(good_dataset, tmp_pat
     env = CarRacing(max_steps=240)
     for i, seed in enumerate((11, 12, 13, 14)):
         run = play_and_measure(env, bundle.policy(), bundle.vae, seed, latent_sample=2)
-        key = f"uploads/WH-1/{int(time.time() * 1000) + i}-WH-1-r001-1-abc{i}.npz"
-        path = tmp_path / "upload.npz"
-        path.write_bytes(encode_episode(run.episode))
-        objects.put_file(path, key)
+        body = encode_episode(run.episode)
+        _put(objects, tmp_path, upload_key("WH-1", "r001", "1", body, now=time.time() + i / 1000), body)
     env.close()
 
     cfg = resolve_config("smoke")
@@ -65,7 +107,7 @@ def test_fleet_episodes_join_the_dataset_and_pass_the_gate(good_dataset, tmp_pat
     assert merged.n_episodes == base.n_episodes + added and merged.hash != base.hash
     fleet_rows = merged.manifest[merged.manifest["episode_id"].str.startswith("fleet_")]
     # 240 frames at frame skip 4 -> at most 60 steps (an episode ends early when the car leaves the map)
-    assert all(0 < n <= 60 for n in fleet_rows["length"]) and set(fleet_rows["policy"]) == {"fleet:WH"}
+    assert all(0 < n <= 60 for n in fleet_rows["length"]) and set(fleet_rows["policy"]) == {"fleet:r001"}
     assert merged.info["spec"]["fleet"]["warehouse_id"] == "WH-1"
     with np.load(io.BytesIO((merged.path / "shards" / "fleet_000000.npz").read_bytes())) as shard:
         assert shard["obs"].shape == (fleet_rows["length"].iloc[0], 64, 64, 3)
