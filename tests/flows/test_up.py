@@ -36,39 +36,47 @@ def _served(url: str, timeout: float = 120) -> None:
             time.sleep(1)
 
 
-def test_up_starts_the_stack_and_ctrl_c_stops_it(tmp_path):
-    ports = {"prefect": free_port(), "mlflow": free_port(), "api": free_port()}
-    env = {**os.environ, "DREAMOPS_HOME": str(tmp_path / ".dreamops")}
-    for key in ("DREAMOPS_TRACKING_URI", "PREFECT_API_URL", "DREAMOPS_DATABASE_URL"):
-        env.pop(key, None)
-    proc = subprocess.Popen([sys.executable, "-m", "dreamops.flows.cli", "up", "--prefect-port", str(ports["prefect"]),
-                             "--mlflow-port", str(ports["mlflow"]), "--api-port", str(ports["api"])],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("  engineer token in"):
-                break
-        assert any("dreamops is up" in line for line in lines), "".join(lines)
-        token = (tmp_path / ".dreamops" / "api-token").read_text().strip()
-        assert oct((tmp_path / ".dreamops" / "api-token").stat().st_mode)[-3:] == "600"
-        assert _get(f"http://127.0.0.1:{ports['api']}/api/v1/models", token) == 200
-        assert _get(f"http://127.0.0.1:{ports['mlflow']}/health") == 200
-        _served(f"http://127.0.0.1:{ports['prefect']}/api/deployments/name/train/dreamops-train")
-        logs = {p.name for p in (tmp_path / ".dreamops" / "logs").iterdir()}
-        assert logs == {"prefect.log", "mlflow.log", "serve.log", "api.log"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    for port in ports.values():  # every process is gone
-        with pytest.raises(OSError):
-            _get(f"http://127.0.0.1:{port}/")
+def test_up_starts_the_stack_and_ctrl_c_stops_it_twice_on_one_home(tmp_path):
+    """The second start on the same home (its webhook secret, MLflow webhook key, token and
+    databases already there) registers the MLflow webhook again and serves: before, its webhook
+    registration answered 500 and the stack stopped."""
+    first_token = None
+    for start in range(2):
+        ports = {"prefect": free_port(), "mlflow": free_port(), "api": free_port()}
+        env = {**os.environ, "DREAMOPS_HOME": str(tmp_path / ".dreamops")}
+        for key in ("DREAMOPS_TRACKING_URI", "PREFECT_API_URL", "DREAMOPS_DATABASE_URL", "DREAMOPS_WEBHOOK_SECRET"):
+            env.pop(key, None)
+        proc = subprocess.Popen([sys.executable, "-m", "dreamops.flows.cli", "up", "--prefect-port",
+                                 str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"]), "--api-port",
+                                 str(ports["api"])], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        try:
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+                if line.startswith("  engineer token in"):
+                    break
+            # printed only after `dreamops webhook` registered the MLflow webhook with the API's secret
+            assert any("dreamops is up" in line for line in lines), f"start {start + 1}:\n" + "".join(lines)
+            token = (tmp_path / ".dreamops" / "api-token").read_text().strip()
+            first_token = first_token or token
+            assert token == first_token  # kept, still valid against the kept database
+            assert oct((tmp_path / ".dreamops" / "api-token").stat().st_mode)[-3:] == "600"
+            assert _get(f"http://127.0.0.1:{ports['api']}/api/v1/models", token) == 200
+            assert _get(f"http://127.0.0.1:{ports['mlflow']}/health") == 200
+            _served(f"http://127.0.0.1:{ports['prefect']}/api/deployments/name/train/dreamops-train")
+            logs = {p.name for p in (tmp_path / ".dreamops" / "logs").iterdir()}
+            assert logs == {"prefect.log", "mlflow.log", "serve.log", "api.log"}
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        for port in ports.values():  # every process is gone
+            with pytest.raises(OSError):
+                _get(f"http://127.0.0.1:{port}/")
 
 
 def _children(pid: int) -> list[int]:
