@@ -26,7 +26,7 @@ def fuzz_app(prefect_server, api_db, dreamops_home, monkeypatch):
     """The app and its tokens, with the train deployment known to Prefect (not served: a triggered run
     stays scheduled), so a valid trigger is a 202, not the 503 of an unreachable Prefect."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL
     from schemathesis.python import asgi
 
@@ -36,14 +36,17 @@ def fuzz_app(prefect_server, api_db, dreamops_home, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # the app runs in schemathesis' own thread
     flow_name, name = DEPLOYMENT.split("/")
     with get_client(sync_client=True) as client:
-        try:
-            client.create_deployment(flow_id=client.create_flow_from_name(flow_name), name=name)
-        except ObjectAlreadyExists:  # the other store's run made it
-            pass
+        deployment_id = client.create_deployment(flow_id=client.create_flow_from_name(flow_name), name=name)
     tokens = configure_api(api_db, monkeypatch)
     app = create_app()
     yield app, tokens
     asgi.shutdown_lifespans()  # schemathesis keeps the app's lifespan (ticker, reconciler) running until then
+    # the session's Prefect server is shared: a later test's worker must not pick up the fuzzed runs
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        for run in runs:
+            client.delete_flow_run(run.id)
+        client.delete_deployment(deployment_id)
 
 
 def _signed(case) -> dict:
