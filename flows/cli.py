@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
     v.add_argument("--profile", default="quick", help="profile whose thresholds apply")
+    v.add_argument("--agent", default="carracing-vmc", help=f"agent family whose data schema applies ({', '.join(AGENTS)})")
 
     e = sub.add_parser("evaluate", help="evaluate a registered version (or a baseline) in the real simulator")
     src = e.add_mutually_exclusive_group(required=True)
@@ -269,10 +270,16 @@ def _validate(args, settings) -> int:
     from dreamops.tasks.dataset import find_path
     from dreamops.tasks.gate import validate_data
 
-    cfg = resolve_config(args.profile)
+    _check_agent(args.agent)
+    cfg = resolve_config(args.profile, agent=args.agent)
     path = find_path(settings.datasets, args.dataset)
     docs = settings.resolved_home / "data_docs" / path.name
-    report = validate_data(path, cfg.gate, cfg.collect.action_repeat, docs)
+    if args.agent == "pick-vla":  # the gate train_pick runs, so exit 0 means its training can read the data
+        from dreamops.tasks.pick_data import validate_demos
+
+        report = validate_demos(path, cfg.gate.data, docs)
+    else:
+        report = validate_data(path, cfg.gate, cfg.collect.action_repeat, docs)
     print(report.summary())
     if report.data_docs:
         print(f"  Data Docs: {report.data_docs}")

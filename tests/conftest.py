@@ -68,6 +68,14 @@ def good_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def good_pick_dataset(tmp_path_factory):
+    """Real pick-vla demonstrations that pass their data gate (the pick corpus starts from them)."""
+    from tests.validation.corpus import make_good_pick
+
+    return make_good_pick(tmp_path_factory.mktemp("good-pick-store"))
+
+
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """PostgreSQL + S3 (moto) + `mlflow server` + the dreamops API on loopback, one per session."""
     from tests.stack import production_stack

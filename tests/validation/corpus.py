@@ -1,5 +1,7 @@
 """A corpus of bad datasets, each made from a good one by one corruption:
-case -> (corrupt(path), the check that must fail, words its message must contain)."""
+case -> (corrupt(path), the check that must fail, words its message must contain).
+CORPUS: carracing-vmc's datasets; PICK_CORPUS: pick-vla's demonstrations (their own schema: 4
+actions, depth / proprio / held / target_pos extras and an instruction)."""
 from __future__ import annotations
 
 import shutil
@@ -109,8 +111,55 @@ CORPUS = {
 }
 
 
-def make_bad(good: Path, tmp: Path, case: str) -> Path:
+PICK_SMOKE_LIKE = DataGateThresholds(min_episodes=4, min_frames=20, min_episode_length=5)  # the pick `smoke` gate
+
+
+def make_good_pick(store: Path) -> Path:
+    """4 real scripted-expert demonstrations x <= 40 steps in the PyBullet cell: pass PICK_SMOKE_LIKE."""
+    from dreamops.tasks.pick_data import PickDataConfig, collect_demos
+
+    return collect_demos(PickDataConfig(episodes=4, seed=0, max_steps=40), store, workers=1, show_progress=False).path
+
+
+def _nan_at(index, column=None):
+    def fn(a):
+        a = a.astype(np.float32) if a.dtype == np.bool_ else a.copy()
+        if column is None:
+            a[index] = np.nan
+        else:
+            a[index, column] = np.nan
+        return a
+    return fn
+
+
+PICK_CORPUS = {
+    "shard changed after the fact": (lambda p: edit_shard(p, "ep_000001", actions=_scale(0.5)), "shard_hashes",
+                                     "changed after the dataset was made) in episode ep_000001 (shards/ep_000001.npz)"),
+    "NaN actions": (lambda p: edit_shard(p, "ep_000002", actions=_nan_at(slice(2, 4), 3)), "grip_not_nan",
+                    "NaN grip actions in episode ep_000002"),
+    "out-of-range actions": (lambda p: edit_shard(p, "ep_000000", actions=_set_action(0, 1.7)), "dx_range",
+                             "dx action outside [-1, 1] in episode ep_000000"),
+    "NaN dones": (lambda p: edit_shard(p, "ep_000002", dones=lambda d: np.where(d, 1.0, np.nan).astype(np.float32)),
+                  "dones_valid", "(or finite 0/1) in episode ep_000002"),
+    "NaN target_pos": (lambda p: edit_shard(p, "ep_000001", target_pos=_nan_at(3, 1)), "extras_ok",
+                       "ep_000001: NaN or inf in target_pos"),
+    "depth beyond the far plane": (lambda p: edit_shard(p, "ep_000000", depth=_scale(3.0)), "depth_max_range",
+                                   "depth outside [0.05, 2] (per-frame maximum) in episode ep_000000"),
+    "shard path outside the dataset": (_edit_manifest(shard="../../ep_000000.npz"), "shard_paths",
+                                       "outside the dataset's shards folder in episode ep_000000"),
+    "missing dataset.json": (lambda p: (p / "dataset.json").unlink(), "dataset_info", "no dataset.json"),
+    "garbage dataset.json": (lambda p: (p / "dataset.json").write_text("{not json"), "dataset_info", "cannot be read"),
+    "manifest length differs from the shard": (_edit_manifest(length=41), "manifest_lengths",
+                                               "length differs from the shard's in episode ep_000000"),
+    "corrupt shard file": (lambda p: (p / "shards" / "ep_000002.npz").write_bytes(b"PK\x03\x04 not a zip"),
+                           "shards_readable", "corrupt shard: file cannot be read in episode ep_000002"),
+    "missing instruction": (lambda p: edit_shard(p, "ep_000001", instruction=lambda a: None), "instruction_present",
+                            "in episode ep_000001"),
+}
+
+
+def make_bad(good: Path, tmp: Path, case: str, corpus: dict = CORPUS) -> Path:
     bad = tmp / case.replace(" ", "_")
     shutil.copytree(good, bad)
-    CORPUS[case][0](bad)
+    corpus[case][0](bad)
     return bad

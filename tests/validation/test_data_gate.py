@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from dreamops.validation.data_gate import DataGateThresholds, run_data_gate
-from tests.validation.corpus import CORPUS, SMOKE_LIKE, make_bad
+from dreamops.tasks.pick_data import validate_demos
+from tests.validation.corpus import CORPUS, PICK_CORPUS, PICK_SMOKE_LIKE, SMOKE_LIKE, make_bad
 
 
 def test_the_good_dataset_passes(good_dataset, tmp_path):
@@ -41,3 +42,24 @@ def test_one_unreadable_shard_is_reported_once(good_dataset, tmp_path, case):
 def test_every_failure_of_a_changed_shard_names_its_episode(good_dataset, tmp_path):
     report = run_data_gate(make_bad(good_dataset, tmp_path, "NaN actions"), SMOKE_LIKE)
     assert report.failures and all("ep_000002" in c.message for c in report.failures), report.summary()
+
+
+def test_the_good_pick_dataset_passes(good_pick_dataset):
+    report = validate_demos(good_pick_dataset, PICK_SMOKE_LIKE)
+    assert report.passed, report.summary()
+
+
+@pytest.mark.parametrize("case", list(PICK_CORPUS))
+def test_each_bad_pick_input_is_rejected_naming_its_episode(good_pick_dataset, tmp_path, case):
+    _, check, words = PICK_CORPUS[case]
+    report = validate_demos(make_bad(good_pick_dataset, tmp_path, case, PICK_CORPUS), PICK_SMOKE_LIKE)
+    failed = {c.name: c.message for c in report.failures}
+    assert check in failed, report.summary()
+    assert words in failed[check], failed[check]
+
+
+@pytest.mark.parametrize("case", ["corrupt shard file", "shard path outside the dataset"])
+def test_one_unreadable_pick_shard_is_reported_once(good_pick_dataset, tmp_path, case):
+    _, check, _ = PICK_CORPUS[case]
+    report = validate_demos(make_bad(good_pick_dataset, tmp_path, case, PICK_CORPUS), PICK_SMOKE_LIKE)
+    assert {c.name for c in report.failures} - {"enough_frames"} == {check}, report.summary()
