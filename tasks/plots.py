@@ -90,7 +90,7 @@ def learning_curve(points: list[dict], path: Path, score: str = "real return", t
     ax.errorbar(frames, real, yerr=std, marker="o", capsize=3, label=f"{score} (real simulator)")
     ax.plot(frames, [p["dream_return"] for p in points], marker="s", ls="--", label="dream return (in M)")
     for p, x, y in zip(points, frames, real):
-        kept = "" if p.get("kept", True) else "\ndiscarded"  # below the champion on validation
+        kept = "" if p.get("kept", True) else "\nbelow best"  # not the best round so far on validation
         ax.annotate(f"round {p['round']}\n{p['eval_episodes']} ep{kept}", (x, y), textcoords="offset points",
                     xytext=(4, 6), fontsize=7)
     if target is not None:

@@ -57,6 +57,9 @@ def configure_api(api_db: str, monkeypatch) -> dict[str, str]:
 
     monkeypatch.setenv("DREAMOPS_DATABASE_URL", api_db)
     monkeypatch.setenv("DREAMOPS_CANARY_TICK_S", "0.2")
+    # no background alias reconciler: a test calls reconcile_aliases() itself, and one firing on
+    # its own (every 30 s, so on a loaded machine mid-test) races the test's own call
+    monkeypatch.setenv("DREAMOPS_RECONCILE_INTERVAL_S", "0")
     monkeypatch.setenv("DREAMOPS_WEBHOOK_SECRET", WEBHOOK_SECRET)
     reset_api_caches()
     store.configure(get_settings())
