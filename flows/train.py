@@ -184,7 +184,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):  # deterministic per seed: cached across runs
                 evals[name] = baseline_task(name, seeds, cfg.eval.max_steps, workers,
-                                            settings.resolved_home() / "baselines", show_progress,
+                                            settings.resolved_home / "baselines", show_progress,
                                             settings.ray_address)
         failures = failures_task(evals["vmc"].episodes)
         latency = profile_task(bundle, cfg.eval.latency_iterations)

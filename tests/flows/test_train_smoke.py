@@ -82,9 +82,12 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     """The data flywheel: round 1 drives with round 0's controller; each round is a nested run with
     its real and dream return; the parent logs the learning curve; one version, with every round's
     dataset in its lineage and the real frames it used."""
-    sets = ["rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1"]
+    sets = ["rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1", "eval.compare_baselines=true"]
     assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
-    assert "real frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "real frames" in out and "(baselines: random" in out
+    # the baselines are cached in the home for the next run on the same evaluation seeds
+    assert sorted(p.name.split("-")[0] for p in (dreamops_home / "baselines").glob("*.json")) == ["random", "rule_based"]
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name='carracing-vmc'")
     assert len(versions) == 1
