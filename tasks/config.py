@@ -342,11 +342,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gate.model.mdn_nll_max": 1e6, "gate.model.dream_reward_min": -1e6, "gate.model.real_reward_min": -1e6,
         "gate.model.off_track_per_episode_max": 1e6,
     },
-    # Minutes on 2 cores: the main job's default (at most 12). Five on-policy rounds after the
+    # Minutes on 2 cores: the main job's default (at most 12). Seven on-policy rounds after the
     # exploration round (about a minute each), each judged on 16 validation episodes; the best
-    # ships. Every seed's best round in an 8-round run was round 5 or earlier (docs/results).
+    # ships. Measured over 3 training seeds x 100 episodes in docs/results/flywheel.md.
     # V keeps its 4 epochs: with 3, seed 0 reached 377 where 4 epochs reached 752 (30 episodes).
-    "quick": {"rounds": 6, "eval.round_episodes": 16},
+    "quick": {"rounds": 8, "eval.round_episodes": 16},
     # At most 90 minutes and 200k real frames on 2 cores, validation episodes included: the quick
     # round 0 (the same cached data), then 5 on-policy rounds of 24 episodes (152k frames at most)
     # and 8 validation episodes per round (48k at most); measured on 100 episodes.

@@ -155,8 +155,12 @@ def test_a_restarted_api_resumes_its_rollouts(api, registry, api_db):
     api.client.__exit__(None, None, None)  # the API process goes away mid-rollout
 
     engine = sa.create_engine(api_db)
-    stage = lambda: engine.connect().execute(  # noqa: E731
-        sa.text("select stage_index from deployments where id = :i"), {"i": d["deployment_id"]}).scalar_one()
+
+    def stage() -> int:  # each poll returns its connection (the loop polls up to 100 times)
+        with engine.connect() as conn:
+            return conn.execute(sa.text("select stage_index from deployments where id = :i"),
+                                {"i": d["deployment_id"]}).scalar_one()
+
     assert stage() == 0
     with TestClient(create_app()):
         deadline = time.time() + 20

@@ -15,8 +15,8 @@ def test_standard_fits_its_real_frame_budget_and_gates_at_700():
     assert std.rounds > 1 and std.max_real_frames() + std.max_validation_frames() <= 200_000
     assert std.eval.episodes == 100 and std.gate.model.real_reward_min == 700
     quick = resolve_config("quick")
-    assert quick.max_real_frames() == (32 + 5 * 16) * 250 * 4
-    assert quick.max_validation_frames() == 6 * 16 * 1000
+    assert quick.max_real_frames() == (32 + 7 * 16) * 250 * 4
+    assert quick.max_validation_frames() == 8 * 16 * 1000
     assert resolve_config("quick", {"rounds": 1}).max_validation_frames() == 0
 
 
