@@ -31,7 +31,7 @@ from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
-from dreamops.tasks.evaluate import evaluate, evaluate_baseline
+from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline
 from dreamops.tasks.evolve import evolve_controller
 from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
@@ -118,7 +118,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         validation_frames = 0  # real interaction too, that chose the rounds: counted apart from the data
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
-                if k > 0:  # the flywheel: the champion drives, its episodes join the data
+                if k > 0:  # the flywheel: the starting round's controller drives, its episodes join the data
                     new = collect_round_task(cfg.collect, k, start.bundle_path.read_bytes(), settings.datasets,
                                              workers, show_progress=show_progress, ray_address=settings.ray_address)
                     merged = merge_datasets(parts + [new], settings.datasets,
@@ -293,7 +293,7 @@ class RoundModels:
     mdn_report: dict
     history: dict
     latents: Any
-    validation: Any = None  # EvalReport on the validation seeds (multi-round runs)
+    validation: EvalReport | None = None  # on the validation seeds (multi-round runs only)
 
 
 def _round_run(k: int, rounds: int):
