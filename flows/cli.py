@@ -198,7 +198,10 @@ def _train(args, settings) -> int:
 
     _check_agent(args.agent)
     overrides = dict(parse_override(o) for o in args.overrides)
-    resolve_config(args.profile, overrides, agent=args.agent)  # fail fast, before any server starts
+    cfg = resolve_config(args.profile, overrides, agent=args.agent)  # fail fast, before any server starts
+    from dreamops.tasks.device import resolve_device
+
+    resolve_device(cfg.device)  # device=cuda on a machine without CUDA: one line, before any server starts
     if args.agent == "pick-vla" and args.parent:
         raise ValueError("--parent (warm start) is carracing-vmc only for now")
     from dreamops.flows.train import train

@@ -28,6 +28,7 @@ from dreamops.tasks import plots
 from dreamops.tasks.collect import collect, collect_round
 from dreamops.tasks.config import check_agent, resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
+from dreamops.tasks.device import Compute
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
@@ -79,6 +80,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
     cfg.warehouse_id = warehouse_id
     if cfg.vae.epochs == 0 and parent is None:
         raise ValueError("vae.epochs=0 reuses a parent's V: name the parent version with --parent")
+    compute = Compute.resolve(cfg.device, cfg.bf16)  # cuda without CUDA: an error before any work
     store.configure(settings)
     parent_bundle, parent_version = _parent(agent, parent, cfg)
     objects = open_store(settings)
@@ -88,7 +90,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         out = Path(tmp)
         store.log_config(cfg.flat(), cfg.to_yaml())
         mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha(),
-                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id)})
+                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id), **compute.tags()})
 
         if dataset is None:
             data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress,
@@ -131,15 +133,17 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                     train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
                 r = cfg.for_round(k)
                 vae, vae_report = train_vae_task(data, train_ids, holdout_ids, r.vae, cfg.seed + k, log,
-                                                 show_progress, init=models["vae"])
-                latents = encode_task(vae, data)
+                                                 show_progress, init=models["vae"], compute=compute)
+                latents = encode_task(vae, data, compute=compute)
                 mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, r.mdn,
                                                        action_repeat=cfg.collect.action_repeat, seed=cfg.seed + k,
-                                                       log=log, show_progress=show_progress, init=models["mdnrnn"])
+                                                       log=log, show_progress=show_progress, init=models["mdnrnn"],
+                                                       compute=compute)
+                # the start states: one batch-1 pass per episode, on the CPU (no device would help)
                 starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed + k,
                                      skip_steps=cfg.cma.start_after_steps)
                 controller, history = evolve_task(mdnrnn, starts, r.cma, log, show_progress,
-                                                  init=models["controller"])
+                                                  init=models["controller"], compute=compute)
                 bundle = VMCBundle(_architecture(cfg), vae, mdnrnn, controller)
                 challenger = RoundModels(k, bundle, bundle.save(out / f"round_{k}" / "vmc_bundle.pt"),
                                          vae_report, mdn_report, history, latents)
@@ -169,7 +173,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         bundle, vae, mdnrnn = best.bundle, best.bundle.vae, best.bundle.mdnrnn
         vae_report, mdn_report, history, latents = best.vae_report, best.mdn_report, best.history, best.latents
         if best.round != cfg.rounds - 1:  # the shipped V encodes the whole dataset (reference latents)
-            latents = encode_task(vae, data)
+            latents = encode_task(vae, data, compute=compute)
         evals = {"vmc": evaluate_task(BundlePolicyFactory(str(best.bundle_path)), "vmc", seeds,
                                       cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
         real_frames = int(data.manifest["env_frames"].sum())

@@ -24,6 +24,7 @@ from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch
+from dreamops.tasks.device import Compute
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
 from dreamops.tasks.package import package_pick_version
 from dreamops.tasks.pick_data import collect_demos, validate_demos
@@ -48,6 +49,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
     cfg.warehouse_id = warehouse_id
+    compute = Compute.resolve(cfg.device, bf16=False)  # cuda without CUDA: an error before any work
     store.configure(settings)
     objects = open_store(settings)
     workers, ray = settings.n_workers, settings.ray_address
@@ -55,7 +57,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
         out = Path(tmp)
         store.log_config(cfg.flat(), cfg.to_yaml())
         mlflow.set_tags({"agent": agent, "profile": profile, "warehouse_id": warehouse_id, "git_sha": store.git_sha(),
-                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id)})
+                         "prefect_flow_run_id": str(prefect_runtime.flow_run.id), **compute.tags()})
         data_path = (collect_demos_task(cfg.data, settings.datasets, workers, show_progress=show_progress,
                                         ray_address=ray).path
                      if dataset is None else fetch(objects, settings.datasets, dataset))
@@ -65,7 +67,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
         train_ids, holdout_ids = data.split(cfg.train.holdout_fraction, cfg.seed)
 
         model, train_report = train_pick_task(data, train_ids, holdout_ids, cfg.train, cfg.model, cfg.seed,
-                                              store.MetricLogger(), show_progress)
+                                              store.MetricLogger(), show_progress, compute=compute)
         factory = PickPolicyFactory.from_model(model)
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         policies = {"pick-vla": factory}

@@ -60,7 +60,7 @@ def sample_mixture(logit_pi: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Te
 
 def _sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     """Inverted-dropout mask [B, 1, D] for x [B, T, D]: the same units dropped at every step."""
-    return (torch.rand(x.shape[0], 1, x.shape[-1], dtype=x.dtype) >= p).to(x.dtype) / (1.0 - p)
+    return (torch.rand(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device) >= p).to(x.dtype) / (1.0 - p)
 
 
 class MDNRNN(nn.Module):
@@ -100,13 +100,20 @@ class MDNRNN(nn.Module):
 
     def loss_terms(self, z, a, z_next, reward, done, mask=None, next_mask=None, state=None, reward_mask=None) -> dict:
         """Summed loss terms and counts (for windowed training); 'state' is the LSTM state after.
-        reward_mask (default: mask) selects the steps whose reward is learned."""
+        reward_mask (default: mask) selects the steps whose reward is learned. Under a bf16 autocast
+        (training on CUDA) only the LSTM runs in bf16: the heads (mixture means and scales down to
+        sigma ~1e-3 need fp32), the losses and the carried state are fp32."""
         if z.shape[-1] != self.latent_dim or a.shape[-1] != self.action_dim:
             raise ValueError(f"expected z [..., {self.latent_dim}] and a [..., {self.action_dim}], "
                              f"got {tuple(z.shape)} and {tuple(a.shape)}")
         if self.training and self.dropout > 0:
             z = z * _sequence_mask(z, self.dropout)
         h, new_state = self.lstm(torch.cat([z, a], dim=-1), state)
+        with torch.autocast(z.device.type, enabled=False):  # .float() is a no-op in fp32
+            h, new_state = h.float(), (new_state[0].float(), new_state[1].float())
+            return self._loss_terms(h, new_state, z_next, reward, done, mask, next_mask, reward_mask)
+
+    def _loss_terms(self, h, new_state, z_next, reward, done, mask, next_mask, reward_mask) -> dict:
         if self.training and self.dropout > 0:
             h = h * _sequence_mask(h, self.dropout)
         logit_pi, mu, log_sigma, r_hat, d_logit = self.heads(h)
@@ -121,8 +128,9 @@ class MDNRNN(nn.Module):
             "n_reward": reward_mask.sum().clamp(min=1.0), "state": new_state,
         }
 
-    def initial_state(self, batch: int, dtype: torch.dtype = torch.float32) -> LSTMState:
-        zeros = torch.zeros(batch, self.hidden_dim, dtype=dtype)
+    def initial_state(self, batch: int, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str | None = None) -> LSTMState:
+        zeros = torch.zeros(batch, self.hidden_dim, dtype=dtype, device=device)
         return zeros, zeros.clone()
 
     def step(self, z: torch.Tensor, a: torch.Tensor, state: LSTMState) -> LSTMState:

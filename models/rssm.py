@@ -64,8 +64,9 @@ class RSSM(nn.Module):
         return self.deter + self.stoch * self.classes
 
     # ---- pieces --------------------------------------------------------------------------------
-    def initial(self, batch: int) -> State:
-        return State(torch.zeros(batch, self.deter), torch.zeros(batch, self.stoch * self.classes))
+    def initial(self, batch: int, device: torch.device | str | None = None) -> State:
+        return State(torch.zeros(batch, self.deter, device=device),
+                     torch.zeros(batch, self.stoch * self.classes, device=device))
 
     def _logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits with `unimix` of a uniform mixed into the probabilities (no class becomes impossible,
@@ -108,8 +109,8 @@ class RSSM(nn.Module):
         b, t_len, _ = embeds.shape
         if actions.shape[:2] != (b, t_len):
             raise ValueError(f"embeds {tuple(embeds.shape)} and actions {tuple(actions.shape)} must share [B, T]")
-        state = self.initial(b)
-        no_action = torch.zeros(b, self.action_dim)
+        state = self.initial(b, embeds.device)
+        no_action = torch.zeros(b, self.action_dim, device=embeds.device)
         feats, posts, priors = [], [], []
         for t in range(t_len):
             predicted, prior = self.img_step(state, no_action if t == 0 else actions[:, t - 1], sample)

@@ -59,15 +59,20 @@ class VAE(nn.Module):
         return self.decoder(self.fc_dec(z).view(-1, 1024, 1, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss on x float [B, 3, 64, 64]: summed-pixel MSE + beta * max(KL, free bits)."""
+        """Training loss on x float [B, 3, 64, 64]: summed-pixel MSE + beta * max(KL, free bits).
+        Under a bf16 autocast (training on CUDA) the convolutions and linear layers run in bf16; the
+        latent sample and the loss are fp32 (.float() is a no-op without autocast)."""
         mu, logvar = self.encode_params(x)
+        mu, logvar = mu.float(), logvar.float()
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        x_hat = self.decode(z)
-        recon = F.mse_loss(x_hat, x, reduction="none").sum(dim=(1, 2, 3)).mean()
-        kl = vae_kl(mu, logvar).mean()
-        kl_floor = torch.tensor(self.kl_tolerance * self.latent_dim, dtype=kl.dtype)
-        loss = recon + self.beta * torch.maximum(kl, kl_floor)
-        return loss, {"vae/loss": loss.item(), "vae/recon": recon.item(), "vae/kl": kl.item()}
+        x_hat = self.decode(z).float()
+        with torch.autocast(x.device.type, enabled=False):
+            recon = F.mse_loss(x_hat, x, reduction="none").sum(dim=(1, 2, 3)).mean()
+            kl = vae_kl(mu, logvar).mean()
+            kl_floor = torch.tensor(self.kl_tolerance * self.latent_dim, dtype=kl.dtype, device=kl.device)
+            loss = recon + self.beta * torch.maximum(kl, kl_floor)
+        values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).tolist()  # one device sync, not three
+        return loss, dict(zip(("vae/loss", "vae/recon", "vae/kl"), values))
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor, sample: bool = False) -> torch.Tensor:

@@ -18,6 +18,13 @@ from dreamops.validation.model_gates import ModelGateThresholds
 DONE_MODES = ("sampled", "threshold")
 ROUND_STARTS = ("latest", "best")
 ON_POLICY = "controller"  # the policy name of on-policy episodes in a round's policy mix
+DEVICES = ("auto", "cpu", "cuda")  # the run config's `device` (resolved by tasks.device)
+
+
+def check_device_name(value: object, key: str = "device") -> None:
+    """A bad `device` value raises ValueError naming the key and the allowed values."""
+    if isinstance(value, bool) or value not in DEVICES:
+        raise ValueError(f"{key} must be one of {', '.join(DEVICES)}, got {value!r}")
 
 
 @dataclass
@@ -283,6 +290,14 @@ class CarRacingConfig(RunConfig):
     """The round whose models the next round collects with and warm-starts from: `latest` (the
     flywheel keeps moving; a worse controller's episodes still show M where it is wrong) or `best`
     (the champion on the validation episodes)."""
+    device: str = "auto"
+    """Where V, encoding, M and the CMA-ES dreams run: `auto` (CUDA when torch sees a GPU, else
+    the CPU), `cpu` or `cuda` (an error at the start of the run on a machine without CUDA). Data
+    stays uint8 on the host and moves per batch; models are saved on the CPU, and evaluation in
+    the simulator always runs on the CPU. The resolved device is the run's `device` tag."""
+    bf16: bool = True
+    """On CUDA, autocast V's forward and M's LSTM forward to bf16 in training (losses, M's heads,
+    encoding and the dream stay fp32). Ignored on the CPU, which always trains in fp32."""
 
     def for_round(self, k: int) -> "CarRacingConfig":
         """The config round k trains with. Round 0: the profile's budget, from scratch (or the
@@ -314,6 +329,7 @@ class CarRacingConfig(RunConfig):
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if self.round_start not in ROUND_STARTS:
             raise ValueError(f"round_start must be one of {', '.join(ROUND_STARTS)}, got {self.round_start!r}")
+        check_device_name(self.device)
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
         c, e = self.collect, self.eval

@@ -1,7 +1,6 @@
 """evolve_controller: CMA-ES over C's 867 parameters; fitness = mean return of batched dreams."""
 from __future__ import annotations
 
-import cma
 import numpy as np
 import torch
 
@@ -10,6 +9,7 @@ from dreamops.models.dream import Noise, dream_rollouts, dropout_masks, generato
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.tasks.common import MetricSink, no_metrics, progress
 from dreamops.tasks.config import CMAConfig
+from dreamops.tasks.device import CPU, Compute
 
 
 def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tensor], rollouts: int,
@@ -17,19 +17,23 @@ def dream_fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch
                   done_mode: str = "sampled", common_random_numbers: bool = False) -> torch.Tensor:
     """Mean dream return per genome: all genomes x rollouts stepped as one batch. genomes [P, 867] -> [P].
     With common_random_numbers every candidate meets the same start states, noise and dropout masks
-    within a generation, so their ranking reflects the controllers more than the draws."""
+    within a generation, so their ranking reflects the controllers more than the draws.
+    The dreams run on M's device; genomes and start states may live on the host, the random
+    draws are made there (the same on every device) and the result comes back to the host."""
     p = genomes.shape[0]
+    device = next(mdnrnn.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     n_draws = rollouts if common_random_numbers else p * rollouts
     idx = torch.randint(0, starts["z0"].shape[0], (n_draws,), generator=gen)
-    noise = generator_noise(n_draws, mdnrnn.latent_dim, seed)
-    masks = dropout_masks(n_draws, mdnrnn.latent_dim, mdnrnn.hidden_dim, dream_dropout, seed)
+    noise = generator_noise(n_draws, mdnrnn.latent_dim, seed, device=device)
+    masks = dropout_masks(n_draws, mdnrnn.latent_dim, mdnrnn.hidden_dim, dream_dropout, seed, device=device)
     if common_random_numbers:
         idx, noise = idx.repeat(p), _repeated(noise, p)
         masks = None if masks is None else (masks[0].repeat(p, 1), masks[1].repeat(p, 1))
-    out = dream_rollouts(mdnrnn, genomes, starts["z0"][idx], starts["h0"][idx], starts["c0"][idx], steps, temperature,
+    z0, h0, c0 = (starts[k][idx].to(device) for k in ("z0", "h0", "c0"))
+    out = dream_rollouts(mdnrnn, genomes.to(device), z0, h0, c0, steps, temperature,
                          noise, masks=masks, done_threshold=0.5 if done_mode == "threshold" else None)
-    return out["returns"].view(p, rollouts).mean(dim=1)
+    return out["returns"].view(p, rollouts).mean(dim=1).cpu()
 
 
 def _repeated(draw: Noise, times: int) -> Noise:
@@ -40,10 +44,15 @@ def _repeated(draw: Noise, times: int) -> Noise:
 
 
 def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
-                      show_progress: bool = True, init: Controller | None = None
+                      show_progress: bool = True, init: Controller | None = None, compute: Compute = CPU
                       ) -> tuple[Controller, dict[str, list[float]]]:
     """Returns the controller at CMA-ES's final mean (less exploited by dream noise than the luckiest
-    sample) and per-generation fitness history. `init` starts the search at a parent's controller."""
+    sample) and per-generation fitness history. `init` starts the search at a parent's controller.
+    The dreams run on `compute`'s device (fp32 everywhere: bf16 errors would compound over a
+    250-step dream); CMA-ES and the returned controller stay on the CPU."""
+    import cma  # here, not at import: dream_fitness (and bench/bench_gpu.py) need only torch
+
+    mdnrnn = compute.module(mdnrnn)
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
     x0 = np.zeros(controller.n_params) if init is None else init.get_flat().double().numpy()
     es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.population, "seed": cfg.seed + 1, "verbose": -9})

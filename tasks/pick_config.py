@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dreamops.tasks.config import RunConfig, _positive, _fraction
+from dreamops.tasks.config import RunConfig, _fraction, _positive, check_device_name
 from dreamops.tasks.pick_data import PickDataConfig
 from dreamops.validation.data_gate import DataGateThresholds
 from dreamops.validation.model_gates import PickGateThresholds
@@ -136,10 +136,16 @@ class PickVLAConfig(RunConfig):
     gate: PickGateConfig = field(default_factory=PickGateConfig)
     seed: int = 0
     """Torch seed for training."""
+    device: str = "auto"
+    """Where training runs: `auto` (CUDA when torch sees a GPU, else the CPU), `cpu` or `cuda` (an
+    error at the start of the run on a machine without CUDA). Training is fp32 on every device;
+    the model is saved on the CPU and evaluated in the PyBullet cell on the CPU. The resolved
+    device is the run's `device` tag."""
 
     def validate(self) -> "PickVLAConfig":
         for part in (self.data, self.model, self.train, self.eval, self.gate):
             part.validate()
+        check_device_name(self.device)
         return self
 
 

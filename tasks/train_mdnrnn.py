@@ -9,6 +9,7 @@ import torch
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.config import MDNConfig
+from dreamops.tasks.device import CPU, Compute
 from dreamops.tasks.encode import Latents
 
 ZOOM_FRAMES = 50  # CarRacing zooms in over its first ~50 frames
@@ -52,7 +53,11 @@ def _window_terms(model: MDNRNN, batch: dict[str, torch.Tensor], sl: slice, stat
 
 def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str], cfg: MDNConfig,
                  action_repeat: int = 1, seed: int = 0, log: MetricSink = no_metrics,
-                 show_progress: bool = True, init: MDNRNN | None = None) -> tuple[MDNRNN, dict[str, float]]:
+                 show_progress: bool = True, init: MDNRNN | None = None, compute: Compute = CPU
+                 ) -> tuple[MDNRNN, dict[str, float]]:
+    """Trains on `compute`'s device: each padded batch of episodes is built on the host and moved
+    there whole; the LSTM runs under its bf16 autocast when enabled (heads and losses in fp32).
+    Returns M on the CPU, at its best held-out epoch."""
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     zdim = latents[train_ids[0]]["mu"].shape[1]
@@ -60,6 +65,7 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
     model = MDNRNN(zdim, 3, cfg.hidden_dim, cfg.n_gaussians, cfg.reward_weight, cfg.done_weight, cfg.dropout)
     if init is not None:  # warm start from a parent version's M
         model.load_state_dict(init.state_dict())
+    model = model.to(compute.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     batches_per_epoch = -(-len(train_ids) // cfg.batch_size)
     step = 0
@@ -70,13 +76,15 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
             model.train()
             order = [train_ids[i] for i in rng.permutation(len(train_ids))]
             for start in range(0, len(order), cfg.batch_size):
-                batch = _pad_batch(latents, order[start:start + cfg.batch_size], rng, skip)
+                host = _pad_batch(latents, order[start:start + cfg.batch_size], rng, skip)
+                batch = compute.put_all(host)
                 state = None
-                for t0 in range(0, batch["a"].shape[1], cfg.seq_len):
+                for t0 in range(0, host["a"].shape[1], cfg.seq_len):
                     sl = slice(t0, t0 + cfg.seq_len)
-                    if batch["mask"][:, sl].sum() == 0:
+                    if host["mask"][:, sl].sum() == 0:  # on the host: no device sync
                         break
-                    terms = _window_terms(model, batch, sl, state)
+                    with compute.autocast():
+                        terms = _window_terms(model, batch, sl, state)
                     state = terms["state"]
                     nll_mean, r_mse, d_bce = (terms["nll_sum"] / terms["n_next"], terms["r_se_sum"] / terms["n_reward"],
                                               terms["d_ce_sum"] / terms["n"])
@@ -91,7 +99,7 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
                         log({"mdn/nll": nll_mean.item(), "mdn/reward_mse": r_mse.item(),
                              "mdn/done_bce": d_bce.item()}, step)
                 bar.update(task, advance=1, status=f"epoch {epoch + 1} nll {nll_mean.item():.2f}")
-            held = mdn_holdout_metrics(model, latents, holdout_ids, skip)
+            held = mdn_holdout_metrics(model, latents, holdout_ids, skip, compute)
             log(held, epoch)
             score = held["mdn/holdout_nll"] + cfg.reward_weight * held["mdn/holdout_reward_mse"] \
                 + cfg.done_weight * held["mdn/holdout_done_bce"]
@@ -100,15 +108,16 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
     model.load_state_dict(best[2])
     model.eval()
     log({"mdn/best_epoch": float(best[1])}, cfg.epochs)
-    return model, {**best[3], "mdn/best_epoch": float(best[1]), "mdn/steps": float(step)}
+    return model.to("cpu"), {**best[3], "mdn/best_epoch": float(best[1]), "mdn/steps": float(step)}
 
 
 @torch.no_grad()
-def mdn_holdout_metrics(model: MDNRNN, latents: Latents, ids: list[str], skip_reward_steps: int = 0
-                        ) -> dict[str, float]:
-    """Held-out NLL per transition (summed over latent dims, z = encoder mean), reward MSE, done BCE."""
+def mdn_holdout_metrics(model: MDNRNN, latents: Latents, ids: list[str], skip_reward_steps: int = 0,
+                        compute: Compute = CPU) -> dict[str, float]:
+    """Held-out NLL per transition (summed over latent dims, z = encoder mean), reward MSE, done BCE;
+    fp32, on `compute`'s device (where `model` is)."""
     model.eval()
-    batch = _pad_batch(latents, ids, None, skip_reward_steps)
+    batch = compute.put_all(_pad_batch(latents, ids, None, skip_reward_steps))
     t = _window_terms(model, batch, slice(None), None)
     return {"mdn/holdout_nll": (t["nll_sum"] / t["n_next"]).item(), "mdn/holdout_reward_mse": (t["r_se_sum"] / t["n_reward"]).item(),
             "mdn/holdout_done_bce": (t["d_ce_sum"] / t["n"]).item()}

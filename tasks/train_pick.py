@@ -18,6 +18,7 @@ from dreamops.models.encoders import WordTokenizer
 from dreamops.sim.pick import PickConfig, project_to_image
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.dataset import Dataset
+from dreamops.tasks.device import CPU, Compute
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 
 
@@ -120,14 +121,17 @@ def _weights(cfg: PickTrainConfig) -> LossWeights:
 
 def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], train_cfg: PickTrainConfig,
                    model_cfg: PickModelConfig, seed: int = 0, log: MetricSink = no_metrics,
-                   show_progress: bool = True) -> tuple[PickVLA, dict[str, float]]:
-    """-> (the trained model in eval mode, held-out report)."""
+                   show_progress: bool = True, compute: Compute = CPU) -> tuple[PickVLA, dict[str, float]]:
+    """-> (the trained model in eval mode on the CPU, held-out report). Trains on `compute`'s
+    device in fp32: the demonstrations stay on the host (uint8 images) and each step's windows and
+    frames move there."""
     seed_everything(seed)
     demos = Demos.load(data, train_ids, model_cfg.horizon)
     vocab = tuple(WordTokenizer.fit(demos.instructions).vocab)
     model = PickVLA(architecture(model_cfg, vocab))
     proprio = torch.cat(demos.proprio)
     model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
+    model = model.to(compute.device)
     windows, frame_index = demos.windows(train_cfg.seq_len), demos.frame_index()
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
@@ -140,8 +144,8 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
         for step in range(train_cfg.steps):
             picked = windows[rng.integers(len(windows), size=train_cfg.batch_size)]
             frames = frame_index[rng.integers(len(frame_index), size=train_cfg.frame_batch_size)]
-            loss, metrics = model(demos.batch(picked, train_cfg.seq_len, model.tokenizer), weights,
-                                  demos.frames(frames, model.tokenizer))
+            loss, metrics = model(compute.put_all(demos.batch(picked, train_cfg.seq_len, model.tokenizer)), weights,
+                                  compute.put_all(demos.frames(frames, model.tokenizer)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -157,17 +161,20 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
                 bar.update(task, status=f"loss {means['pick/train/loss']:.3f}")
             bar.advance(task)
     model.eval()
-    report = holdout_metrics(model, Demos.load(data, holdout_ids, model_cfg.horizon), train_cfg, seed)
+    report = holdout_metrics(model, Demos.load(data, holdout_ids, model_cfg.horizon), train_cfg, seed, compute)
     report["train/windows"] = float(len(windows))
     report["train/episodes"] = float(len(demos))
     log(report, train_cfg.steps)
-    return model, report
+    return model.to("cpu"), report
 
 
 @torch.no_grad()
-def holdout_metrics(model: PickVLA, demos: Demos, cfg: PickTrainConfig, seed: int = 0) -> dict[str, float]:
+def holdout_metrics(model: PickVLA, demos: Demos, cfg: PickTrainConfig, seed: int = 0,
+                    compute: Compute = CPU) -> dict[str, float]:
     """Losses on held-out demonstrations with fixed noise, and the RSSM's one-step cosine (the
-    world-model gate's figure): every held-out window of seq_len frames, in batches."""
+    world-model gate's figure): every held-out window of seq_len frames, in batches, on `compute`'s
+    device (where `model` is). The flow noise is drawn on the host, the same on every device; the
+    RSSM's latent samples use the device's generator, seeded."""
     seq_len = min(cfg.seq_len, min(len(a) for a in demos.actions))
     windows = demos.windows(seq_len)
     gen = torch.Generator().manual_seed(seed)
@@ -175,16 +182,16 @@ def holdout_metrics(model: PickVLA, demos: Demos, cfg: PickTrainConfig, seed: in
     cosines = []
     for start in range(0, len(windows), 64):
         picked = windows[start: start + 64]
-        batch = demos.batch(picked, seq_len, model.tokenizer)
+        batch = compute.put_all(demos.batch(picked, seq_len, model.tokenizer))
         n = len(picked) * seq_len
         h, a = model.arch.horizon, model.arch.action_dim
-        noise = torch.randn(n, h, a, generator=gen)
-        t = torch.rand(n, generator=gen)
+        noise = compute.put(torch.randn(n, h, a, generator=gen))
+        t = compute.put(torch.rand(n, generator=gen))
         torch.manual_seed(seed)   # the RSSM's latent samples
         _, metrics = model(batch, _weights(cfg), None, noise, t)
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + v * len(picked)
-        cosines.append(model.rssm.one_step_cosine(model.embed_sequence(batch), batch["actions"]).flatten())
+        cosines.append(model.rssm.one_step_cosine(model.embed_sequence(batch), batch["actions"]).flatten().cpu())
     out = {f"holdout/{k}": v / len(windows) for k, v in sums.items()}
     out["holdout/wm_cosine"] = float(torch.cat(cosines).mean())
     return out
