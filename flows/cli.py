@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run the train flow: collect, V, M, C in the dream, evaluate, register")
     t.add_argument("--agent", default="carracing-vmc", help=f"agent family ({', '.join(AGENTS)})")
-    t.add_argument("--profile", default="quick", help="smoke | quick | full")
+    t.add_argument("--profile", default="quick",
+                   help="smoke | quick | standard | gpu | full (pick-vla: smoke | quick | gpu | full)")
     t.add_argument("--warehouse", default="default", help="warehouse id tagged on the version")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set cma.generations=10 (repeatable)")

@@ -371,6 +371,31 @@ PROFILES: dict[str, dict[str, Any]] = {
         "eval.episodes": 100, "eval.latency_iterations": 1000,
         "gate.model.real_reward_min": 700.0,
     },
+    # At most 8 minutes on one large GPU (H200) with 16 CPU cores (DREAMOPS_WORKERS=16). NOT YET RUN on a
+    # GPU: planned from quick's measured stage costs on 2 cores (make run, 8 rounds, 10 min 45 s:
+    # collection 3.5 min for 144 episodes = 144k frames, about 690 frames/s with 2 workers; V 1.6 min for 4
+    # epochs of ~7k frames; M 1.3 min for ~21k optimiser steps, ~3.8 ms a step; C 1.8 min for 270
+    # generations x 256 rows x 250 steps, ~160k dream row-steps/s; evaluation 3 min for ~136k frames plus
+    # baselines), with these assumptions for the GPU machine: simulators scale with workers (16 workers
+    # ~8x the 2-worker rate: ~5.5k frames/s collecting, ~8k evaluating V-M-C, ~2k the rule-based
+    # baseline); a V step at batch 64 and an M step at batch 4-8 are launch-bound on a GPU (~4 ms and
+    # ~3 ms whatever the batch: M gains little, so its optimiser steps stay near quick's ~21k); a dream
+    # step costs ~0.3 ms up to a few thousand rows (so C can afford the paper's 64 x 16).
+    # Estimate: start-up ~20 s; collect 288 episodes (64 + 7 x 32) ~90 s with a pool start per round;
+    # data gates ~30 s; V 8 epochs of ~14k frames ~15 s; encoding ~10 s; M ~21k steps (batch 8, twice
+    # quick's data) ~65 s; dream start states (CPU) ~12 s; C 380 generations x 1024 rows ~30 s;
+    # validation 8 x 16 episodes ~55 s; evaluation on 100 episodes + baselines ~75 s (the baselines
+    # are cached by seeds afterwards); latency, packaging, registration ~25 s: ~7 min, 1 min of margin.
+    # If a measured run is over: fewer rounds first (each ~35 s), then collect.episodes_per_round.
+    # bench/gpu.sh runs it and measures each training stage on the CPU and the GPU side by side.
+    "gpu": {
+        "device": "cuda", "rounds": 8,
+        "collect.episodes": 64, "collect.episodes_per_round": 32,
+        "vae.epochs": 8,
+        "mdn.batch_size": 8,
+        "cma.population": 64, "cma.rollouts": 16, "cma.generations": 100, "cma.round_generations": 40,
+        "eval.episodes": 100, "eval.round_episodes": 16,
+    },
     # The paper's scale: 10k rollouts, CMA-ES population 64 x 16 dream rollouts; hours.
     "full": {
         "collect.episodes": 10_000, "collect.max_steps": 250,

@@ -167,6 +167,21 @@ PICK_PROFILES: dict[str, dict[str, Any]] = {
     },
     # Minutes on 2 cores: shows the pipeline learns (far from the full bars).
     "quick": {},
+    # At most 8 minutes on one large GPU (H200) with 16 CPU cores (DREAMOPS_WORKERS=16). NOT YET RUN on a
+    # GPU: planned from quick's measured costs on 2 cores (make pick, 14 min: 600 demonstrations in 2 min
+    # 19 s, ~4.3 a second with 2 workers; 4,000 steps in ~8 min, ~120 ms a step) and these assumptions:
+    # demonstrations scale with workers (~30 a second with 16); a step is launch-bound on a GPU (~1,000
+    # kernels for the encoder twice, 8 sequential RSSM steps, the flow head and AdamW, plus ~12 metric
+    # syncs: ~15 ms whatever the batch, so the batch grows towards `full`'s). Estimate: start-up ~20 s;
+    # 2,000 demonstrations ~70 s; 12,000 steps ~180 s; 100 evaluation episodes per set for the policy,
+    # the expert and the no-language baseline (600 episodes, 16 workers) ~45 s; held-out report,
+    # latency, packaging, registration ~30 s: ~6 min. The planner is off (make pick turns it on).
+    "gpu": {
+        "device": "cuda",
+        "data.episodes": 2000, "train.steps": 12_000, "train.batch_size": 16, "train.frame_batch_size": 128,
+        "train.warmup_steps": 300, "train.log_every": 200, "eval.episodes": 100,
+        "gate.data.min_episodes": 1800, "gate.data.min_frames": 30_000,  # quick has ~19 frames a demonstration
+    },
     # The seed's scale and bars; hours (a GPU helps).
     "full": {
         "data.episodes": 5000, "train.steps": 100_000, "train.batch_size": 64, "train.seq_len": 16,

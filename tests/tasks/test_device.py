@@ -200,3 +200,15 @@ def test_pick_vla_training_on_an_explicit_cpu_device_equals_the_default(good_pic
     assert model_dev.component_hashes() == model.component_hashes() and report_dev == report
     assert {p.device.type for p in model_dev.parameters()} == {"cpu"}
 
+
+def test_the_gpu_profiles_ask_for_cuda_and_more_than_quick():
+    gpu, quick = resolve_config("gpu"), resolve_config("quick")
+    assert gpu.device == "cuda" and gpu.bf16
+    assert gpu.collect.episodes > quick.collect.episodes and gpu.vae.epochs > quick.vae.epochs
+    assert gpu.cma.population * gpu.cma.rollouts == 64 * 16 > quick.cma.population * quick.cma.rollouts
+    assert gpu.eval.episodes == 100
+    seeds = range(gpu.collect.seed, gpu.collect.seed + gpu.collect.episodes + 7 * gpu.collect.episodes_per_round)
+    assert gpu.max_real_frames() == len(seeds) * 1000  # validate() checked these stay clear of the eval seeds
+    pick_gpu, pick_quick = resolve_config("gpu", agent="pick-vla"), resolve_config("quick", agent="pick-vla")
+    assert pick_gpu.device == "cuda" and pick_gpu.data.episodes > pick_quick.data.episodes
+    assert pick_gpu.train.steps > pick_quick.train.steps
