@@ -34,6 +34,20 @@ def _git(*args: str) -> str:
     return out.stdout.strip()
 
 
+def machine() -> dict:
+    """What the figures were measured on: floating-point results (so training draws) differ between
+    CPUs with different vector units, so a seed's result is reproducible on like machines only."""
+    import platform
+
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": model, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
+
+
 def stats(rewards: list[float]) -> dict:
     r = np.asarray(rewards, dtype=float)
     return {"mean": round(float(r.mean()), 2), "std": round(float(r.std()), 2), "min": round(float(r.min()), 2),
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
               "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *(argv or sys.argv[1:])]),
-              "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
+              "machine": machine(), "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
 
     def write() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)

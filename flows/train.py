@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
+from dreamops.tasks.timing import StageClock
 from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
 from dreamops.tasks.train_vae import train_vae
 
@@ -86,6 +87,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
     objects = open_store(settings)
     log = store.MetricLogger()
     workers = settings.n_workers
+    clock = StageClock()  # seconds per stage and round: rounds.json, time/* metrics
     with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         store.log_config(cfg.flat(), cfg.to_yaml())
@@ -93,8 +95,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                          "prefect_flow_run_id": str(prefect_runtime.flow_run.id), **compute.tags()})
 
         if dataset is None:
-            data_path = collect_task(cfg.collect, settings.datasets, workers, show_progress=show_progress,
-                                     ray_address=settings.ray_address).path
+            data_path = clock.run("collect", collect_task, cfg.collect, settings.datasets, workers,
+                                  show_progress=show_progress, ray_address=settings.ray_address).path
         else:
             data_path = fetch(objects, settings.datasets, dataset)
         if data_window_hours:
@@ -106,8 +108,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             mlflow.log_metrics({"data/fleet_episodes": n_fleet, "data/fleet_skipped": len(skipped)})
             if skipped:
                 store.log_json(skipped, "fleet_skipped.json")
-        gate = validate_data_task(data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
-        data, data_uri = gated_dataset(agent, gate, out / "data_docs", data_path, settings.datasets, objects)
+        gate = clock.run("data", validate_data_task, data_path, cfg.gate, cfg.collect.action_repeat, out / "data_docs")
+        data, data_uri = clock.run("data", gated_dataset, agent, gate, out / "data_docs", data_path,
+                                   settings.datasets, objects)
         train_ids, holdout_ids = data.split(cfg.vae.holdout_fraction, cfg.seed)
 
         parts = [data]  # every round's new data; the dataset trained on is all of it
@@ -121,35 +124,38 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # the flywheel: the starting round's controller drives, its episodes join the data
-                    new = collect_round_task(cfg.collect, k, start.bundle_path.read_bytes(), settings.datasets,
-                                             workers, show_progress=show_progress, ray_address=settings.ray_address)
-                    merged = merge_datasets(parts + [new], settings.datasets,
-                                            {"rounds": [p.hash for p in parts + [new]]})
-                    gate = validate_data_task(merged.path, cfg.gate, cfg.collect.action_repeat, out / f"data_docs_{k}")
-                    data, data_uri = gated_dataset(agent, gate, out / f"data_docs_{k}", merged.path,
-                                                   settings.datasets, objects)
+                    new = clock.run("collect", collect_round_task, cfg.collect, k, start.bundle_path.read_bytes(),
+                                    settings.datasets, workers, show_progress=show_progress,
+                                    ray_address=settings.ray_address)
+                    merged = clock.run("data", merge_datasets, parts + [new], settings.datasets,
+                                       {"rounds": [p.hash for p in parts + [new]]})
+                    gate = clock.run("data", validate_data_task, merged.path, cfg.gate, cfg.collect.action_repeat,
+                                     out / f"data_docs_{k}")
+                    data, data_uri = clock.run("data", gated_dataset, agent, gate, out / f"data_docs_{k}",
+                                               merged.path, settings.datasets, objects)
                     parts.append(new)
                     new_train, new_holdout = new.split(cfg.vae.holdout_fraction, cfg.seed + k)
                     train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
                 r = cfg.for_round(k)
-                vae, vae_report = train_vae_task(data, train_ids, holdout_ids, r.vae, cfg.seed + k, log,
-                                                 show_progress, init=models["vae"], compute=compute)
-                latents = encode_task(vae, data, compute=compute)
-                mdnrnn, mdn_report = train_mdnrnn_task(latents, train_ids, holdout_ids, r.mdn,
-                                                       action_repeat=cfg.collect.action_repeat, seed=cfg.seed + k,
-                                                       log=log, show_progress=show_progress, init=models["mdnrnn"],
-                                                       compute=compute)
+                vae, vae_report = clock.run("vae", train_vae_task, data, train_ids, holdout_ids, r.vae,
+                                            cfg.seed + k, log, show_progress, init=models["vae"], compute=compute)
+                latents = clock.run("encode", encode_task, vae, data, compute=compute)
+                mdnrnn, mdn_report = clock.run("mdn", train_mdnrnn_task, latents, train_ids, holdout_ids, r.mdn,
+                                               action_repeat=cfg.collect.action_repeat, seed=cfg.seed + k,
+                                               log=log, show_progress=show_progress, init=models["mdnrnn"],
+                                               compute=compute)
                 # the start states: one batch-1 pass per episode, on the CPU (no device would help)
-                starts = starts_task(mdnrnn, latents, train_ids, seed=cfg.seed + k,
-                                     skip_steps=cfg.cma.start_after_steps)
-                controller, history = evolve_task(mdnrnn, starts, r.cma, log, show_progress,
-                                                  init=models["controller"], compute=compute)
+                starts = clock.run("starts", starts_task, mdnrnn, latents, train_ids, seed=cfg.seed + k,
+                                   skip_steps=cfg.cma.start_after_steps)
+                controller, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
+                                                init=models["controller"], compute=compute)
                 bundle = VMCBundle(_architecture(cfg), vae, mdnrnn, controller)
                 challenger = RoundModels(k, bundle, bundle.save(out / f"round_{k}" / "vmc_bundle.pt"),
                                          vae_report, mdn_report, history, latents)
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
-                    challenger.validation = evaluate_task(
-                        BundlePolicyFactory(str(challenger.bundle_path)), f"vmc round {k} (validation)",
+                    challenger.validation = clock.run(
+                        "validate", evaluate_task, BundlePolicyFactory(str(challenger.bundle_path)),
+                        f"vmc round {k} (validation)",
                         validation_seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)
                     validation_frames += sum(e.env_frames or e.length for e in challenger.validation.episodes)
                 kept = best is None or not cfg.eval.keep_best_round or \
@@ -157,10 +163,13 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 if kept:
                     best = challenger
                 start = best if cfg.round_start == "best" else challenger  # next round's driver and warm start
+                stage_s = clock.lap()
+                mlflow.log_metrics({f"time/{name}_s": s for name, s in stage_s.items()})
                 if cfg.rounds > 1:
                     curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
                                             history["final_dream_return"][0], challenger.validation.mean,
-                                            challenger.validation.std, len(validation_seeds), kept, best.round))
+                                            challenger.validation.std, len(validation_seeds), kept, best.round,
+                                            validation_frames, clock.elapsed(), stage_s))
                     mlflow.log_metrics(curve[-1].metrics())
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
@@ -173,9 +182,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         bundle, vae, mdnrnn = best.bundle, best.bundle.vae, best.bundle.mdnrnn
         vae_report, mdn_report, history, latents = best.vae_report, best.mdn_report, best.history, best.latents
         if best.round != cfg.rounds - 1:  # the shipped V encodes the whole dataset (reference latents)
-            latents = encode_task(vae, data, compute=compute)
-        evals = {"vmc": evaluate_task(BundlePolicyFactory(str(best.bundle_path)), "vmc", seeds,
-                                      cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
+            latents = clock.run("encode", encode_task, vae, data, compute=compute)
+        evals = {"vmc": clock.run("evaluate", evaluate_task, BundlePolicyFactory(str(best.bundle_path)), "vmc",
+                                  seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
         real_frames = int(data.manifest["env_frames"].sum())
         if cfg.rounds > 1:
             for point in curve:  # the learning curve on the parent run too, one step per round
@@ -187,11 +196,10 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         mlflow.log_metrics({"data/real_frames": real_frames, "data/validation_frames": validation_frames})
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):  # deterministic per seed: cached across runs
-                evals[name] = baseline_task(name, seeds, cfg.eval.max_steps, workers,
-                                            settings.resolved_home / "baselines", show_progress,
-                                            settings.ray_address)
+                evals[name] = clock.run("baselines", baseline_task, name, seeds, cfg.eval.max_steps, workers,
+                                        settings.resolved_home / "baselines", show_progress, settings.ray_address)
         failures = failures_task(evals["vmc"].episodes)
-        latency = profile_task(bundle, cfg.eval.latency_iterations)
+        latency = clock.run("profile", profile_task, bundle, cfg.eval.latency_iterations)
         candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency)
         production = production_task(agent, data, holdout_ids, cfg.collect.action_repeat)
         gates = check_model_task(candidate, cfg.gate, production)
@@ -225,6 +233,9 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
              "rounds": str(cfg.rounds), "shipped_round": str(best.round),
              "round_data_hashes": ",".join(p.hash for p in parts)},
             ["gymnasium"], parent_version)
+        final_s = clock.lap()  # the shipped version's evaluation, baselines, latency, gates, registration
+        mlflow.log_metrics({**{f"time/final_{name}_s": s for name, s in final_s.items()},
+                            "time/total_s": clock.elapsed()})
         summary = _summary_markdown(agent, profile, registered, data, evals, latency, history, failures, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{"policy": k, **{m: v.summary()[m] for m in ("mean_reward", "std_reward",
@@ -280,11 +291,15 @@ class RoundPoint:
     eval_episodes: int
     kept: bool = True  # the best round so far on the validation episodes (what would ship)
     champion_round: int = 0  # the best round so far
+    validation_frames: int = 0  # simulator frames the validation episodes played so far (all rounds)
+    wall_s: float = 0.0  # wall seconds from the start of the flow to the end of this round
+    stage_s: dict[str, float] = field(default_factory=dict)  # this round's seconds per stage (tasks/timing.py)
 
     def metrics(self) -> dict[str, float]:
         return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,
                 "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes),
-                "round/kept": float(self.kept), "round/champion_round": float(self.champion_round)}
+                "round/kept": float(self.kept), "round/champion_round": float(self.champion_round),
+                "round/validation_frames": float(self.validation_frames), "round/wall_s": self.wall_s}
 
 
 @dataclass

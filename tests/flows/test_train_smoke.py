@@ -2,12 +2,16 @@
 a real CarRacing episode; evaluate/profile work on it; bad input gives one-line errors."""
 from __future__ import annotations
 
+import json
+import sys
+
 import mlflow
 import numpy as np
 import pytest
 
 from dreamops.flows.cli import main
 from dreamops.flows.up import stop_process
+from dreamops.registry import store
 from dreamops.sim.carracing import CarRacing
 
 pytestmark = pytest.mark.e2e
@@ -102,6 +106,18 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     frames = [r.data.metrics["round/real_frames"] for r in rounds]
     assert frames[1] > frames[0] and int(mv.tags["real_frames"]) == frames[1] == parent.data.metrics["data/real_frames"]
     assert {"mdn/holdout_nll", "cma/best_fitness"} <= set(rounds[1].data.metrics)  # round 1 trained M and C
+    # where the time went: every round's stages, the collection of round 1 included (bench/time_to_quality.py)
+    assert {f"time/{s}_s" for s in ("collect", "vae", "encode", "mdn", "cma", "validate")} <= set(rounds[1].data.metrics)
+    curve = json.loads(store.read_run_artifact(mv.run_id, "rounds.json"))
+    assert curve[1]["wall_s"] > curve[0]["wall_s"] > sum(curve[0]["stage_s"].values()) * 0.99
+    assert [p["validation_frames"] for p in curve] == [60, 120]
+    assert parent.data.metrics["time/total_s"] >= curve[1]["wall_s"] and "time/final_evaluate_s" in parent.data.metrics
+    ttq = _bench_module("time_to_quality")
+    low, high = min(p["real_return"] for p in curve) - 1, max(p["real_return"] for p in curve) + 1
+    report = ttq.seed_report({"train_seed": 0, "mean": 0.0, "episodes": 2, "wall_s": 1.0, "rounds": curve}, [low, high])
+    first = report["reached"][str(low)]
+    assert first["round"] == 0 and first["real_frames"] == curve[0]["real_frames"] + 60 and report["reached"][str(high)] is None
+    assert first["stage_s"] == curve[0]["stage_s"] and report["stage_s_total"]["collect"] >= curve[1]["stage_s"]["collect"]
     # the round that ships is the best on the validation seeds (the earliest on a tie), whole: its weights
     validation = [r.data.metrics["round/real_return"] for r in rounds]
     shipped = int(mv.tags["shipped_round"])
@@ -122,6 +138,21 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     assert f"round 0 data {round_hashes[0]}" in out and f"round 1 data {round_hashes[1]}" in out
     assert f"real simulator frames in the training data: {int(frames[1]):,}" in out
     assert f"models shipped from round {shipped} (best on the validation seeds)" in out
+
+
+def _bench_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(bench))
 
 
 def _ui_lists_the_model(home):
