@@ -5,6 +5,7 @@ Every error is a JSON body `{"status": <code>, "message": "..."}` (validation er
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -64,6 +65,12 @@ async def lifespan(app: FastAPI):
     settings.resolved_home.mkdir(parents=True, exist_ok=True)  # the embedded default's SQLite lives there
     await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
     await run_in_threadpool(promotions)  # MLflow configured once, before any route needs it
+    if gc.get_freeze_count() == 0:  # once per process
+        # what start-up made (imported modules, MLflow's and SQLAlchemy's state: a few hundred thousand
+        # objects) lives as long as the process: the collector leaves it alone from now on. A full
+        # collection of it took 0.7 s on the 2-core machine, the p99 of every request in flight.
+        gc.collect()
+        gc.freeze()
 
     async def ticker():
         while True:
