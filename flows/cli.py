@@ -399,7 +399,8 @@ def _api(args, settings) -> int:
             print(f"dreamops api: {workers} workers on SQLite: lookups scale, every write waits for the "
                   f"database's one write lock", flush=True)
     # with several workers uvicorn's supervisor handles SIGTERM itself (it stops the workers, then exits)
-    uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info", workers=workers)
+    uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info", workers=workers,
+                access_log=settings.api_access_log)
     return 0
 
 
