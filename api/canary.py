@@ -21,12 +21,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dreamops import generation
 from dreamops.api.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
-from dreamops.api.stats import compare
+from dreamops.api.stats import Sample, compare_samples
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError
 from dreamops.registry.promotion import Promotions, refusal
@@ -90,13 +90,32 @@ def arm_of(session: Session, deployment: Deployment, robot_id: str) -> str:
     if deployment.robot_ids:
         fleet = set(deployment.robot_ids)
     else:
-        recent = utcnow() - FLEET_WINDOW
-        fleet = set(session.scalars(sa.select(Robot.id).where(Robot.warehouse_id == deployment.warehouse_id,
-                                                              Robot.last_seen >= recent)))
-    fleet.add(robot_id)
-    ordered = sorted(fleet, key=lambda r: _rank(deployment.id, r))
-    on_canary = math.ceil(deployment.stages[deployment.stage_index] / 100 * len(ordered))
-    return "canary" if ordered.index(robot_id) < on_canary else "baseline"
+        fleet = set(session.scalars(fleet_query([deployment.warehouse_id]).with_only_columns(Robot.id)))
+    return Split(deployment.id, fleet).arm(robot_id, deployment.stages[deployment.stage_index])
+
+
+def fleet_query(warehouses: list[str]) -> sa.Select:
+    """(id, warehouse_id) of the robots that count towards the split in these warehouses."""
+    return sa.select(Robot.id, Robot.warehouse_id).where(Robot.warehouse_id.in_(warehouses),
+                                                         Robot.last_seen >= utcnow() - FLEET_WINDOW)
+
+
+class Split:
+    """The order of a deployment's robots (its fleet), computed once: the API's cache keeps one per
+    rollout and answers each lookup with a dictionary read."""
+
+    def __init__(self, deployment_id: str, fleet):
+        self.deployment_id = deployment_id
+        ordered = sorted(set(fleet), key=lambda r: _rank(deployment_id, r))
+        self.position = {robot: k for k, robot in enumerate(ordered)}
+
+    def arm(self, robot_id: str, percent: int) -> str:
+        """The arm of `robot_id`, counted in the fleet (a robot not in it yet is placed among it)."""
+        position, n = self.position.get(robot_id), len(self.position)
+        if position is None:
+            rank = _rank(self.deployment_id, robot_id)
+            position, n = sum(_rank(self.deployment_id, r) < rank for r in self.position), n + 1
+        return "canary" if position < math.ceil(percent / 100 * n) else "baseline"
 
 
 @dataclass
@@ -106,70 +125,148 @@ class Evaluation:
     statistics: dict
 
 
-def _episodes(session: Session, deployment: Deployment, arm: str, stage: int | None = None) -> list[TelemetryEpisode]:
-    q = sa.select(TelemetryEpisode).where(TelemetryEpisode.deployment_id == deployment.id, TelemetryEpisode.arm == arm)
-    if stage is not None:
-        q = q.where(TelemetryEpisode.stage_index == stage)
-    return list(session.scalars(q.order_by(TelemetryEpisode.ended_at)))
+_E = TelemetryEpisode
+
+
+@dataclass
+class _Arm:
+    """One arm's episodes, in one stage or over the whole rollout, as SQL aggregates."""
+    n: int = 0
+    reward_sum: float = 0.0
+    reward_min: float = math.inf
+    reward_max: float = -math.inf
+    collisions_sum: int = 0
+    collisions_max: int = 0
+
+    def add(self, row) -> None:  # PostgreSQL sums integers as numeric (Decimal): plain numbers here
+        self.n += int(row.n)
+        self.reward_sum += float(row.reward_sum)
+        self.reward_min = min(self.reward_min, float(row.reward_min))
+        self.reward_max = max(self.reward_max, float(row.reward_max))
+        self.collisions_sum += int(row.collisions_sum)
+        self.collisions_max = max(self.collisions_max, int(row.collisions_max))
+
+    @property
+    def mean(self) -> float:
+        return self.reward_sum / self.n if self.n else float("nan")
+
+
+def _arms(session: Session, deployment: Deployment, stage: int) -> tuple[dict[str, _Arm], dict[str, _Arm]]:
+    """(this stage's arms, the whole rollout's arms): one aggregate query over the rollout's
+    episodes, whatever their number (the episodes themselves stay in the database)."""
+    rows = session.execute(
+        sa.select(_E.arm, _E.stage_index, sa.func.count().label("n"), sa.func.sum(_E.reward).label("reward_sum"),
+                  sa.func.min(_E.reward).label("reward_min"), sa.func.max(_E.reward).label("reward_max"),
+                  sa.func.sum(_E.collisions).label("collisions_sum"), sa.func.max(_E.collisions).label("collisions_max"))
+        .where(_E.deployment_id == deployment.id, _E.arm.in_(("canary", "baseline")))
+        .group_by(_E.arm, _E.stage_index))
+    in_stage = {"canary": _Arm(), "baseline": _Arm()}
+    total = {"canary": _Arm(), "baseline": _Arm()}
+    for row in rows:
+        total[row.arm].add(row)
+        if row.stage_index == stage:
+            in_stage[row.arm].add(row)
+    return in_stage, total
+
+
+def _samples(session: Session, deployment: Deployment, total: dict[str, _Arm]) -> dict[str, Sample]:
+    """Each arm's reward count, mean and sample std; the squared deviations summed in SQL around the
+    mean (two passes, as numpy does: no cancellation), a constant arm's std exactly 0."""
+    out = {arm: Sample(a.n, a.mean, float("nan")) for arm, a in total.items()}
+    varied = [arm for arm, a in total.items() if a.n > 1 and a.reward_min < a.reward_max]
+    for arm, a in total.items():
+        if a.n > 1 and arm not in varied:
+            out[arm] = Sample(a.n, a.reward_min, 0.0)
+    if varied:
+        deviation = _E.reward - sa.case(*((_E.arm == arm, total[arm].mean) for arm in varied))
+        for arm, squares in session.execute(
+                sa.select(_E.arm, sa.func.sum(deviation * deviation))
+                .where(_E.deployment_id == deployment.id, _E.arm.in_(varied)).group_by(_E.arm)):
+            out[arm] = Sample(total[arm].n, total[arm].mean,
+                              math.sqrt(max(float(squares), 0.0) / (total[arm].n - 1)))
+    return out
+
+
+def _canary_stage(deployment: Deployment, stage: int):
+    return (_E.deployment_id == deployment.id, _E.arm == "canary", _E.stage_index == stage)
+
+
+def _latency_p99(session: Session, deployment: Deployment, stage: int, n: int) -> float | None:
+    """The 99th percentile of the stage's canary p99s, as numpy's default (linear) computes it:
+    the two order statistics around it, read by the database's sort."""
+    if n == 0:
+        return None
+    h = (n - 1) * 0.99
+    low = math.floor(h)
+    values = list(session.scalars(sa.select(_E.latency_p99_ms).where(*_canary_stage(deployment, stage))
+                                  .order_by(_E.latency_p99_ms).offset(low).limit(2)))
+    upper = values[1] if len(values) > 1 else values[0]
+    return float(values[0] + (h - low) * (upper - values[0]))
+
+
+def _episode(session: Session, deployment: Deployment, stage: int, *where, first: bool = False):
+    """One canary episode of the stage (the first breaching one, or the newest), as _breach reads it."""
+    order = _E.ended_at if first else _E.ended_at.desc()
+    return session.execute(sa.select(_E.id, _E.robot_id, _E.collisions, _E.ended_at)
+                           .where(*_canary_stage(deployment, stage), *where).order_by(order).limit(1)).first()
 
 
 def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation:
-    """What the deployment should do now, from its telemetry (no side effects)."""
+    """What the deployment should do now, from its telemetry (no side effects). A few aggregate
+    queries, not a read of every episode: the cost does not grow with the rollout's telemetry."""
     policy = RolloutPolicy(**deployment.policy)
     stage = deployment.stage_index
-    canary_stage = _episodes(session, deployment, "canary", stage)
-    baseline_stage = _episodes(session, deployment, "baseline", stage)
-    canary_all = _episodes(session, deployment, "canary")
-    baseline_all = _episodes(session, deployment, "baseline")
+    in_stage, total = _arms(session, deployment, stage)
+    canary_stage, baseline_stage = in_stage["canary"], in_stage["baseline"]
+    samples = _samples(session, deployment, total)
     # One test per stage (it runs once, when the stage is ripe, and the stage then advances or rolls
     # back); Bonferroni over the stages keeps the chance of a false rollback per rollout <= alpha.
     alpha = policy.alpha / len(deployment.stages)
-    test = compare([e.reward for e in canary_all], [e.reward for e in baseline_all], alpha, policy.power,
-                   policy.min_detectable_drop)
-    p99s = [e.latency_p99_ms for e in canary_stage]
+    test = compare_samples(samples["canary"], samples["baseline"], alpha, policy.power, policy.min_detectable_drop)
     guardrails = {
-        "collisions_per_episode": (sum(e.collisions for e in canary_stage) / len(canary_stage)) if canary_stage else None,
-        "mean_reward": float(np.mean([e.reward for e in canary_stage])) if canary_stage else None,
-        "latency_p99_ms": float(np.percentile(p99s, 99)) if p99s else None,
+        "collisions_per_episode": canary_stage.collisions_sum / canary_stage.n if canary_stage.n else None,
+        "mean_reward": canary_stage.mean if canary_stage.n else None,
+        "latency_p99_ms": _latency_p99(session, deployment, stage, canary_stage.n),
     }
     baked = (now - deployment.stage_started_at).total_seconds()
     stats = {"stage": stage, "percent": deployment.stages[stage], "baked_seconds": round(baked, 1),
-             "episodes": {"canary_stage": len(canary_stage), "baseline_stage": len(baseline_stage),
-                          "canary_total": len(canary_all), "baseline_total": len(baseline_all)},
+             "episodes": {"canary_stage": canary_stage.n, "baseline_stage": baseline_stage.n,
+                          "canary_total": total["canary"].n, "baseline_total": total["baseline"].n},
              "guardrails": guardrails, "thresholds": {"max_collisions_per_episode": policy.max_collisions_per_episode,
                                                       "min_mean_reward": policy.min_mean_reward,
                                                       "max_latency_p99_ms": policy.max_latency_p99_ms},
              "welch": test.to_dict()}
 
     # guardrails: any breach rolls back at once
-    breach = next((e for e in canary_stage if e.collisions > policy.max_collisions_per_episode), None)
-    if breach is not None:
+    if canary_stage.n and canary_stage.collisions_max > policy.max_collisions_per_episode:
+        breach = _episode(session, deployment, stage, _E.collisions > policy.max_collisions_per_episode, first=True)
         return Evaluation("rollback", f"guardrail: {breach.collisions} collision(s) in one episode on robot "
                           f"{breach.robot_id} (limit {policy.max_collisions_per_episode:g})", stats | _breach(breach))
     if guardrails["latency_p99_ms"] is not None and guardrails["latency_p99_ms"] > policy.max_latency_p99_ms:
         return Evaluation("rollback", f"guardrail: inference p99 {guardrails['latency_p99_ms']:.1f} ms > "
-                          f"{policy.max_latency_p99_ms:g} ms", stats | _breach(canary_stage[-1]))
-    if len(canary_stage) >= policy.min_episodes and guardrails["mean_reward"] < policy.min_mean_reward:
+                          f"{policy.max_latency_p99_ms:g} ms", stats | _breach(_episode(session, deployment, stage)))
+    if canary_stage.n >= policy.min_episodes and guardrails["mean_reward"] < policy.min_mean_reward:
         return Evaluation("rollback", f"guardrail: mean reward {guardrails['mean_reward']:.1f} < "
-                          f"{policy.min_mean_reward:g} over {len(canary_stage)} episodes", stats | _breach(canary_stage[-1]))
+                          f"{policy.min_mean_reward:g} over {canary_stage.n} episodes",
+                          stats | _breach(_episode(session, deployment, stage)))
 
     # promotion: baked, enough evidence on both arms, no significant regression
     last = stage == len(deployment.stages) - 1
     needs_baseline = deployment.baseline_version is not None and not last
     if baked < policy.bake_seconds:
         return Evaluation("hold", f"baking ({baked:.0f}/{policy.bake_seconds:g} s)", stats)
-    if len(canary_stage) < policy.min_episodes or (needs_baseline and len(baseline_stage) < policy.min_episodes):
+    if canary_stage.n < policy.min_episodes or (needs_baseline and baseline_stage.n < policy.min_episodes):
         return Evaluation("hold", f"waiting for {policy.min_episodes} episodes per arm", stats)
     required = test.required_n_per_arm
-    if needs_baseline and required and min(len(canary_all), len(baseline_all)) < required:
-        return Evaluation("hold", f"underpowered: {len(canary_all)} canary / {len(baseline_all)} baseline episodes, "
+    if needs_baseline and required and min(total["canary"].n, total["baseline"].n) < required:
+        return Evaluation("hold", f"underpowered: {total['canary'].n} canary / {total['baseline'].n} baseline episodes, "
                           f"{required} per arm needed for power {policy.power:g} against a reward drop of "
                           f"{policy.min_detectable_drop:g}", stats)
     if test.regression:
         return Evaluation("rollback", f"significant regression: canary mean reward {test.canary_mean:.1f} vs "
                           f"baseline {test.baseline_mean:.1f}, Welch p={test.p_value:.4f} < {alpha:.4f} "
                           f"(alpha {policy.alpha:g} over {len(deployment.stages)} stages)",
-                          stats | _breach(canary_stage[-1]))
+                          stats | _breach(_episode(session, deployment, stage)))
     return Evaluation("complete" if last else "advance", "stage passed", stats)
 
 
@@ -233,7 +330,16 @@ def start_from_alias(session: Session, promotions: Promotions, model: str, versi
         return None
 
 
-def _breach(episode: TelemetryEpisode) -> dict:
+def past_a_guardrail(policy: dict, episodes) -> bool:
+    """Whether one of these canary episodes is by itself beyond a guardrail threshold (a collision
+    over the limit, an inference p99 over it, a reward under the mean-reward floor): telemetry
+    holding one is judged at once, not at the next throttled evaluation."""
+    p = RolloutPolicy(**policy)
+    return any(e.collisions > p.max_collisions_per_episode or e.latency_p99_ms > p.max_latency_p99_ms
+               or e.reward < p.min_mean_reward for e in episodes)
+
+
+def _breach(episode) -> dict:
     return {"breach": {"robot_id": episode.robot_id, "ended_at": episode.ended_at.isoformat(),
                        "episode_id": episode.id}}
 
@@ -297,9 +403,12 @@ def _end(session: Session, deployment: Deployment, status: str, reason: str, pro
 
 
 def _audit(session: Session, actor: str, action: str, deployment: Deployment, **detail) -> None:
+    """Every step that changes what robots run (create, advance, end) is audited here, and raises
+    the cache generation in the same transaction: API workers drop their cached assignments."""
     clean = {k: v for k, v in detail.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
     session.add(ApiAuditEvent(actor=actor, action=action, detail={"deployment_id": deployment.id,
                                                                   "version": deployment.version, **clean}))
+    generation.bump(session.connection())
 
 
 def policy_dict(policy: RolloutPolicy) -> dict:

@@ -11,7 +11,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from dreamops.sql import make_engine
+from dreamops import generation
+from dreamops.sql import make_engine, make_reader
 
 
 def utcnow() -> datetime:
@@ -159,4 +160,12 @@ def session_factory(url: str) -> sessionmaker[Session]:
     upgrade(url)
     engine = make_engine(url)
     audit.metadata.create_all(engine)  # alias moves are written through these sessions (canary.atomically)
+    generation.create(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def reader(url: str) -> sa.Engine:
+    """Lock-free single-statement reads (dreamops.sql.make_reader) of the migrated database."""
+    session_factory(url)
+    return make_reader(url)

@@ -5,6 +5,7 @@ Every error is a JSON body `{"status": <code>, "message": "..."}` (validation er
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -64,6 +65,15 @@ async def lifespan(app: FastAPI):
     settings.resolved_home.mkdir(parents=True, exist_ok=True)  # the embedded default's SQLite lives there
     await run_in_threadpool(session_factory, settings.sql_url)  # migrate before serving
     await run_in_threadpool(promotions)  # MLflow configured once, before any route needs it
+    if gc.get_freeze_count() == 0:  # once per process
+        # what start-up made (imported modules, MLflow's and SQLAlchemy's state: ~360,000 objects)
+        # lives as long as the process: the collector leaves it alone from now on. A full collection
+        # of it took 0.7 s on the 2-core machine, the p99 of every request in flight.
+        gc.collect()
+        gc.freeze()
+        # young collections every 10,000 allocations, not 700 (64 clients, side by side: 1,964 vs
+        # 1,462 assignment lookups/s, p99 82 vs 161 ms)
+        gc.set_threshold(10_000, 10, 10)
 
     async def ticker():
         while True:

@@ -42,19 +42,38 @@ def required_sample_size(std_canary: float, std_baseline: float, drop: float, al
     return max(2, math.ceil(z ** 2 * variance / drop ** 2))
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What the test needs of one arm's rewards: count, mean and the sample std (ddof=1); NaN where
+    undefined (no values; one value). The canary computes it in SQL, without loading the episodes."""
+    n: int
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, values) -> "Sample":
+        x = np.asarray(values, float)
+        return cls(len(x), float(x.mean()) if len(x) else float("nan"), float(x.std(ddof=1)) if len(x) > 1
+                   else float("nan"))
+
+
 def compare(canary: list[float], baseline: list[float], alpha: float = 0.05, power: float = 0.8,
             min_detectable_drop: float = 50.0) -> Comparison:
-    c, b = np.asarray(canary, float), np.asarray(baseline, float)
-    sd = lambda x: float(x.std(ddof=1)) if len(x) > 1 else float("nan")  # noqa: E731
+    return compare_samples(Sample.of(canary), Sample.of(baseline), alpha, power, min_detectable_drop)
+
+
+def compare_samples(c: Sample, b: Sample, alpha: float = 0.05, power: float = 0.8,
+                    min_detectable_drop: float = 50.0) -> Comparison:
+    """The one-sided Welch test from each arm's count, mean and std (the same test as on the values)."""
     t = p = None
-    if len(c) >= 2 and len(b) >= 2:
-        if sd(c) == 0 and sd(b) == 0:  # identical constants: no evidence either way unless the means differ
-            p = 0.0 if c.mean() < b.mean() else 1.0
+    if c.n >= 2 and b.n >= 2:
+        if c.std == 0 and b.std == 0:  # identical constants: no evidence either way unless the means differ
+            p = 0.0 if c.mean < b.mean else 1.0
         else:
-            result = stats.ttest_ind(c, b, equal_var=False, alternative="less")
+            result = stats.ttest_ind_from_stats(c.mean, c.std, c.n, b.mean, b.std, b.n, equal_var=False,
+                                                alternative="less")
             t, p = float(result.statistic), float(result.pvalue)
-    return Comparison(len(c), len(b), float(c.mean()) if len(c) else float("nan"),
-                      float(b.mean()) if len(b) else float("nan"), sd(c), sd(b), t, p,
+    return Comparison(c.n, b.n, c.mean, b.mean, c.std, b.std, t, p,
                       regression=p is not None and p < alpha, alpha=alpha, power=power,
                       min_detectable_drop=min_detectable_drop,
-                      required_n_per_arm=required_sample_size(sd(c), sd(b), min_detectable_drop, alpha, power))
+                      required_n_per_arm=required_sample_size(c.std, b.std, min_detectable_drop, alpha, power))

@@ -1,18 +1,13 @@
 """Scaling figures, each measured side by side in this run:
 - collection and real-env evaluation throughput (episodes/s) with 1, 2 and more workers than cores;
-- the cost of one CMA-ES generation in the dream (ask, batched dreams, tell) vs population size;
-- the API's model lookup (GET /api/v1/models/{version}) under concurrent clients: the real API as a
-  uvicorn process on loopback against a temporary store holding one registered version."""
+- the cost of one CMA-ES generation in the dream (ask, batched dreams, tell) vs population size.
+The API under concurrent clients is bench_api.py (assignments, model lookups, telemetry; both stores;
+the code before its caches side by side)."""
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,113 +87,7 @@ def cma_generations(populations=(16, 32, 64, 128), rollouts: int = 16, steps: in
     return seconds
 
 
-# --- the API under load ---
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _api_with_one_version(root: Path):
-    """(base URL, bearer token, version): the API as a uvicorn process on a temporary embedded
-    store (MLflow on SQLite, the API's tables on SQLite) with one registered random-weights version."""
-    import mlflow
-    import torch
-
-    from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
-    from dreamops.flows.up import stop_process, wait_http
-    from dreamops.models.bundle import Architecture, VMCBundle
-    from dreamops.registry import store
-    from dreamops.registry.pyfunc import VMCPyfuncModel
-    from dreamops.settings import get_settings
-    from dreamops.tasks.config import resolve_config
-
-    env = {**os.environ, "DREAMOPS_HOME": str(root / ".dreamops")}
-    saved = os.environ.get("DREAMOPS_HOME")
-    os.environ["DREAMOPS_HOME"] = env["DREAMOPS_HOME"]
-    get_settings.cache_clear()
-    try:
-        settings = get_settings()
-        store.configure(settings)
-        torch.manual_seed(0)
-        bundle = VMCBundle.create(Architecture())
-        path = bundle.save(root / "vmc_bundle.pt")
-        with mlflow.start_run():  # with what training logs and the lineage reads
-            cfg = resolve_config("quick")
-            store.log_config(cfg.flat(), cfg.to_yaml())
-            store.log_json({"evaluation": {}}, "evaluation_report.json")
-            version = store.register_pyfunc("carracing-vmc", VMCPyfuncModel(), {"bundle": str(path)},
-                                            store.frame_signature(), {"validation_status": "passed"},
-                                            pip_requirements=["torch"]).version
-        with session_factory(settings.sql_url)() as session:
-            token = create_token(session, "bench", "viewer")
-    finally:
-        if saved is None:
-            os.environ.pop("DREAMOPS_HOME", None)
-        else:
-            os.environ["DREAMOPS_HOME"] = saved
-        get_settings.cache_clear()
-        mlflow.set_tracking_uri(None)
-    port, log = _free_port(), root / "api.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "dreamops.api.main:app", "--host", "127.0.0.1",
-                                 "--port", str(port), "--log-level", "warning"], env=env, cwd=root,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log, timeout=120)
-        yield f"http://127.0.0.1:{port}", token, version
-    finally:
-        stop_process(proc)
-
-
-async def _load(url: str, token: str, clients: int, seconds: float) -> dict:
-    """`clients` concurrent clients, each sending one request after the other for `seconds`."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline:
-            t0 = time.perf_counter()
-            try:
-                r = await http.get(url)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append(time.perf_counter() - t0)
-            errors += not ok
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=30) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - t0
-    ms = np.asarray(latencies) * 1000
-    return {"requests": len(ms), "rps": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "errors": errors}
-
-
-def api_load(seconds: float) -> dict[str, dict]:
-    """Rows: (clients, with_lineage). The lineage reads two artifacts of the version's run."""
-    rows = {"1, lineage": (1, True), "16, lineage": (16, True), "16, no lineage": (16, False)}
-    with tempfile.TemporaryDirectory() as tmp, _api_with_one_version(Path(tmp)) as (base, token, version):
-        url = f"{base}/api/v1/models/{version}"
-        asyncio.run(_load(url, token, 2, 1.0))  # warm-up: MLflow client, connection pool
-        out = {name: asyncio.run(_load(f"{url}?with_lineage={str(lineage).lower()}", token, clients, seconds))
-               for name, (clients, lineage) in rows.items()}
-        if any(r["errors"] for r in out.values()):
-            print((Path(tmp) / "api.log").read_text(errors="replace")[-3000:])
-        return out
-
-
-def main(episodes: int = 8, collect_steps: int = 200, eval_steps: int = 300, dream_steps: int = 25,
-         api_seconds: float = 4.0) -> dict:
+def main(episodes: int = 8, collect_steps: int = 200, eval_steps: int = 300, dream_steps: int = 25) -> dict:
     r = rollouts(episodes, collect_steps, eval_steps)
     print(f"rollout throughput, episodes/s on {CORES} cores, {episodes} episodes per cell (the start-up of "
           f"worker processes counts; 1 worker runs in this process)")
@@ -220,18 +109,7 @@ def main(episodes: int = 8, collect_steps: int = 200, eval_steps: int = 300, dre
     for p, sec in g.items():
         print(f"  {p:<12} {sec:>8.2f} {1000 * sec / p:>18.1f} {sec / g[16]:>6.2f}x")
 
-    a = api_load(api_seconds)
-    print(f"\nAPI model lookup GET /api/v1/models/{{version}}: uvicorn, 1 process, MLflow on SQLite, "
-          f"{api_seconds:.0f} s per row")
-    print(f"  {'clients, route':<18} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for name, row in a.items():
-        print(f"  {name:<18} {row['requests']:>9} {row['rps']:>8.1f} {row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} "
-              f"{row['errors']:>7}")
-    one, many, bare = a["1, lineage"], a["16, lineage"], a["16, no lineage"]
-    print(f"  16 clients / 1: throughput {many['rps'] / one['rps']:.2f}x, p99 {many['p99_ms'] / one['p99_ms']:.1f}x"
-          f" | without / with lineage at 16 clients: throughput {bare['rps'] / many['rps']:.2f}x"
-          f" | errors {sum(row['errors'] for row in a.values())} (must be 0)")
-    return {"rollouts": r, "cma": g, "api": a}
+    return {"rollouts": r, "cma": g}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_api  # noqa: E402
 import bench_collect  # noqa: E402
 import bench_dream  # noqa: E402
 import bench_export  # noqa: E402
@@ -15,6 +16,7 @@ import bench_render  # noqa: E402
 import bench_scaling  # noqa: E402
 
 if __name__ == "__main__":
-    for bench in (bench_dream, bench_render, bench_collect, bench_latency, bench_export, bench_mmd, bench_scaling):
+    for bench in (bench_dream, bench_render, bench_collect, bench_latency, bench_export, bench_mmd, bench_scaling,
+                  bench_api):
         bench.main()
         print()

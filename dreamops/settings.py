@@ -31,6 +31,23 @@ class Settings(BaseSettings):
     canary_tick_s: float = Field(2.0, description="How often the API re-evaluates active canary rollouts.")
     reconcile_interval_s: float = Field(30.0, description="How often the API polls MLflow's aliases for moves "
                                         "made in the UI (the webhook fallback); 0 turns it off.")
+    api_workers: int = Field(0, ge=0, description="uvicorn worker processes of `dreamops api`; 0: one per CPU "
+                             "core on PostgreSQL, 1 on SQLite (whose one write lock the workers would queue on).")
+    api_access_log: bool = Field(False, description="uvicorn's access log of `dreamops api` (one line per "
+                                 "request; at fleet rates ~10% of the API's CPU). Errors are logged either way.")
+    api_cache_ttl_s: float = Field(2.0, ge=0, description="The longest an API worker serves an assignment or a "
+                                   "model lookup from its cache. Every change dreamops makes (alias moves, rollout "
+                                   "steps, drift incidents, webhook deliveries) invalidates the cache at once, in "
+                                   "every worker; this bounds what it cannot see: tags edited in MLflow, an alias set "
+                                   "in the MLflow UI before the webhook or reconciler reports it, a token revoked by "
+                                   "hand, robots leaving a canary's fleet. 0 turns the caches off.")
+    robot_seen_interval_s: float = Field(30.0, ge=0, description="An assignment lookup writes the robot's "
+                                         "last_seen at most this often per API worker while its version is "
+                                         "unchanged (a new version, warehouse or first contact is written at once).")
+    canary_eval_interval_s: float = Field(1.0, ge=0, description="Telemetry of an active rollout is judged at "
+                                          "most this often per API worker; a batch holding a canary episode past a "
+                                          "guardrail threshold is judged at once, and the tick judges every rollout "
+                                          "every canary_tick_s. 0: every batch.")
     warehouses: list[str] = Field(default_factory=lambda: ["default"], description="Warehouses with a weekly "
                                   "retrain and an hourly drift check (JSON list in the environment).")
     retrain_profile: str = Field("quick", description="Profile of scheduled and drift-triggered retrains.")
@@ -87,6 +104,18 @@ class Settings(BaseSettings):
         import getpass
 
         return self.actor or getpass.getuser()
+
+    @property
+    def api_worker_count(self) -> int:
+        """`api_workers`, or its default for the store: SQLite serialises every write on one lock
+        (more workers only queue on it, and each would start its own Prefect temporary server)."""
+        import os
+
+        from dreamops.sql import is_sqlite
+
+        if self.api_workers > 0:
+            return self.api_workers
+        return 1 if is_sqlite(self.sql_url) else max(1, os.cpu_count() or 1)
 
     @property
     def n_workers(self) -> int:

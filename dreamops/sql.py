@@ -7,6 +7,9 @@ PostgreSQL as is. SQLite, the embedded default, is used the way it serves concur
   and then writes cannot fail half-way with `database is locked` because another connection
   wrote after its read (SQLite cannot upgrade a stale read snapshot to a write).
 Transactions must be short: on SQLite each one holds the database's one write lock.
+
+`make_reader` is the other way in, for the API's hot reads (the cache generation, the rebuild of
+its caches): statements that take no lock and need no transaction around them.
 """
 from __future__ import annotations
 
@@ -26,20 +29,37 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str) -> sa.Engine:
     if not is_sqlite(url):
         return sa.create_engine(url, pool_pre_ping=True)
+    engine = _sqlite(url)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_reader(url: str) -> sa.Engine:
+    """An engine for single-statement reads. PostgreSQL in autocommit: one round trip per
+    statement, no BEGIN and no ROLLBACK when the connection goes back to the pool (and no ping:
+    a read on a dropped connection fails once, the pool then replaces it). SQLite without BEGIN
+    IMMEDIATE: each statement reads a consistent snapshot (WAL) and never waits for the writer,
+    so readers in every thread and API worker run while one transaction writes."""
+    if not is_sqlite(url):
+        return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_recycle=600)
+    return _sqlite(url)
+
+
+def _sqlite(url: str) -> sa.Engine:
     engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection, _record) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        dbapi_connection.isolation_level = None  # no implicit transactions: make_engine issues BEGIN itself
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; fsync at checkpoints
         cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = sub.add_parser("api", help="serve the dreamops REST API (uvicorn)")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--workers", type=int, default=None, help="uvicorn worker processes (default: "
+                    "DREAMOPS_API_WORKERS; 0 there: one per CPU core on PostgreSQL, 1 on SQLite)")
 
     sv = sub.add_parser("serve", help="run the Prefect deployments (the API's training trigger starts them)")
     sv.add_argument("--limit", type=int, default=1, help="flow runs at a time")
@@ -389,7 +391,20 @@ def _api(args, settings) -> int:
     # default one the process died at once, and what it started (Prefect's temporary server, stopped
     # at exit) lived on. Exiting normally runs those exit hooks.
     signal.signal(signal.SIGTERM, stop)
-    uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info")
+    workers = args.workers or settings.api_worker_count
+    if workers > 1:
+        from dreamops.api.db import session_factory
+        from dreamops.sql import is_sqlite
+
+        # migrate once, here: workers starting together on a fresh database would race on it
+        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        session_factory(settings.sql_url)
+        if is_sqlite(settings.sql_url):
+            print(f"dreamops api: {workers} workers on SQLite: lookups scale, every write waits for the "
+                  f"database's one write lock", flush=True)
+    # with several workers uvicorn's supervisor handles SIGTERM itself (it stops the workers, then exits)
+    uvicorn.run("dreamops.api.main:app", host=args.host, port=args.port, log_level="info", workers=workers,
+                access_log=settings.api_access_log)
     return 0
 
 

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
+from dreamops import generation
 from dreamops.api.db import DriftIncident, session_factory, utcnow
 from dreamops.registry import store
 from dreamops.settings import get_settings
@@ -60,6 +61,7 @@ def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: f
             session.add(DriftIncident(warehouse_id=warehouse_id, model=model, version=version,
                                       fallback_version=str(fallback.version) if fallback else None,
                                       signals=decision.to_dict()))
+            generation.bump(session.connection())  # the warehouse's assignments change (API caches)
             session.commit()
         emit_event(DRIFT_EVENT, resource=warehouse_resource(warehouse_id),
                    payload={"model": model, "version": version, "fired": decision.fired})

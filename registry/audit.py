@@ -4,7 +4,8 @@ from which version to which, and why; refused and reverted attempts too.
 It lives in dreamops's own SQL database (SQLite by default, PostgreSQL in production), not in MLflow
 tags, so it survives alias moves, tag edits and MLflow upgrades, and it is one table to query.
 The same database remembers webhook delivery ids, so a replayed delivery is refused across
-restarts and API workers.
+restarts and API workers. Every recorded move and every accepted delivery raises the cache
+generation (dreamops.generation) in the same transaction: API workers drop what they cached.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
+from dreamops import generation
 from dreamops.sql import lock_promotions, make_engine
 
 metadata = sa.MetaData()
@@ -96,6 +98,7 @@ class AuditLog:
                                               "reason", "outcome")}
         with self._connection() as conn:
             new_id = conn.execute(alias_moves.insert().values(**row, at=at)).inserted_primary_key[0]
+            generation.bump(conn)
         return AliasMove(**row, at=at, id=new_id)
 
     def history(self, model: str, alias: str | None = None, limit: int | None = None) -> list[AliasMove]:
@@ -126,6 +129,7 @@ class AuditLog:
             with self.engine.begin() as conn:
                 conn.execute(webhook_deliveries.insert().values(delivery_id=delivery_id,
                                                                received_at=datetime.now(timezone.utc)))
+                generation.bump(conn)  # a new version or an outside alias move: cached lookups are stale
             return True
         except sa.exc.IntegrityError:
             return False
@@ -140,4 +144,5 @@ def _utc(at: datetime) -> datetime:
 def _engine(url: str) -> sa.Engine:
     engine = make_engine(url)
     metadata.create_all(engine)
+    generation.create(engine)
     return engine

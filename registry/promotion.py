@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from mlflow.entities.model_registry import ModelVersion
 
+from dreamops import generation
 from dreamops.registry import store
 from dreamops.registry.audit import AliasMove, AuditLog
 from dreamops.registry.errors import PromotionRefusedError
@@ -75,6 +76,9 @@ class Promotions:
         for model, alias, previous in reversed(self._written):
             with contextlib.suppress(Exception):  # best effort: the reconciler repairs what is left
                 store.write_alias(model, alias, previous)
+        if self._written:  # an API worker may have cached the alias while it was written
+            with contextlib.suppress(Exception), self.audit.engine.begin() as conn:
+                generation.bump(conn)
         self._written.clear()
 
     @contextlib.contextmanager

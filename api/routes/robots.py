@@ -8,18 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
 
-from dreamops.api import canary
+from dreamops.api import cache, canary
 from dreamops.api.auth import Principal
-from dreamops.api.db import Deployment, DriftIncident, Robot, TelemetryEpisode, utcnow
-from dreamops.api.deps import allowed, db, promotions, settings
+from dreamops.api.db import Deployment, TelemetryEpisode, session_factory
+from dreamops.api.deps import allowed, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
-from dreamops.registry import store
-from dreamops.settings import Settings
+from dreamops.settings import Settings, get_settings
 from dreamops.storage import open_store
 from dreamops.tasks.dataset import SHARD_ARRAYS
 from dreamops.tasks.fleet_data import upload_key
@@ -36,52 +33,103 @@ EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs 
 
 
 @router.get("/{robot_id}/assignment", response_model=Assignment)
-def assignment(robot_id: RobotId, warehouse_id: str = Query(..., pattern=ID), model: ModelName = "carracing-vmc",
-               _: Principal = Depends(allowed("robot")), session: Session = Depends(db)) -> Assignment:
-    """The version this robot runs now: its arm of an active canary, else production."""
-    promotions()
-    robot = _seen(session, robot_id, warehouse_id)
-    deployment = canary.active_for(session, robot_id, warehouse_id)
-    if deployment is not None and deployment.model == model:
-        session.flush()  # this robot counts in the split
-        arm = canary.arm_of(session, deployment, robot_id)
-        version = deployment.version if arm == "canary" else deployment.baseline_version
-        deployment_id = deployment.id
+async def assignment(robot_id: RobotId, warehouse_id: str = Query(..., pattern=ID), model: ModelName = "carracing-vmc",
+                     _: Principal = Depends(allowed("robot"))) -> Assignment:
+    """The version this robot runs now: its arm of an active canary, else production (or, while
+    drift is open for the warehouse, last-known-good). Served from the worker's cache, which every
+    alias move and rollout step invalidates at once (api/cache.py); the robot's row (last_seen,
+    running_version) is written when its version changes, and at most every robot_seen_interval_s
+    otherwise. Database and MLflow work runs in the threadpool, never on the event loop."""
+    cfg = get_settings()
+    view = cache.view(cfg.sql_url, cfg.api_cache_ttl_s, cfg.robot_seen_interval_s)
+    snapshot = await view.current()
+    key = (robot_id, warehouse_id, model)
+    answer = snapshot.answers.get(key)
+    if answer is None:
+        if not snapshot.ready(model):
+            await run_in_threadpool(_load, snapshot, model)
+        answer = _assign(snapshot, robot_id, warehouse_id, model)
+        if answer.resolve is None:
+            snapshot.remember(key, answer)
+    changes_split = snapshot.fleet.changes_split(robot_id, warehouse_id)
+    if answer.resolve is not None or view.must_write(robot_id, warehouse_id, answer.version, changes_split):
+        await run_in_threadpool(view.write_seen, robot_id, warehouse_id, answer.version, changes_split, answer.resolve)
+    return Response(answer.body, media_type="application/json")
+
+
+def _load(snapshot: cache.Snapshot, model: str) -> None:
+    promotions()  # MLflow configured once per process
+    snapshot.load(model)
+
+
+def _assign(snapshot: cache.Snapshot, robot_id: str, warehouse_id: str, model: str) -> cache.Answer:
+    """The assignment from the snapshot alone (memory only)."""
+    fleet, resolve = snapshot.fleet, None
+    rollout = fleet.active_for(robot_id, warehouse_id)
+    if rollout is not None and rollout.model == model:
+        arm = fleet.splits[rollout.id].arm(robot_id, rollout.percent)  # this robot counts in the split
+        version = rollout.version if arm == "canary" else rollout.baseline_version
+        deployment_id = rollout.id
     else:
-        production = store.find_alias(model, "production")
-        arm, version, deployment_id = "production", str(production.version) if production else None, None
-        fallback = _drift_fallback(session, model, warehouse_id, version)
-        if fallback:
-            arm, version = "fallback", fallback
-    robot.running_version = version
-    session.commit()
-    return Assignment(robot_id=robot_id, warehouse_id=warehouse_id, model=model, version=version,
-                      deployment_id=deployment_id, arm=arm if version else None)
+        production = snapshot.production[model]
+        arm, version, deployment_id = "production", production, None
+        incident = fleet.incidents.get((warehouse_id, model))
+        if incident is not None:  # drift: last-known-good until production has moved on (the retrain landed)
+            if production != incident.version:
+                resolve = (incident, production)
+            elif incident.fallback_version:
+                arm, version = "fallback", incident.fallback_version
+    body = Assignment(robot_id=robot_id, warehouse_id=warehouse_id, model=model, version=version,
+                      deployment_id=deployment_id, arm=arm if version else None).model_dump_json().encode()
+    return cache.Answer(version, body, resolve)
 
 
 @router.post("/{robot_id}/telemetry", response_model=TelemetryAck)
-def telemetry(robot_id: RobotId, batch: TelemetryBatch, _: Principal = Depends(allowed("robot")),
-              session: Session = Depends(db)) -> TelemetryAck:
-    """Store the episodes; an active deployment is evaluated at once (guardrails -> rollback)."""
-    deployment = session.get(Deployment, batch.deployment_id) if batch.deployment_id else None
-    if batch.deployment_id and deployment is None:
-        raise HTTPException(404, f"no deployment {batch.deployment_id!r}")
-    arm = stage = None
-    if deployment is not None:
-        arm = {deployment.version: "canary", deployment.baseline_version: "baseline"}.get(batch.version)
-        stage = deployment.stage_index
-    for e in batch.episodes:
-        session.add(TelemetryEpisode(robot_id=robot_id, warehouse_id=batch.warehouse_id, version=batch.version,
-                                     deployment_id=batch.deployment_id, arm=arm, stage_index=stage, seed=e.seed,
-                                     reward=e.reward, collisions=e.collisions, steps=e.steps,
-                                     latency_p50_ms=e.latency_p50_ms, latency_p99_ms=e.latency_p99_ms,
-                                     residual=e.residual,
-                                     ended_at=e.ended_at, latents=batch.latents or None))
-    session.commit()
-    status = None
-    if deployment is not None:
-        status = canary.step(session, deployment.id, promotions()).status
+async def telemetry(robot_id: RobotId, batch: TelemetryBatch, _: Principal = Depends(allowed("robot"))) -> TelemetryAck:
+    """Store the episodes: batches that arrive together go in one transaction, one multi-row
+    insert. An active deployment is judged at once when the batch holds a canary episode past a
+    guardrail threshold (a breach rolls back in this request), else at most every
+    canary_eval_interval_s per API worker; the tick judges it every canary_tick_s as well.
+    `deployment_status` is the deployment's status after this request."""
+    cfg = get_settings()
+    view = cache.view(cfg.sql_url, cfg.api_cache_ttl_s, cfg.robot_seen_interval_s)
+    rollout = status = arm = stage = None
+    if batch.deployment_id:
+        snapshot = await view.current()
+        if snapshot.fleet is None:
+            await run_in_threadpool(snapshot.load)
+        rollout = snapshot.fleet.by_id.get(batch.deployment_id)
+        if rollout is not None:  # rolling out (the snapshot holds the active ones)
+            status, stage = canary.ACTIVE, rollout.stage_index
+            version, baseline = rollout.version, rollout.baseline_version
+        else:  # ended, or unknown: its row
+            ended = await run_in_threadpool(_deployment, cfg.sql_url, batch.deployment_id)
+            if ended is None:
+                raise HTTPException(404, f"no deployment {batch.deployment_id!r}")
+            status, stage, version, baseline = ended
+        arm = {version: "canary", baseline: "baseline"}.get(batch.version)
+    latents = batch.latents or None
+    await view.insert([{"robot_id": robot_id, "warehouse_id": batch.warehouse_id, "version": batch.version,
+                        "deployment_id": batch.deployment_id, "arm": arm, "stage_index": stage, "seed": e.seed,
+                        "reward": e.reward, "collisions": e.collisions, "steps": e.steps,
+                        "latency_p50_ms": e.latency_p50_ms, "latency_p99_ms": e.latency_p99_ms,
+                        "residual": e.residual, "ended_at": e.ended_at, "latents": latents} for e in batch.episodes])
+    if rollout is not None and (
+            (arm == "canary" and canary.past_a_guardrail(rollout.policy, batch.episodes))
+            or cache.evaluations.due(rollout.id, cfg.canary_eval_interval_s)):
+        status = await run_in_threadpool(_judge, cfg.sql_url, rollout.id)
     return TelemetryAck(accepted=len(batch.episodes), deployment_status=status)
+
+
+def _deployment(url: str, deployment_id: str) -> tuple | None:
+    with session_factory(url)() as session:
+        d = session.get(Deployment, deployment_id)
+        return None if d is None else (d.status, d.stage_index, d.version, d.baseline_version)
+
+
+def _judge(url: str, deployment_id: str) -> str:
+    with session_factory(url)() as session:
+        return canary.step(session, deployment_id, promotions()).status
 
 
 @router.post("/{robot_id}/episodes", response_model=EpisodeUploadAck, status_code=201, openapi_extra=EPISODE_BODY)
@@ -92,40 +140,17 @@ async def upload_episode(robot_id: RobotId, request: Request, warehouse_id: str 
     body = await request.body()
     if not body or len(body) > MAX_UPLOAD_BYTES:
         raise HTTPException(413 if body else 422, f"episode must be 1 byte .. {MAX_UPLOAD_BYTES} bytes of npz")
+    # reading the npz, hashing up to 64 MiB and the object store's client are work for a thread,
+    # not for the event loop that serves every other request
+    return await run_in_threadpool(_store_episode, cfg, body, warehouse_id, robot_id, version)
+
+
+def _store_episode(cfg: Settings, body: bytes, warehouse_id: str, robot_id: str, version: str) -> EpisodeUploadAck:
     frames = _check_episode(body)
     key = upload_key(warehouse_id, robot_id, version, body)  # names its sha256: every read verifies it
     objects = open_store(cfg)
-    await run_in_threadpool(_put, objects, body, key)
+    _put(objects, body, key)
     return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames, sha256=hashlib.sha256(body).hexdigest())
-
-
-def _seen(session: Session, robot_id: str, warehouse_id: str) -> Robot:
-    """Register the robot on first contact, or note where and when it was seen: one upsert, so
-    simultaneous first contacts of a new robot all succeed (PostgreSQL and SQLite)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    now = utcnow()
-    statement = insert(Robot).values(id=robot_id, warehouse_id=warehouse_id, last_seen=now)
-    session.execute(statement.on_conflict_do_update(index_elements=[Robot.id],
-                                                    set_={"warehouse_id": warehouse_id, "last_seen": now}))
-    return session.scalars(sa.select(Robot).where(Robot.id == robot_id).execution_options(populate_existing=True)).one()
-
-
-def _drift_fallback(session: Session, model: str, warehouse_id: str, production: str | None) -> str | None:
-    """While drift is open for the warehouse, its robots run last-known-good; the incident closes
-    when production has moved on (the retrain landed)."""
-    incident = session.scalars(sa.select(DriftIncident).where(
-        DriftIncident.warehouse_id == warehouse_id, DriftIncident.model == model,
-        DriftIncident.resolved_at.is_(None)).order_by(DriftIncident.detected_at.desc())).first()
-    if incident is None:
-        return None
-    if production != incident.version:
-        incident.resolved_at, incident.resolution = utcnow(), f"production moved to {production}"
-        return None
-    return incident.fallback_version
 
 
 def _check_episode(body: bytes) -> int:

@@ -25,9 +25,10 @@ class Api:
 
 
 def reset_api_caches() -> None:
-    from dreamops.api import deps
+    from dreamops.api import cache, deps
     from dreamops.settings import get_settings
 
+    cache.reset()
     get_settings.cache_clear()
     deps.promotions.cache_clear()
     deps._receiver.cache_clear()

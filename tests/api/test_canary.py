@@ -7,6 +7,8 @@ import json
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from tests.registry.conftest import MODEL, add_version, alias
 
 WH = "WH-042"
@@ -64,8 +66,9 @@ def test_good_version_goes_to_100_percent_and_becomes_production(api, registry, 
     assignment = arms(api)
     canaries = [r for r, a in assignment.items() if a["arm"] == "canary"]
     assert 0 < len(canaries) < len(ROBOTS) and all(assignment[r]["version"] == v2 for r in canaries)
-    for _ in range(10):
-        if play_round(api, n=2) == "completed":
+    for _ in range(10):  # telemetry is judged at most every canary_eval_interval_s, and by the tick
+        play_round(api, n=2)
+        if api.get(f"/deployments/{d['deployment_id']}").json()["status"] == "completed":
             break
     final = api.get(f"/deployments/{d['deployment_id']}").json()
     assert final["status"] == "completed" and final["percent"] == 100, final["reason"]
@@ -108,13 +111,12 @@ def test_latency_guardrail(api, registry):
 def test_significant_regression_rolls_back_with_the_test_shown(api, registry):
     v1, v2 = setup_production(registry)
     d = deploy(api, v2, rollout_percent=50, bake_seconds=0, min_episodes=6, min_mean_reward=-1000)
-    status = None
-    for _ in range(6):
-        status = play_round(api, canary_reward=150.0, baseline_reward=300.0)
-        if status != "rolling_out":
+    for _ in range(6):  # no episode is past a guardrail: judged every canary_eval_interval_s and by the tick
+        play_round(api, canary_reward=150.0, baseline_reward=300.0)
+        final = api.get(f"/deployments/{d['deployment_id']}").json()
+        if final["status"] != "rolling_out":
             break
-    final = api.get(f"/deployments/{d['deployment_id']}").json()
-    assert status == "rolled_back" and "significant regression" in final["reason"]
+    assert final["status"] == "rolled_back" and "significant regression" in final["reason"]
     welch = final["statistics"]["welch"]
     assert welch["p_value"] < 0.05 and welch["canary_mean"] < welch["baseline_mean"]
     assert alias(registry[1], "production") == v1
@@ -254,3 +256,62 @@ def test_a_failed_deploy_leaves_no_alias_deployment_or_audit_row_behind(api, reg
     with engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from deployments")).scalar_one() == 0
     engine.dispose()
+
+
+def test_the_judges_figures_from_sql_aggregates_equal_numpy_and_scipy_on_the_episodes(api_db):
+    """judge() reads aggregates, not episodes: its guardrail figures and Welch test must equal what
+    numpy and scipy compute from the episodes themselves (seeded, several stages, ties and a constant)."""
+    from datetime import timedelta
+
+    import numpy as np
+    import sqlalchemy as sa
+    from scipy import stats
+
+    from dreamops.api import canary
+    from dreamops.api.db import Deployment, TelemetryEpisode, session_factory
+
+    rng = np.random.default_rng(7)
+    now = datetime.now(timezone.utc)
+    with session_factory(api_db)() as session:
+        d = Deployment(model=MODEL, version="2", baseline_version="1", warehouse_id=WH, stages=[25, 50, 100],
+                       stage_index=1, policy=canary.policy_dict(canary.RolloutPolicy(bake_seconds=0, min_episodes=3,
+                                                                                     max_latency_p99_ms=1e9)),
+                       created_by="test")
+        session.add(d)
+        session.commit()
+        rows = []
+        for k in range(300):
+            arm, stage = ("canary", "baseline")[k % 2], int(k % 3 != 0)
+            rows.append({"robot_id": f"r{k % 7}", "warehouse_id": WH, "version": "2" if arm == "canary" else "1",
+                         "deployment_id": d.id, "arm": arm, "stage_index": stage, "seed": k,
+                         "reward": float(np.round(rng.normal(300 if arm == "baseline" else 290, 40), 1)),
+                         "collisions": 0, "steps": 250, "latency_p50_ms": 1.0,
+                         "latency_p99_ms": float(rng.choice([3.0, 4.5, 4.5, 60.0])),
+                         "ended_at": now - timedelta(seconds=k)})
+        session.execute(sa.insert(TelemetryEpisode), rows)
+        session.commit()
+        verdict = canary.judge(session, d, now)
+        constant = Deployment(model=MODEL, version="4", baseline_version="3", warehouse_id="WH-C", stages=[50, 100],
+                              policy=canary.policy_dict(canary.RolloutPolicy(bake_seconds=0, min_episodes=2)),
+                              created_by="test")
+        session.add(constant)
+        session.commit()
+        session.execute(sa.insert(TelemetryEpisode), [
+            {**rows[0], "deployment_id": constant.id, "arm": arm, "stage_index": 0, "reward": reward, "seed": k}
+            for k, (arm, reward) in enumerate([("canary", 0.1)] * 3 + [("baseline", 0.3)] * 3)])
+        session.commit()
+        flat = canary.judge(session, constant, now)
+    canary_all = [r["reward"] for r in rows if r["arm"] == "canary"]
+    baseline_all = [r["reward"] for r in rows if r["arm"] == "baseline"]
+    stage = [r for r in rows if r["arm"] == "canary" and r["stage_index"] == 1]
+    s = verdict.statistics
+    assert s["episodes"] == {"canary_stage": len(stage), "baseline_stage": sum(
+        r["arm"] == "baseline" and r["stage_index"] == 1 for r in rows), "canary_total": 150, "baseline_total": 150}
+    assert s["guardrails"]["latency_p99_ms"] == pytest.approx(np.percentile([r["latency_p99_ms"] for r in stage], 99),
+                                                              rel=1e-12)
+    assert s["guardrails"]["mean_reward"] == pytest.approx(np.mean([r["reward"] for r in stage]), rel=1e-12)
+    expected = stats.ttest_ind(canary_all, baseline_all, equal_var=False, alternative="less")
+    assert s["welch"]["t"] == pytest.approx(expected.statistic, rel=1e-9)
+    assert s["welch"]["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
+    assert s["welch"]["canary_std"] == pytest.approx(np.std(canary_all, ddof=1), rel=1e-12)
+    assert flat.statistics["welch"]["canary_std"] == 0.0 and flat.statistics["welch"]["p_value"] == 0.0
