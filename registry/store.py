@@ -36,7 +36,12 @@ def configure(settings: Settings) -> MlflowClient:
     client = MlflowClient()
     if client.get_experiment_by_name(settings.experiment) is None:
         location = settings.artifact_root.as_uri() if settings.tracking_uri is None else None
-        client.create_experiment(settings.experiment, artifact_location=location)
+        try:
+            client.create_experiment(settings.experiment, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # another process (an API worker starting next to this one) created it first
+            if client.get_experiment_by_name(settings.experiment) is None:
+                raise
     mlflow.set_experiment(settings.experiment)
     return client
 

@@ -144,7 +144,10 @@ def production_stack(workdir: Path):
         wait_http(f"{prefect_api}/deployments/name/train/dreamops-train", serve, workdir / "serve.log", timeout=180)
         api_port = free_port()
         api_cmd = cli + ["api", "--port", str(api_port)]
-        api_env = {**served_env, "DREAMOPS_HOME": str(workdir / "api-home"), "DREAMOPS_CANARY_TICK_S": "0.5"}
+        # no background alias reconciler: the stack's tests check what the webhooks do, and with two API
+        # workers two reconcilers (every 30 s each) raced a webhook delivery to the same alias move
+        api_env = {**served_env, "DREAMOPS_HOME": str(workdir / "api-home"), "DREAMOPS_CANARY_TICK_S": "0.5",
+                   "DREAMOPS_RECONCILE_INTERVAL_S": "0"}
         s = Stack(tracking_uri, f"http://127.0.0.1:{api_port}", s3_endpoint, client_env, workdir, api_cmd, api_env,
                   prefect_api=prefect_api)
         s.api_proc = _spawn(api_cmd, api_env, workdir / "api.log")
