@@ -33,7 +33,7 @@ from dreamops.tasks.gate import candidate_metrics, check_model, production_metri
 from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline
-from dreamops.tasks.evolve import evolve_controller
+from dreamops.tasks.evolve import evolve_checkpoints
 from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.package import package_version, reference_latents
@@ -53,7 +53,7 @@ train_vae_task = task(train_vae, name="train_vae", cache_policy=NONE)
 encode_task = task(encode, name="encode", cache_policy=NONE)
 train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
 starts_task = task(dream_start_states, name="dream_start_states", cache_policy=NONE)
-evolve_task = task(evolve_controller, name="evolve_controller", cache_policy=NONE)
+evolve_task = task(evolve_checkpoints, name="evolve_controller", cache_policy=NONE)
 evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 baseline_task = task(evaluate_baseline, name="evaluate_baseline", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
@@ -147,17 +147,26 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 # the start states: one batch-1 pass per episode, on the CPU (no device would help)
                 starts = clock.run("starts", starts_task, mdnrnn, latents, train_ids, seed=cfg.seed + k,
                                    skip_steps=cfg.cma.start_after_steps)
-                controller, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
-                                                init=models["controller"], compute=compute)
-                bundle = VMCBundle(_architecture(cfg), vae, mdnrnn, controller)
-                challenger = RoundModels(k, bundle, bundle.save(out / f"round_{k}" / "vmc_bundle.pt"),
-                                         vae_report, mdn_report, history, latents)
+                controllers, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
+                                                 init=models["controller"], compute=compute)
+                challengers = [RoundModels(k, b, b.save(out / f"round_{k}" / name / "vmc_bundle.pt"),
+                                           vae_report, mdn_report, history, latents)
+                               for b, name in ((VMCBundle(_architecture(cfg), vae, mdnrnn, c),
+                                                f"generation_{int(g)}" if len(controllers) > 1 else "")
+                                               for c, g in zip(controllers, history["checkpoint_generation"]))]
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
-                    challenger.validation = clock.run(
-                        "validate", evaluate_task, BundlePolicyFactory(str(challenger.bundle_path)),
-                        f"vmc round {k} (validation)",
-                        validation_seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)
-                    validation_frames += sum(e.env_frames or e.length for e in challenger.validation.episodes)
+                    for c, g in zip(challengers, history["checkpoint_generation"]):
+                        label = f"vmc round {k}" + (f" generation {int(g)}" if len(challengers) > 1 else "")
+                        c.validation = clock.run(
+                            "validate", evaluate_task, BundlePolicyFactory(str(c.bundle_path)),
+                            f"{label} (validation)", validation_seeds, cfg.eval.max_steps, workers, show_progress,
+                            settings.ray_address)
+                        validation_frames += sum(e.env_frames or e.length for e in c.validation.episodes)
+                chosen = _choose_checkpoint(challengers)
+                history["checkpoint_real_return"] = [c.validation.mean for c in challengers] if cfg.rounds > 1 else []
+                history["chosen_generation"] = [history["checkpoint_generation"][chosen]]
+                history["final_dream_return"] = [history["checkpoint_dream_return"][chosen]]
+                challenger, bundle = challengers[chosen], challengers[chosen].bundle
                 kept = best is None or not cfg.eval.keep_best_round or \
                     challenger.validation.mean > best.validation.mean
                 if kept:
@@ -169,10 +178,17 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                     curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
                                             history["final_dream_return"][0], challenger.validation.mean,
                                             challenger.validation.std, len(validation_seeds), kept, best.round,
-                                            validation_frames, clock.elapsed(), stage_s))
+                                            validation_frames, clock.elapsed(), stage_s,
+                                            int(history["chosen_generation"][0]),
+                                            {str(int(g)): c.validation.mean for c, g in
+                                             zip(challengers, history["checkpoint_generation"])}))
                     mlflow.log_metrics(curve[-1].metrics())
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
+                        if len(challengers) > 1:
+                            print(f"round {k}: validation return per CMA-ES generation "
+                                  + ", ".join(f"{g}: {v:.1f}" for g, v in curve[-1].checkpoint_returns.items())
+                                  + f"; generation {curve[-1].chosen_generation} kept", flush=True)
                         print(f"round {k}: validation return {challenger.validation.mean:.1f} "
                               + ("(best so far)" if kept else f"(below round {best.round}'s "
                                                               f"{best.validation.mean:.1f})")
@@ -294,12 +310,15 @@ class RoundPoint:
     validation_frames: int = 0  # simulator frames the validation episodes played so far (all rounds)
     wall_s: float = 0.0  # wall seconds from the start of the flow to the end of this round
     stage_s: dict[str, float] = field(default_factory=dict)  # this round's seconds per stage (tasks/timing.py)
+    chosen_generation: int = -1  # the CMA-ES generation whose mean became the round's controller (cma.checkpoints)
+    checkpoint_returns: dict[str, float] = field(default_factory=dict)  # validation return per kept generation
 
     def metrics(self) -> dict[str, float]:
         return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,
                 "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes),
                 "round/kept": float(self.kept), "round/champion_round": float(self.champion_round),
-                "round/validation_frames": float(self.validation_frames), "round/wall_s": self.wall_s}
+                "round/validation_frames": float(self.validation_frames), "round/wall_s": self.wall_s,
+                "round/chosen_generation": float(self.chosen_generation)}
 
 
 @dataclass
@@ -313,6 +332,14 @@ class RoundModels:
     history: dict
     latents: Any
     validation: EvalReport | None = None  # on the validation seeds (multi-round runs only)
+
+
+def _choose_checkpoint(challengers: list[RoundModels]) -> int:
+    """The checkpoint that scored best on the validation episodes; on a tie the later one (the
+    search went on for a reason). Without validation (one round) the last: the final mean."""
+    if len(challengers) == 1 or challengers[0].validation is None:
+        return len(challengers) - 1
+    return max(range(len(challengers)), key=lambda i: (challengers[i].validation.mean, i))
 
 
 def _round_run(k: int, rounds: int):

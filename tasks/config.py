@@ -166,6 +166,12 @@ class CMAConfig:
     """CMA-ES generations in each later round, warm-started from the previous round's controller."""
     round_sigma0: float = 0.05
     """Initial step size of a later round's warm-started CMA-ES."""
+    checkpoints: int = 1
+    """Controllers each round keeps from its CMA-ES search: the mean at this many evenly spaced
+    generations (the last is the final mean; a warm-started round's first is its starting
+    controller). In a multi-round run every one plays the validation episodes and the best
+    becomes the round's controller: early stopping on real returns, so that a dream optimum that
+    does not transfer (a collapse) cannot replace a controller that drove. 1 = the final mean."""
     round_temperature: float | None = None
     """tau in later rounds; None keeps `temperature`. Round 0's M has seen only exploration data
     and needs a hard dream; a later M has seen the controller's own driving, so a dream closer to
@@ -173,7 +179,7 @@ class CMAConfig:
 
     def validate(self) -> None:
         _positive(self, "population", "rollouts", "generations", "dream_steps", "temperature", "sigma0",
-                  "round_generations", "round_sigma0")
+                  "round_generations", "round_sigma0", "checkpoints")
         t = self.round_temperature
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
             raise ValueError(f"cma.round_temperature must be a positive number (or null), got {t!r}")
@@ -322,7 +328,8 @@ class CarRacingConfig(RunConfig):
 
     def max_validation_frames(self) -> int:
         """The most simulator frames the rounds' validation episodes can play (none in one round)."""
-        return self.rounds * self.eval.round_episodes * self.eval.max_steps if self.rounds > 1 else 0
+        per_round = self.cma.checkpoints * self.eval.round_episodes * self.eval.max_steps
+        return self.rounds * per_round if self.rounds > 1 else 0
 
     def validate(self) -> "CarRacingConfig":
         if self.rounds < 1:
@@ -332,6 +339,9 @@ class CarRacingConfig(RunConfig):
         check_device_name(self.device)
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
+        if self.cma.checkpoints > 1 and self.rounds == 1:
+            raise ValueError("cma.checkpoints > 1 needs rounds > 1: the rounds' validation episodes choose "
+                             "among the checkpoints, and a one-round run plays none")
         c, e = self.collect, self.eval
         collected = range(c.seed, c.seed + c.episodes + (self.rounds - 1) * c.episodes_per_round)
         for name, first, n in (("eval.seed", e.seed, e.episodes), ("eval.validation_seed", e.validation_seed,

@@ -1,5 +1,8 @@
-"""evolve_controller: CMA-ES over C's 867 parameters; fitness = mean return of batched dreams."""
+"""evolve_controller: CMA-ES over C's 867 parameters; fitness = mean return of batched dreams.
+evolve_checkpoints also keeps the search's mean at several generations, for real episodes to choose."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -43,20 +46,47 @@ def _repeated(draw: Noise, times: int) -> Noise:
     return step
 
 
+def checkpoint_generations(generations: int, checkpoints: int, warm: bool) -> list[int]:
+    """The generations after which CMA-ES's mean is kept as a candidate controller: `checkpoints`
+    evenly spaced, the last always `generations` (the final mean). A warm-started search's first
+    checkpoint is generation 0, its starting controller; a search from zeros starts at G/K (the zero
+    controller does not drive)."""
+    if checkpoints <= 1:
+        return [generations]
+    if warm:
+        return sorted({round(generations * i / (checkpoints - 1)) for i in range(checkpoints)})
+    return sorted({max(1, round(generations * (i + 1) / checkpoints)) for i in range(checkpoints)})
+
+
 def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
                       show_progress: bool = True, init: Controller | None = None, compute: Compute = CPU
                       ) -> tuple[Controller, dict[str, list[float]]]:
     """Returns the controller at CMA-ES's final mean (less exploited by dream noise than the luckiest
-    sample) and per-generation fitness history. `init` starts the search at a parent's controller.
-    The dreams run on `compute`'s device (fp32 everywhere: bf16 errors would compound over a
-    250-step dream); CMA-ES and the returned controller stay on the CPU."""
+    sample) and per-generation fitness history. `init` starts the search at a parent's controller."""
+    controllers, history = evolve_checkpoints(mdnrnn, starts, dataclasses.replace(cfg, checkpoints=1), log,
+                                              show_progress, init, compute)
+    return controllers[-1], history
+
+
+def evolve_checkpoints(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig,
+                       log: MetricSink = no_metrics, show_progress: bool = True, init: Controller | None = None,
+                       compute: Compute = CPU) -> tuple[list[Controller], dict[str, list[float]]]:
+    """CMA-ES in the dream, keeping its mean at `cfg.checkpoints` generations
+    (`checkpoint_generations`; the last is the final mean) so that real episodes can choose among
+    them: the dream's optimum is not always the real one. History: per-generation fitness, and per
+    checkpoint its generation and dream return (`checkpoint_generation`, `checkpoint_dream_return`;
+    `final_dream_return` is the last checkpoint's). The dreams run on `compute`'s device (fp32
+    everywhere: bf16 errors would compound over a 250-step dream); CMA-ES and the controllers stay
+    on the CPU."""
     import cma  # here, not at import: dream_fitness (and bench/bench_gpu.py) need only torch
 
     mdnrnn = compute.module(mdnrnn)
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
     x0 = np.zeros(controller.n_params) if init is None else init.get_flat().double().numpy()
+    keep = checkpoint_generations(cfg.generations, cfg.checkpoints, warm=init is not None)
     es = cma.CMAEvolutionStrategy(x0, cfg.sigma0, {"popsize": cfg.population, "seed": cfg.seed + 1, "verbose": -9})
     history: dict[str, list[float]] = {"best": [], "mean": [], "worst": [], "sigma": []}
+    kept: list[np.ndarray] = [x0.copy()] if 0 in keep else []
     with progress(show_progress) as bar:
         task = bar.add_task("evolve C in the dream (CMA-ES)", total=cfg.generations, status="")
         for g in range(cfg.generations):
@@ -70,13 +100,22 @@ def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAC
                               ("worst", "cma/worst_fitness"), ("sigma", "cma/sigma")):
                 history[key].append(stats[name])
             log(stats, g)
+            if g + 1 in keep:
+                kept.append(np.array(es.result.xfavorite, copy=True))
             bar.update(task, advance=1, status=f"best {stats['cma/best_fitness']:.1f} mean {stats['cma/mean_fitness']:.1f}")
-    controller.set_flat(torch.as_tensor(es.result.xfavorite, dtype=torch.float32))
-    final = _fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, cfg, max(cfg.rollouts, 16),
-                     seed=cfg.seed + 7).item()
-    history["final_dream_return"] = [final]
-    log({"cma/final_dream_return": final}, cfg.generations)
-    return controller, history
+    controllers = []
+    for flat in kept:
+        c = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
+        c.set_flat(torch.as_tensor(flat, dtype=torch.float32))
+        controllers.append(c)
+    # one dream draw (the same seed) for every checkpoint: their dream returns compare like for like
+    finals = [_fitness(mdnrnn, c.get_flat().unsqueeze(0), starts, cfg, max(cfg.rollouts, 16), seed=cfg.seed + 7).item()
+              for c in controllers]
+    history["checkpoint_generation"] = [float(g) for g in keep]
+    history["checkpoint_dream_return"] = finals
+    history["final_dream_return"] = [finals[-1]]
+    log({"cma/final_dream_return": finals[-1]}, cfg.generations)
+    return controllers, history
 
 
 def _fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tensor], cfg: CMAConfig, rollouts: int,

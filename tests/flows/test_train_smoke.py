@@ -85,8 +85,10 @@ def test_warm_start_records_the_parent_and_reuses_its_vae(prefect_server, dreamo
 def test_rounds_collect_with_the_controller_and_register_only_the_final_round(prefect_server, dreamops_home, capsys):
     """The data flywheel: round 1 drives with round 0's controller; each round is a nested run with
     its real and dream return; the parent logs the learning curve; one version, with every round's
-    dataset in its lineage and the real frames it used."""
-    sets = ["rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1", "eval.compare_baselines=true"]
+    dataset in its lineage and the real frames it used. Two CMA-ES checkpoints per round: the
+    validation episode of each chooses the round's controller."""
+    sets = ["rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1", "eval.compare_baselines=true",
+            "cma.checkpoints=2"]
     assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "real frames" in out and "(baselines: random" in out
@@ -110,13 +112,18 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     assert {f"time/{s}_s" for s in ("collect", "vae", "encode", "mdn", "cma", "validate")} <= set(rounds[1].data.metrics)
     curve = json.loads(store.read_run_artifact(mv.run_id, "rounds.json"))
     assert curve[1]["wall_s"] > curve[0]["wall_s"] > sum(curve[0]["stage_s"].values()) * 0.99
-    assert [p["validation_frames"] for p in curve] == [60, 120]
+    assert [p["validation_frames"] for p in curve] == [120, 240]  # 2 checkpoints x 1 episode x 60 frames
+    for p in curve:  # the round's controller is the checkpoint that drove best (the later on a tie)
+        returns = {int(g): v for g, v in p["checkpoint_returns"].items()}
+        assert len(returns) == 2 and p["real_return"] == returns[p["chosen_generation"]] == max(returns.values())
+        assert p["chosen_generation"] == max(g for g, v in returns.items() if v == max(returns.values()))
+    assert min(curve[1]["checkpoint_returns"]) == "0"  # a warm round's first checkpoint: its starting controller
     assert parent.data.metrics["time/total_s"] >= curve[1]["wall_s"] and "time/final_evaluate_s" in parent.data.metrics
     ttq = _bench_module("time_to_quality")
     low, high = min(p["real_return"] for p in curve) - 1, max(p["real_return"] for p in curve) + 1
     report = ttq.seed_report({"train_seed": 0, "mean": 0.0, "episodes": 2, "wall_s": 1.0, "rounds": curve}, [low, high])
     first = report["reached"][str(low)]
-    assert first["round"] == 0 and first["real_frames"] == curve[0]["real_frames"] + 60 and report["reached"][str(high)] is None
+    assert first["round"] == 0 and first["real_frames"] == curve[0]["real_frames"] + 120 and report["reached"][str(high)] is None
     assert first["stage_s"] == curve[0]["stage_s"] and report["stage_s_total"]["collect"] >= curve[1]["stage_s"]["collect"]
     # the round that ships is the best on the validation seeds (the earliest on a tie), whole: its weights
     validation = [r.data.metrics["round/real_return"] for r in rounds]
@@ -125,7 +132,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     assert all(mv.tags[f"weights.{c}"] == rounds[shipped].data.tags[f"weights.{c}"]
                for c in ("vae", "mdnrnn", "controller"))
     assert [r.data.metrics["round/kept"] for r in rounds] == [1.0, float(validation[1] > validation[0])]
-    assert int(mv.tags["validation_frames"]) == 2 * 60  # one validation episode per round, 60 frames each
+    assert int(mv.tags["validation_frames"]) == 2 * 2 * 60  # rounds x checkpoints x 1 episode of 60 frames
     assert "plots/learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     from dreamops.tasks.dataset import open_dataset
     from dreamops.settings import get_settings

@@ -1,8 +1,11 @@
+import dataclasses
+
+import pytest
 import torch
 
 from dreamops.models.mdnrnn import MDNRNN
-from dreamops.tasks.config import CMAConfig
-from dreamops.tasks.evolve import dream_fitness, evolve_controller
+from dreamops.tasks.config import CMAConfig, resolve_config
+from dreamops.tasks.evolve import checkpoint_generations, dream_fitness, evolve_checkpoints, evolve_controller
 
 
 def _throttle_rewarding_model() -> MDNRNN:
@@ -51,3 +54,36 @@ def test_common_random_numbers_give_equal_genomes_equal_fitness():
                            common_random_numbers=True)
     assert len(set(independent.tolist())) > 1  # independent draws rank copies of one controller apart
     assert len(set(shared.tolist())) == 1
+
+
+def test_checkpoint_generations_are_evenly_spaced_and_end_at_the_final_mean():
+    assert checkpoint_generations(60, 1, warm=False) == [60]
+    assert checkpoint_generations(60, 3, warm=False) == [20, 40, 60]
+    assert checkpoint_generations(30, 3, warm=True) == [0, 15, 30]  # a warm search keeps its start
+    assert checkpoint_generations(2, 5, warm=True) == [0, 1, 2]  # no generation twice
+
+
+def test_checkpoints_keep_the_start_the_search_and_the_final_mean_of_one_search():
+    """The last checkpoint is exactly what evolve_controller returns (one search, not two), the
+    first of a warm search is its starting controller, and each has its dream return."""
+    m = _throttle_rewarding_model()
+    starts = {"z0": torch.zeros(4, 32), "h0": torch.zeros(4, 256), "c0": torch.zeros(4, 256)}
+    cfg = CMAConfig(population=8, rollouts=2, generations=6, dream_steps=10, temperature=1.0, sigma0=0.5)
+    init, _ = evolve_controller(m, starts, cfg, show_progress=False)
+    final, _ = evolve_controller(m, starts, cfg, show_progress=False, init=init)
+    controllers, history = evolve_checkpoints(m, starts, dataclasses.replace(cfg, checkpoints=3),
+                                              show_progress=False, init=init)
+    assert history["checkpoint_generation"] == [0.0, 3.0, 6.0]
+    assert len(controllers) == len(history["checkpoint_dream_return"]) == 3
+    assert torch.equal(controllers[0].get_flat(), init.get_flat())
+    assert torch.equal(controllers[-1].get_flat(), final.get_flat())
+    assert not torch.equal(controllers[1].get_flat(), controllers[-1].get_flat())
+    assert history["final_dream_return"] == history["checkpoint_dream_return"][-1:]
+
+
+def test_more_than_one_checkpoint_needs_rounds_to_choose_among_them():
+    with pytest.raises(ValueError, match="cma.checkpoints > 1 needs rounds > 1"):
+        resolve_config("quick", {"rounds": 1, "cma.checkpoints": 3})
+    with pytest.raises(ValueError, match="cma.checkpoints must be positive"):
+        resolve_config("quick", {"cma.checkpoints": 0})
+    assert resolve_config("quick", {"cma.checkpoints": 3}).max_validation_frames() == 3 * 8 * 16 * 1000
