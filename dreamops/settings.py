@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     actor: str | None = Field(None, description="Who alias moves are recorded as; default: the OS user.")
     webhook_secret: str | None = Field(None, description="Shared secret of the MLflow webhooks (HMAC-SHA256).")
     webhook_max_age_s: int = Field(300, description="Webhook deliveries older than this are rejected.")
-    canary_tick_s: float = Field(2.0, description="How often the API re-evaluates active canary rollouts.")
+    canary_tick_s: float = Field(2.0, ge=0, description="How often the API re-evaluates active canary rollouts "
+                                 "(0: never; rollouts then advance only as telemetry arrives).")
     reconcile_interval_s: float = Field(30.0, description="How often the API polls MLflow's aliases for moves "
                                         "made in the UI (the webhook fallback); 0 turns it off.")
     api_workers: int = Field(0, ge=0, description="uvicorn worker processes of `dreamops api`; 0: one per CPU "
