@@ -32,12 +32,13 @@ browser:
 		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver)
 
 ## make test: the whole suite (unit, data, contract, production-stack and end-to-end smoke tests)
+TEST_PROCESSES ?= 2
 test: install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup
 
 ## make test-fast: unit, numeric, contract and data tests; no server, no browser (minutes)
 test-fast: install
-	$(BIN)/python -m pytest -m "not e2e and not servers"
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadgroup -m "not e2e and not servers"
 
 ## make bench: side-by-side ratios (dream batching, parallel collection, V-M-C latency, on-robot export latency, MMD, scaling and API load)
 bench: install

@@ -11,10 +11,19 @@ import pytest
 SERVER_FIXTURES = frozenset({"prefect_server", "stack", "on_stack", "api_db"})
 
 
+# `make test` runs on 2 processes (pytest-xdist, --dist loadgroup). Every test on the production
+# stack goes to one of them: the stack is a session fixture, and a second copy would cost a minute
+# of start-up and a second set of servers on the same 2 cores.
+STACK_FIXTURES = frozenset({"stack", "on_stack"})
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & names:
             item.add_marker(pytest.mark.servers)
+        if STACK_FIXTURES & names:
+            item.add_marker(pytest.mark.xdist_group("stack"))
 
 
 @pytest.fixture(scope="session")
