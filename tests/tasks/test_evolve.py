@@ -81,9 +81,10 @@ def test_checkpoints_keep_the_start_the_search_and_the_final_mean_of_one_search(
     assert history["final_dream_return"] == history["checkpoint_dream_return"][-1:]
 
 
-def test_more_than_one_checkpoint_needs_rounds_to_choose_among_them():
-    with pytest.raises(ValueError, match="cma.checkpoints > 1 needs rounds > 1"):
-        resolve_config("quick", {"rounds": 1, "cma.checkpoints": 3})
+def test_a_one_round_run_keeps_only_the_final_mean_and_bad_counts_are_named():
+    """Nothing would choose among checkpoints in one round (no validation episodes)."""
+    assert resolve_config("quick", {"rounds": 1}).for_round(0).cma.checkpoints == 1
+    assert [resolve_config("quick").for_round(k).cma.checkpoints for k in (0, 1)] == [3, 3]
     with pytest.raises(ValueError, match="cma.checkpoints must be positive"):
         resolve_config("quick", {"cma.checkpoints": 0})
-    assert resolve_config("quick", {"cma.checkpoints": 3}).max_validation_frames() == 3 * 8 * 16 * 1000
+    assert resolve_config("quick", {"cma.checkpoints": 2}).max_validation_frames() == 2 * 8 * 16 * 1000
