@@ -5,6 +5,7 @@ Every error is a JSON body `{"status": <code>, "message": "..."}` (validation er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from contextlib import asynccontextmanager
@@ -79,11 +80,10 @@ async def lifespan(app: FastAPI):
 
     async def every(interval_s: float, job, what: str) -> None:
         while interval_s > 0:
-            try:  # sleep, or return at once when the app stops
+            with contextlib.suppress(asyncio.TimeoutError):  # sleep, or wake at once when the app stops
                 await asyncio.wait_for(stop.wait(), interval_s)
+            if stop.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             try:
                 await run_in_threadpool(job)
             except Exception:
