@@ -149,22 +149,23 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                    skip_steps=cfg.cma.start_after_steps)
                 controllers, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
                                                  init=models["controller"], compute=compute)
-                challengers = [RoundModels(k, b, b.save(out / f"round_{k}" / name / "vmc_bundle.pt"),
-                                           vae_report, mdn_report, history, latents)
-                               for b, name in ((VMCBundle(_architecture(cfg), vae, mdnrnn, c),
-                                                f"generation_{int(g)}" if len(controllers) > 1 else "")
-                                               for c, g in zip(controllers, history["checkpoint_generation"]))]
+                generations = [int(g) for g in history["checkpoint_generation"]]
+                named = len(controllers) > 1  # one directory and label per checkpoint
+                challengers = []
+                for c, g in zip(controllers, generations):
+                    b = VMCBundle(_architecture(cfg), vae, mdnrnn, c)
+                    path = b.save(out / f"round_{k}" / (f"generation_{g}" if named else "") / "vmc_bundle.pt")
+                    challengers.append(RoundModels(k, b, path, vae_report, mdn_report, history, latents))
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
-                    for c, g in zip(challengers, history["checkpoint_generation"]):
-                        label = f"vmc round {k}" + (f" generation {int(g)}" if len(challengers) > 1 else "")
+                    for c, g in zip(challengers, generations):
+                        label = f"vmc round {k}" + (f" generation {g}" if named else "")
                         c.validation = clock.run(
                             "validate", evaluate_task, BundlePolicyFactory(str(c.bundle_path)),
                             f"{label} (validation)", validation_seeds, cfg.eval.max_steps, workers, show_progress,
                             settings.ray_address)
                         validation_frames += sum(e.env_frames or e.length for e in c.validation.episodes)
                 chosen = _choose_checkpoint(challengers)
-                history["checkpoint_real_return"] = [c.validation.mean for c in challengers] if cfg.rounds > 1 else []
-                history["chosen_generation"] = [history["checkpoint_generation"][chosen]]
+                history["chosen_generation"] = [float(generations[chosen])]
                 history["final_dream_return"] = [history["checkpoint_dream_return"][chosen]]
                 challenger, bundle = challengers[chosen], challengers[chosen].bundle
                 kept = best is None or not cfg.eval.keep_best_round or \
@@ -179,13 +180,12 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                                             history["final_dream_return"][0], challenger.validation.mean,
                                             challenger.validation.std, len(validation_seeds), kept, best.round,
                                             validation_frames, clock.elapsed(), stage_s,
-                                            int(history["chosen_generation"][0]),
-                                            {str(int(g)): c.validation.mean for c, g in
-                                             zip(challengers, history["checkpoint_generation"])}))
+                                            generations[chosen],
+                                            {str(g): c.validation.mean for c, g in zip(challengers, generations)}))
                     mlflow.log_metrics(curve[-1].metrics())
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
-                        if len(challengers) > 1:
+                        if named:
                             print(f"round {k}: validation return per CMA-ES generation "
                                   + ", ".join(f"{g}: {v:.1f}" for g, v in curve[-1].checkpoint_returns.items())
                                   + f"; generation {curve[-1].chosen_generation} kept", flush=True)

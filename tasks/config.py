@@ -371,7 +371,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # Minutes on 2 cores: the main job's default. Seven on-policy rounds after the exploration
     # round, each keeping CMA-ES's mean at 3 generations and judging them on 16 validation
     # episodes; the best round ships. Measured over 3 training seeds x 100 episodes in
-    # docs/results/flywheel.md (checkpoints: 571 / 654 / ... where the final mean alone gave
+    # docs/results/flywheel.md (checkpoints: 571 / 654 / 767 where the final mean alone gave
     # 382 / 578 / 538 on the same machine and seeds).
     # V keeps its 4 epochs: with 3, seed 0 reached 377 where 4 epochs reached 752 (30 episodes).
     "quick": {"rounds": 8, "eval.round_episodes": 16, "cma.checkpoints": 3},

@@ -117,7 +117,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
         returns = {int(g): v for g, v in p["checkpoint_returns"].items()}
         assert len(returns) == 2 and p["real_return"] == returns[p["chosen_generation"]] == max(returns.values())
         assert p["chosen_generation"] == max(g for g, v in returns.items() if v == max(returns.values()))
-    assert min(curve[1]["checkpoint_returns"]) == "0"  # a warm round's first checkpoint: its starting controller
+    assert "0" in curve[1]["checkpoint_returns"]  # a warm round's first checkpoint: its starting controller
     assert parent.data.metrics["time/total_s"] >= curve[1]["wall_s"] and "time/final_evaluate_s" in parent.data.metrics
     ttq = _bench_module("time_to_quality")
     low, high = min(p["real_return"] for p in curve) - 1, max(p["real_return"] for p in curve) + 1
