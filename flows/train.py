@@ -17,7 +17,7 @@ from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
+from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle, module_hash
 from dreamops.registry import store
 from dreamops.registry.promotion import Promotions
 from dreamops.registry.pyfunc import VMCPyfuncModel
@@ -121,6 +121,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         validation_seeds = list(range(cfg.eval.validation_seed, cfg.eval.validation_seed + cfg.eval.round_episodes))
         best: RoundModels | None = None  # the champion on the validation episodes: what ships
         validation_frames = 0  # real interaction too, that chose the rounds: counted apart from the data
+        encoded = None  # the last encoding and its V: a round whose V did not move encodes only new episodes
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # the flywheel: the starting round's controller drives, its episodes join the data
@@ -139,7 +140,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 r = cfg.for_round(k)
                 vae, vae_report = clock.run("vae", train_vae_task, data, train_ids, holdout_ids, r.vae,
                                             cfg.seed + k, log, show_progress, init=models["vae"], compute=compute)
-                latents = clock.run("encode", encode_task, vae, data, compute=compute)
+                latents = clock.run("encode", encode_task, vae, data, compute=compute, known=encoded)
+                encoded = (module_hash(vae), latents)
                 mdnrnn, mdn_report = clock.run("mdn", train_mdnrnn_task, latents, train_ids, holdout_ids, r.mdn,
                                                action_repeat=cfg.collect.action_repeat, seed=cfg.seed + k,
                                                log=log, show_progress=show_progress, init=models["mdnrnn"],
@@ -198,7 +200,7 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
         bundle, vae, mdnrnn = best.bundle, best.bundle.vae, best.bundle.mdnrnn
         vae_report, mdn_report, history, latents = best.vae_report, best.mdn_report, best.history, best.latents
         if best.round != cfg.rounds - 1:  # the shipped V encodes the whole dataset (reference latents)
-            latents = clock.run("encode", encode_task, vae, data, compute=compute)
+            latents = clock.run("encode", encode_task, vae, data, compute=compute, known=encoded)
         evals = {"vmc": clock.run("evaluate", evaluate_task, BundlePolicyFactory(str(best.bundle_path)), "vmc",
                                   seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
         real_frames = int(data.manifest["env_frames"].sum())

@@ -1,4 +1,6 @@
-"""encode: every episode's frames -> latent mean and log-variance, cached by (dataset, V weights)."""
+"""encode: every episode's frames -> latent mean and log-variance, cached by (dataset, V weights);
+episodes a previous call already encoded with the same V are taken from its answer (a round whose V
+was not fine-tuned encodes only its new episodes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,21 +12,30 @@ from dreamops.tasks.dataset import Dataset
 from dreamops.tasks.device import CPU, Compute
 
 Latents = dict[str, dict[str, np.ndarray]]  # episode id -> {"mu", "logvar", "actions", "rewards", "dones"}
+Encoded = tuple[str, Latents]  # (V's module_hash, what that V gave)
 
 
 @torch.no_grad()
 def encode(vae: VAE, dataset: Dataset, batch_size: int = 512, use_cache: bool = True,
-           compute: Compute = CPU) -> Latents:
+           compute: Compute = CPU, known: Encoded | None = None) -> Latents:
     """Every episode through V (a CPU module) on `compute`'s device, in fp32 (the latents are M's
-    training data); uint8 frames move there a batch at a time, latents come back as numpy."""
-    cache = dataset.path / "latents" / f"{module_hash(vae)[:16]}.npz"
+    training data); uint8 frames move there a batch at a time, latents come back as numpy.
+    `known`: an earlier answer and the hash of the V that gave it; used only if it is this V's
+    (an episode's latents depend on its frames and V alone, so they are the same bits)."""
+    v_hash = module_hash(vae)
+    cache = dataset.path / "latents" / f"{v_hash[:16]}.npz"
     if use_cache and cache.exists():
         with np.load(cache) as data:
             return _unflatten({k: data[k] for k in data.files})
+    reusable = known[1] if known is not None and known[0] == v_hash else {}
     vae.eval()
     model = compute.module(vae)
     out: Latents = {}
-    for eid, ep in dataset.iter_episodes():
+    for eid in dataset.manifest["episode_id"]:
+        if eid in reusable:
+            out[eid] = reusable[eid]
+            continue
+        ep = dataset.load(eid)
         mus, logvars = [], []
         for i in range(0, len(ep["obs"]), batch_size):
             mu, logvar = model.encode_params(VAE.to_input(compute.put(torch.from_numpy(ep["obs"][i:i + batch_size]))))
