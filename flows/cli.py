@@ -215,6 +215,8 @@ def _train(args, settings) -> int:
     print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
     for line in (_pick_lines(result) if args.agent == "pick-vla" else _vmc_lines(result)):
         print(f"  {line}")
+    if "stage_s" in result:
+        print(f"  {_time_line(result['stage_s'], result['flow_s'])}")
     if result["validation_status"] == "passed":
         print("  every gate passed: alias 'staging' now points at this version")
     else:
@@ -261,6 +263,13 @@ def _vmc_lines(result: dict) -> list[str]:
                                  for p in result["rounds"])
             + (f"\n    shipped: round {result['shipped_round']}; validation episodes played "
                f"{result['validation_frames']:,} more real frames" if result["rounds"] else "")]
+
+
+def _time_line(stage_s: dict[str, float], flow_s: float) -> str:
+    """Where the flow's wall time went, the largest stage first (other: MLflow logging, the gates)."""
+    rest = max(0.0, flow_s - sum(stage_s.values()))
+    parts = sorted({**stage_s, "other": rest}.items(), key=lambda kv: -kv[1])
+    return f"time in the flow {flow_s / 60:.1f} min: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in parts)
 
 
 def _pick_lines(result: dict) -> list[str]:

@@ -240,10 +240,11 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
             mlflow.log_artifact(str(pic), "plots")
         store.log_json(report, "evaluation_report.json")
 
-        artifacts = package_version(bundle, cfg.to_yaml(), report, reference_latents(latents, holdout_ids),
-                                    out / "package")
-        registered, semver, passed = register_version(
-            agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts, store.frame_signature(),
+        artifacts = clock.run("register", package_version, bundle, cfg.to_yaml(), report,
+                              reference_latents(latents, holdout_ids), out / "package")
+        registered, semver, passed = clock.run(
+            "register", register_version, agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts,
+            store.frame_signature(),
             Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()), data.hash, data_uri,
             bundle.component_hashes(), gates,
             {"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
@@ -269,7 +270,8 @@ def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict 
                 "real_frames": real_frames, "validation_frames": validation_frames,
                 "rounds": [asdict(p) for p in curve], "shipped_round": best.round,
                 "validation_status": "passed" if passed else "failed",
-                "failed_gates": [g.name for g in gates if not g.passed]}
+                "failed_gates": [g.name for g in gates if not g.passed],
+                "stage_s": clock.totals(), "flow_s": clock.elapsed()}
 
 
 def register_version(agent: str, profile: str, warehouse_id: str, run_id: str, python_model, artifacts: dict,

@@ -17,6 +17,7 @@ class StageClock:
     def __init__(self) -> None:
         self._start = time.monotonic()
         self._lap: dict[str, float] = {}
+        self._total: dict[str, float] = {}
 
     def run(self, stage: str, fn: Callable[..., T], *args, **kwargs) -> T:
         """fn(*args, **kwargs), its wall time added to `stage` (also when it raises)."""
@@ -24,12 +25,18 @@ class StageClock:
         try:
             return fn(*args, **kwargs)
         finally:
-            self._lap[stage] = self._lap.get(stage, 0.0) + time.monotonic() - t0
+            seconds = time.monotonic() - t0
+            self._lap[stage] = self._lap.get(stage, 0.0) + seconds
+            self._total[stage] = self._total.get(stage, 0.0) + seconds
 
     def lap(self) -> dict[str, float]:
         """Seconds per stage since the previous lap (rounded to 0.1 s); starts a new lap."""
         out, self._lap = {k: round(v, 1) for k, v in self._lap.items()}, {}
         return out
+
+    def totals(self) -> dict[str, float]:
+        """Seconds per stage since the clock started, every lap together (rounded to 0.1 s)."""
+        return {k: round(v, 1) for k, v in self._total.items()}
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self._start, 1)

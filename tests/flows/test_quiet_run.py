@@ -17,6 +17,9 @@ def test_a_smoke_run_prints_no_library_warnings_or_log_lines(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "every gate passed" in out and "collect episodes" in out  # the summary and the progress
+    timing = [line for line in out.splitlines() if "time in the flow" in line]  # where the minutes went
+    assert len(timing) == 1 and all(f" {stage} " in timing[0] for stage in ("collect", "vae", "mdn", "cma",
+                                                                             "evaluate", "other")), timing
     for noise in ("Warning", "WARNING", "| INFO", " INFO ", "Downloading artifacts"):
         assert noise not in out, f"{noise!r} in a normal run's log:\n{out}"
 
