@@ -369,12 +369,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gate.model.off_track_per_episode_max": 1e6,
     },
     # Minutes on 2 cores: the main job's default. Seven on-policy rounds after the exploration
-    # round, each keeping CMA-ES's mean at 3 generations and judging them on 16 validation
+    # round, each keeping CMA-ES's mean at 3 generations and judging them on 8 validation
     # episodes; the best round ships. Measured over 3 training seeds x 100 episodes in
-    # docs/results/flywheel.md (checkpoints: 571 / 654 / 767 where the final mean alone gave
-    # 382 / 578 / 538 on the same machine and seeds).
+    # docs/results/flywheel.md: on 16 validation episodes 571 / 654 / 767 (an AMD machine, where
+    # the final mean alone gave 382 / 578 / 538), on 8 episodes 591 / 817 / 456 (an Intel
+    # machine, other draws) for half the validation time (about 28 s a round instead of 55).
     # V keeps its 4 epochs: with 3, seed 0 reached 377 where 4 epochs reached 752 (30 episodes).
-    "quick": {"rounds": 8, "eval.round_episodes": 16, "cma.checkpoints": 3},
+    "quick": {"rounds": 8, "eval.round_episodes": 8, "cma.checkpoints": 3},
     # At most 90 minutes and 200k real frames on 2 cores, validation episodes included: the quick
     # round 0 (the same cached data), then 5 on-policy rounds of 24 episodes (152k frames at most)
     # and 8 validation episodes per round (48k at most); measured on 100 episodes.

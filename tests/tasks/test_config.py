@@ -16,7 +16,7 @@ def test_standard_fits_its_real_frame_budget_and_gates_at_700():
     assert std.eval.episodes == 100 and std.gate.model.real_reward_min == 700
     quick = resolve_config("quick")
     assert quick.max_real_frames() == (32 + 7 * 16) * 250 * 4
-    assert quick.max_validation_frames() == 8 * 3 * 16 * 1000  # rounds x checkpoints x episodes x frames
+    assert quick.max_validation_frames() == 8 * 3 * 8 * 1000  # rounds x checkpoints x episodes x frames
     assert resolve_config("quick", {"rounds": 1}).max_validation_frames() == 0
 
 
