@@ -17,7 +17,14 @@ SERVER_FIXTURES = frozenset({"prefect_server", "stack", "on_stack", "api_db"})
 STACK_FIXTURES = frozenset({"stack", "on_stack"})
 
 
+# Modules that reuse what earlier modules registered on the stack run after them: the drift e2e needs
+# two passed versions, and the fleet e2e's two save it two smoke trainings (it trains them itself when
+# run alone).
+RUN_LAST = ("tests/api/test_e2e_drift.py",)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.nodeid.split("::")[0] in RUN_LAST)  # stable: the rest keep their order
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & names:

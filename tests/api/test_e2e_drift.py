@@ -18,7 +18,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def drift_stack(stack):
-    """The stack with a production and a last-known-good version and tokens, settings in this process."""
+    """The stack with a production and a last-known-good version and tokens, settings in this process.
+    The versions the fleet e2e registered serve (conftest runs this module after it); run alone, it
+    trains two smoke versions through the trigger first."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from dreamops.api.auth import create_token
