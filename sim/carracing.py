@@ -12,6 +12,12 @@ import numpy as np
 from gymnasium.envs.box2d import car_racing as _cr
 from PIL import Image
 
+# pygame loads `pygame.surfarray` (which CarRacing's render reads) lazily, through importlib's
+# LazyLoader, which is not thread-safe before Python 3.12: robots starting their first episodes in
+# threads at once saw a half-loaded module (`no attribute 'pixels3d'`) and one simulator broke
+# for good. Load it here, in the importing thread.
+_cr.pygame.surfarray.pixels3d  # noqa: B018  (the attribute access is the load)
+
 ENV_ID = "CarRacing-v3"
 FRAME_SHAPE = (64, 64, 3)
 ACTION_LOW = np.array([-1.0, 0.0, 0.0], dtype=np.float32)

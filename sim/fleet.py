@@ -395,11 +395,19 @@ class Robot:
             except Exception:
                 log.exception("%s: episode failed; retrying in %.1f s", self.robot_id, self.config.poll_interval_s)
                 failed()
+                self._new_simulator()  # an episode that failed mid-way can leave the simulator unusable
                 self.stop.wait(self.config.poll_interval_s)
                 continue
             if result is not None:
                 done += 1
                 record(result)
+
+    def _new_simulator(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # the broken one's close may fail too; it is dropped either way
+            log.debug("%s: closing the failed simulator raised", self.robot_id, exc_info=True)
+        self.env = CarRacing(max_steps=self.config.max_steps, scenario=self.config.scenario)
 
     def close(self) -> None:
         self.api.close()

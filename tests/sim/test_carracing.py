@@ -133,3 +133,17 @@ def test_fast_road_draws_the_same_pixels_as_the_envs_own_renderer():
             break
     assert ours.env.unwrapped.tile_visited_count > 20
     reference.close(), ours.close()
+
+
+def test_importing_the_simulator_loads_pygames_lazy_surfarray_in_the_importing_thread():
+    """pygame.surfarray is lazily loaded (importlib's LazyLoader, not thread-safe before Python 3.12);
+    fleet robots start their first episodes in threads at once, and one of them used to see a
+    half-loaded module and fail every episode after it. A fresh interpreter, since this one has
+    long loaded it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, types, dreamops.sim.carracing; "
+            "print(type(sys.modules['pygame.surfarray']) is types.ModuleType)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stdout + out.stderr

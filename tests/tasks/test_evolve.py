@@ -87,4 +87,4 @@ def test_a_one_round_run_keeps_only_the_final_mean_and_bad_counts_are_named():
     assert [resolve_config("quick").for_round(k).cma.checkpoints for k in (0, 1)] == [3, 3]
     with pytest.raises(ValueError, match="cma.checkpoints must be positive"):
         resolve_config("quick", {"cma.checkpoints": 0})
-    assert resolve_config("quick", {"cma.checkpoints": 2}).max_validation_frames() == 2 * 8 * 16 * 1000
+    assert resolve_config("quick", {"cma.checkpoints": 2}).max_validation_frames() == 2 * 8 * 8 * 1000  # checkpoints x rounds x episodes x frames
