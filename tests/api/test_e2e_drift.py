@@ -36,10 +36,14 @@ def drift_stack(stack):
     with session_factory(stack.env["DREAMOPS_DATABASE_URL"])() as session:
         tokens = {role: create_token(session, f"drift-{role}", role) for role in ("engineer", "robot")}
     api = _client(stack, tokens["engineer"])
-    for _ in range(2 - len(store.list_versions("carracing-vmc") if store.model_names() else [])):
+    def passed() -> list[str]:  # other modules on the stack also register versions that failed their gates
+        return [v.version for v in store.list_versions("carracing-vmc") if v.validation_status == "passed"] \
+            if "carracing-vmc" in store.model_names() else []
+
+    for _ in range(2 - len(passed())):
         job = api.post("/training/trigger", json={"warehouse_id": WH, "profile": "smoke"}).json()
         _until(lambda: api.get(f"/training/{job['job_id']}").json()["status"] == "completed", 420, "training")
-    versions = [v.version for v in store.list_versions("carracing-vmc") if v.validation_status == "passed"]
+    versions = passed()
     if store.find_alias("carracing-vmc", "last-known-good") is None:
         assert main(["promote", versions[1], "--to", "production"]) == 0
         assert main(["promote", versions[0], "--to", "production"]) == 0
