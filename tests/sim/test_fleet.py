@@ -144,3 +144,27 @@ def test_connection_errors_are_retried_then_reported():
     with pytest.raises(ApiError, match="failed 3 times; last: ConnectError"):
         api.assignment("r1", "WH-1")
     api.close()
+
+
+def test_a_robot_retries_a_failed_episode_on_a_fresh_simulator():
+    """A failure mid-episode can leave the simulator unusable (a half-loaded renderer did once): the
+    robot drops it, so its next episode does not fail the same way for ever."""
+    import threading
+
+    from dreamops.sim.fleet import FleetConfig, Robot
+
+    with socket.socket() as s:  # a port nobody listens on: the episode fails at its first request
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = threading.Event()
+    robot = Robot(0, FleetConfig(f"http://127.0.0.1:{port}", TOKEN, "WH-1", robots=1, max_steps=20,
+                                 poll_interval_s=0.01), bundles=None, stop=stop)
+    robot.api.close()
+    robot.api = RobotApi(f"http://127.0.0.1:{port}", TOKEN, retries=0, backoff_s=0.01)  # fail at once
+    broken = robot.env
+    failures = []
+    robot.run(record=lambda result: None, failed=lambda: (failures.append(1), stop.set()))
+    assert failures == [1] and robot.env is not broken
+    frame = robot.env.reset(seed=0)
+    assert frame.shape == (64, 64, 3)
+    robot.close()
