@@ -3,6 +3,7 @@ evaluation episodes, next to the rule-based and random baselines on those seeds.
 
     python bench/quality.py --profile quick --train-seeds 0 1 2            # 100 episodes each
     python bench/quality.py --profile quick --train-seeds 0 --episodes 30 --tag rounds3 --set rounds=3
+    python bench/quality.py --agent pick-vla --profile quick --train-seeds 0 1      # 100 seen + 100 novel each
 
 Each seed runs the real train flow (collect, gates, V, M, C, register) on its own embedded store
 under --home, with `eval.episodes` set to --episodes so the version's own evaluation is the
@@ -62,6 +63,30 @@ def baseline(name: str, seeds: list[int], max_steps: int, home: Path, workers: i
     return {**stats(report.rewards), "rewards": [round(r, 2) for r in report.rewards]}
 
 
+def pick_baseline(aim: str, seeds: list[int], max_steps: int, workers: int) -> dict:
+    """The scripted expert (aim='target') or the no-language baseline (aim='random') on both object
+    sets, the same seeds as the versions."""
+    from dreamops.tasks.evaluate_pick import ScriptedFactory, evaluate_pick
+
+    out = {}
+    for object_set in ("seen", "novel"):
+        r = evaluate_pick(ScriptedFactory(aim), aim, seeds, object_set, max_steps, workers, show_progress=False)
+        out[object_set] = {"success": r.success_rate, "episodes": len(r.episodes), "collisions": r.collision_rate}
+    return out
+
+
+def pick_row(report: dict) -> dict:
+    """pick-vla's per-seed figures from its evaluation report: per object set success, episodes,
+    collisions, cycle time and failures; the planner's too when it ran."""
+    out = {}
+    for row in report["evaluation"]:
+        name = "" if row["policy"] == "pick-vla" else f"{row['policy']}/"
+        out[f"{name}{row['object_set']}"] = {
+            "success": row["success_rate"], "episodes": row["episodes"], "collisions": row["collision_rate"],
+            "cycle_time_s": row["cycle_time_s"], "failures": row["failures"]}
+    return out
+
+
 def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: list[str], home: Path) -> dict:
     """One training seed through the real flow, in a subprocess (its own Prefect temporary server
     and store): -> the flow's result with the version's evaluation."""
@@ -90,6 +115,10 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
     report = json.loads(store.read_run_artifact(mv.run_id, "evaluation_report.json"))
     rounds = store.read_run_artifact(mv.run_id, "rounds.json")
     run = client.get_run(mv.run_id)
+    if agent == "pick-vla":
+        return {"train_seed": seed, **pick_row(report), "wall_s": round(wall, 1), "version": mv.version,
+                "data_hash": mv.tags["data_hash"], "validation_status": mv.tags.get("validation_status"),
+                "wm_cosine": report["candidate"]["wm_cosine"], "rounds": json.loads(rounds) if rounds else None}
     rewards = report["evaluation"]["vmc"]["rewards"]
     return {"train_seed": seed, **stats(rewards), "real_frames": int(run.data.metrics["data/real_frames"]),
             "wall_s": round(wall, 1), "version": mv.version, "data_hash": mv.tags["data_hash"],
@@ -111,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baselines", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading each seed's report
-    if args.agent != "carracing-vmc":
-        raise SystemExit("bench/quality.py measures carracing-vmc for now")
+    if args.agent not in ("carracing-vmc", "pick-vla"):
+        raise SystemExit(f"bench/quality.py measures carracing-vmc and pick-vla, not {args.agent!r}")
     home = (args.home / f"{args.profile}{'-' + args.tag if args.tag else ''}").resolve()
     home.mkdir(parents=True, exist_ok=True)
     name = f"quality-{args.agent}-{args.profile}{'-' + args.tag if args.tag else ''}.json"
@@ -129,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         out_path.write_text(json.dumps(result, indent=1) + "\n")
 
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
+    if args.agent == "pick-vla":
+        return pick_main(args, result, write, workers, home, out_path)
     for seed in args.train_seeds:  # seeds first: a run that stops mid-way keeps the versions' figures
         row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
         result["seeds"].append(row)
@@ -154,6 +185,32 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['pooled']['episodes']} episodes")
         for b, v in result["baselines"].items():
             print(f"{b}: {v['mean']:.1f} +/- {v['std']:.1f} (same {v['episodes']} seeds)")
+    print(f"-> {out_path.relative_to(ROOT)}")
+    return 0
+
+
+def pick_main(args, result: dict, write, workers: int, home: Path, out_path: Path) -> int:
+    """pick-vla: per seed success on --episodes seen and --episodes novel evaluation episodes, next
+    to the expert and the no-language baseline on the same seeds."""
+    seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
+    for seed in args.train_seeds:
+        row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
+        result["seeds"].append(row)
+        write()
+        print(f"[seed {seed}] seen {row['seen']['success']:.0%}, novel {row['novel']['success']:.0%}, "
+              f"collisions {row['seen']['collisions']:.0%} / {row['novel']['collisions']:.0%} over "
+              f"{args.episodes} + {args.episodes} episodes; {row['wall_s'] / 60:.1f} min", flush=True)
+    if not args.no_baselines:
+        for name, aim in (("expert", "target"), ("no_language", "random")):
+            result["baselines"][name] = pick_baseline(aim, seeds, 80, workers)
+            write()
+    print(f"\n{args.agent} {args.profile} {' '.join(args.overrides)}")
+    print(f"{'seed':>6}{'seen':>7}{'novel':>7}{'coll. seen':>12}{'coll. novel':>13}{'wall min':>10}")
+    for s in result["seeds"]:
+        print(f"{s['train_seed']:>6}{s['seen']['success']:>7.0%}{s['novel']['success']:>7.0%}"
+              f"{s['seen']['collisions']:>12.0%}{s['novel']['collisions']:>13.0%}{s['wall_s'] / 60:>10.1f}")
+    for b, v in result["baselines"].items():
+        print(f"{b}: seen {v['seen']['success']:.0%}, novel {v['novel']['success']:.0%} (same seeds)")
     print(f"-> {out_path.relative_to(ROOT)}")
     return 0
 

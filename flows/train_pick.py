@@ -8,7 +8,7 @@ and MLflow; every step is a plain function in tasks/.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import mlflow
@@ -27,7 +27,10 @@ from dreamops.tasks.dataset import fetch
 from dreamops.tasks.device import Compute
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
 from dreamops.tasks.package import package_pick_version
+from dreamops.tasks.pick_dagger import collect_dagger_round
 from dreamops.tasks.pick_data import collect_demos, validate_demos
+from dreamops.tasks.dataset import merge as merge_datasets
+from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.train_pick import train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
@@ -37,13 +40,15 @@ validate_demos_task = task(validate_demos, name="validate_data", cache_policy=NO
 train_pick_task = task(train_pick_vla, name="train_pick_vla", cache_policy=NONE)
 evaluate_pick_task = task(evaluate_pick, name="evaluate_pick", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 profile_chunk_task = task(profile_chunk_latency, name="profile_latency", cache_policy=NONE)
+collect_dagger_task = task(collect_dagger_round, name="collect_round", retries=2, retry_delay_seconds=5,
+                           cache_policy=NONE)
 
 SETS = ("seen", "novel")
 
 
 def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
                show_progress: bool) -> dict:
-    from dreamops.flows.train import gated_dataset, register_version
+    from dreamops.flows.train import _round_run, gated_dataset, register_version
 
     agent = "pick-vla"
     settings = get_settings()
@@ -66,8 +71,37 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
         mlflow.log_metric("data/expert_success", float(data.manifest["success"].mean()))
         train_ids, holdout_ids = data.split(cfg.train.holdout_fraction, cfg.seed)
 
-        model, train_report = train_pick_task(data, train_ids, holdout_ids, cfg.train, cfg.model, cfg.seed,
-                                              store.MetricLogger(), show_progress, compute=compute)
+        parts = [data]  # the demonstrations, then every round's labelled on-policy episodes
+        curve: list[dict] = []
+        model, steps_so_far = None, 0
+        for k in range(cfg.rounds):
+            with _round_run(k, cfg.rounds):
+                if k > 0:  # DAgger: round k-1's policy drives, the expert labels what it visits
+                    new = collect_dagger_task(cfg.data, cfg.dagger, k, _model_bytes(model), settings.datasets,
+                                              workers, show_progress=show_progress, ray_address=ray)
+                    curve[-1]["on_policy_success"] = float(new.manifest["success"].mean())
+                    curve[-1]["on_policy_episodes"] = int(new.n_episodes)
+                    merged = merge_datasets(parts + [new], settings.datasets, {"rounds": [p.hash for p in parts + [new]]})
+                    gate = validate_demos_task(merged.path, cfg.gate.data, out / f"data_docs_{k}")
+                    data, data_uri = gated_dataset(agent, gate, out / f"data_docs_{k}", merged.path,
+                                                   settings.datasets, objects)
+                    parts.append(new)
+                    train_ids = train_ids + list(new.manifest["episode_id"])  # the held-out set stays the demos'
+                    mlflow.log_metrics({"round/on_policy_success": curve[-1]["on_policy_success"],
+                                        "round/expert_chunk_share": float(new.manifest["expert_chunks"].sum()
+                                                                          / max(1, new.manifest["labels"].sum()))})
+                train_cfg = cfg.train if k == 0 else replace(cfg.train, steps=cfg.dagger.steps, lr=cfg.dagger.lr,
+                                                             warmup_steps=cfg.dagger.warmup_steps)
+                model, train_report = train_pick_task(data, train_ids, holdout_ids, train_cfg, cfg.model,
+                                                      cfg.seed + k, store.MetricLogger(), show_progress,
+                                                      compute=compute, init=model,
+                                                      desc=f"train pick-vla round {k}" if cfg.rounds > 1
+                                                      else "train pick-vla", step_offset=steps_so_far)
+                steps_so_far += train_cfg.steps
+                curve.append({"round": k, "episodes": int(data.n_episodes), "frames": int(data.n_frames),
+                              "labelled_frames": int(train_report["train/labelled_frames"]),
+                              "steps": steps_so_far, "data_hash": data.hash,
+                              "holdout_flow_loss": float(train_report.get("holdout/flow/loss", float("nan")))})
         factory = PickPolicyFactory.from_model(model)
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
         policies = {"pick-vla": factory}
@@ -92,6 +126,15 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                             for k in ("success_rate", "collision_rate", "jerk")}
                            | {"latency/chunk_p99_ms": latency["chunk"]["p99_ms"],
                               "latency/chunk_p50_ms": latency["chunk"]["p50_ms"]})
+        if cfg.rounds > 1:
+            curve[-1]["eval_seen_success"] = candidate["seen_success"]
+            curve[-1]["eval_novel_success"] = candidate["novel_success"]
+            report["rounds"] = curve
+            store.log_json(curve, "rounds.json")
+            mlflow.log_artifact(str(success_curve(curve, out / "learning_curve.png")))
+            for point in curve:
+                mlflow.log_metrics({f"round/{k}": float(v) for k, v in point.items()
+                                    if isinstance(v, (int, float)) and k != "round"}, step=point["round"])
         store.log_json(report, "evaluation_report.json")
 
         artifacts = package_pick_version(model, cfg.to_yaml(), report, out / "package")
@@ -112,7 +155,17 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                 "data_uri": data_uri, "parent_version": None, "evaluation": table, "candidate": candidate,
                 "latency_p99_ms": latency["chunk"]["p99_ms"],
                 "validation_status": "passed" if passed else "failed",
-                "failed_gates": [g.name for g in gates if not g.passed]}
+                "failed_gates": [g.name for g in gates if not g.passed], "rounds": curve if cfg.rounds > 1 else None}
+
+
+def _model_bytes(model) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model.state(), buf)
+    return buf.getvalue()
 
 
 def _summary_markdown(uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:

@@ -160,6 +160,7 @@ class PickCell(gym.Env):
         self.objects: list[PickObject] = []
         self.target_index = -1
         self.instruction = ""
+        self._render_off = False
 
     # ---- gymnasium API ----------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -187,6 +188,8 @@ class PickCell(gym.Env):
             p.resetJointState(self.robot, j, qj, physicsClientId=c)
         self._ee_target = start
         self._grip_closed = False
+        self.closed_steps = 0
+        self._render_off = False
         self._apply_controls(q)
 
         self._spawn_objects(rng)
@@ -209,6 +212,7 @@ class PickCell(gym.Env):
         cfg = self.cfg
         self._ee_target = np.clip(self._ee_target + a[:3] * cfg.max_delta, cfg.workspace_low, cfg.workspace_high)
         self._grip_closed = bool(a[3] > 0.0)
+        self.closed_steps = self.closed_steps + 1 if self._grip_closed else 0
         self._apply_controls(self._ik(self._ee_target))
         collision = False
         for _ in range(self._substeps):
@@ -226,6 +230,28 @@ class PickCell(gym.Env):
     def render(self):
         return self._camera()[0]
 
+    # ---- what-if rollouts (the expert labels a visited state with the chunk it would execute) -----
+    def snapshot(self) -> tuple:
+        """The whole state of the episode: the physics (in PyBullet's memory) and the cell's own
+        counters. `restore` puts it back; `discard` frees it."""
+        return (p.saveState(physicsClientId=self._client), self._ee_target.copy(), self._grip_closed,
+                self.closed_steps, self.steps, self.collided, self._held_steps, self.success)
+
+    def restore(self, snap: tuple) -> None:
+        p.restoreState(snap[0], physicsClientId=self._client)
+        (_, ee, self._grip_closed, self.closed_steps, self.steps, self.collided, self._held_steps,
+         self.success) = snap
+        self._ee_target = ee.copy()
+        self._apply_controls(self._ik(self._ee_target))   # motor targets are not part of saveState
+
+    def discard(self, snap: tuple) -> None:
+        p.removeState(snap[0], physicsClientId=self._client)
+
+    def set_rendering(self, on: bool) -> None:
+        """Off: observations carry black frames (a what-if rollout needs no pixels; the camera is
+        most of a step's cost). Never off for a step a policy sees."""
+        self._render_off = not on
+
     def close(self):
         if self._client is not None and p.isConnected(self._client):
             p.disconnect(self._client)
@@ -239,6 +265,10 @@ class PickCell(gym.Env):
 
     def object_position(self, i: int) -> np.ndarray:
         return np.array(p.getBasePositionAndOrientation(self.objects[i].body, physicsClientId=self._client)[0])
+
+    def grip_closed(self) -> bool:
+        """The last action closed the gripper (`closed_steps` counts how many in a row)."""
+        return self._grip_closed
 
     def commanded_ee(self) -> np.ndarray:
         """Where the controller is driving the end effector (the accumulated, clipped action)."""
@@ -372,7 +402,7 @@ class PickCell(gym.Env):
 
     def _camera(self) -> tuple[np.ndarray, np.ndarray]:
         n, cfg = self.cfg.image_size, self.cfg
-        if not cfg.render:
+        if not cfg.render or self._render_off:
             return np.zeros((n, n, 3), np.uint8), np.zeros((n, n, 1), np.float32)
         _, _, rgba, zbuf, _ = p.getCameraImage(n, n, self._view, self._proj, shadow=0,
                                                flags=p.ER_NO_SEGMENTATION_MASK, renderer=p.ER_TINY_RENDERER,

@@ -40,6 +40,31 @@ class ScriptedExpert:
         self.obj = env.target_index if self.aim == "target" else int(self.rng.integers(n))
         self.phase, self.count, self.regrasps = "above", 0, 0
 
+    def resume(self, env: PickCell) -> None:
+        """Take over mid-episode (DAgger): infer the phase from the cell's state instead of from
+        the steps this expert took, so it can label a state another policy reached.
+        Closed on the named object for longer than the fingers need: lift. Closed, still within the
+        closing time, at the grasp height over it: keep closing. Closed on anything else or on
+        nothing: open and go back above it (the expert's own recovery). Open and over it below the
+        pre-grasp height: descend. Otherwise: above."""
+        c = self.cfg
+        obj, ee = env.object_position(self.obj), env.ee_position()
+        rest_z = max(env.objects[self.obj].rest_z, TRAY_FLOOR_Z + 0.012)
+        over = np.linalg.norm(ee[:2] - obj[:2]) < 2 * c.xy_tol
+        self.count, self.regrasps = 0, 0
+        if env.grip_closed():
+            if env.holding(self.obj) and env.closed_steps > c.close_steps:
+                self.phase, self.count = "lift", 3
+                self.grasp = np.array([*env.commanded_ee()[:2], rest_z])
+                return
+            if over and env.closed_steps <= c.close_steps and abs(ee[2] - max(obj[2], rest_z)) < 2 * c.z_tol:
+                self.phase, self.count = "close", env.closed_steps
+                self.grasp = np.array([obj[0], obj[1], max(obj[2], rest_z)])
+                return
+            self.phase = "above"
+            return
+        self.phase = "descend" if over and ee[2] < obj[2] + c.above + 2 * c.z_tol else "above"
+
     def act(self, env: PickCell) -> np.ndarray:
         c = self.cfg
         obj = env.object_position(self.obj)
@@ -71,6 +96,30 @@ class ScriptedExpert:
         step = (goal - env.commanded_ee()) / env.cfg.max_delta
         xyz = np.clip(np.clip(step, -1, 1) + self.rng.normal(0.0, c.noise, 3), -1, 1)
         return np.concatenate([xyz, [1.0 if close else -1.0]]).astype(np.float32)
+
+
+def expert_chunk(env: PickCell, horizon: int, expert: ScriptedExpert) -> np.ndarray:
+    """The chunk of `horizon` actions `expert` would execute from the cell's current state: it
+    resumes there (phase from state), plays them in a what-if rollout without the camera, and the
+    cell is put back as it was. Past the end of the episode (success) the last action repeats, as
+    in the demonstrations' chunk targets. -> [horizon, 4] float32."""
+    snap = env.snapshot()
+    env.set_rendering(False)
+    try:
+        expert.resume(env)
+        actions = []
+        for _ in range(horizon):
+            a = expert.act(env)
+            actions.append(a)
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                break
+        actions += [actions[-1]] * (horizon - len(actions))
+        return np.stack(actions).astype(np.float32)
+    finally:
+        env.set_rendering(True)
+        env.restore(snap)
+        env.discard(snap)
 
 
 @dataclass

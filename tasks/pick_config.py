@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dreamops.tasks.config import RunConfig, _fraction, _positive, check_device_name
+from dreamops.tasks.pick_dagger import DaggerConfig
 from dreamops.tasks.pick_data import PickDataConfig
 from dreamops.validation.data_gate import DataGateThresholds
 from dreamops.validation.model_gates import PickGateThresholds
@@ -134,6 +135,11 @@ class PickVLAConfig(RunConfig):
     train: PickTrainConfig = field(default_factory=PickTrainConfig)
     eval: PickEvalConfig = field(default_factory=PickEvalConfig)
     gate: PickGateConfig = field(default_factory=PickGateConfig)
+    rounds: int = 1
+    """Rounds: round 0 trains on the expert's demonstrations; each round k >= 1 plays round k-1's
+    policy, lets the expert label the states it visits (DAgger), adds those episodes to the data and
+    fine-tunes on all of it. The last round's policy is evaluated and registered."""
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
     seed: int = 0
     """Torch seed for training."""
     device: str = "auto"
@@ -143,8 +149,10 @@ class PickVLAConfig(RunConfig):
     device is the run's `device` tag."""
 
     def validate(self) -> "PickVLAConfig":
-        for part in (self.data, self.model, self.train, self.eval, self.gate):
+        for part in (self.data, self.model, self.train, self.eval, self.gate, self.dagger):
             part.validate()
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an integer >= 1, got {self.rounds!r}")
         check_device_name(self.device)
         return self
 

@@ -78,17 +78,22 @@ def _demo_one(job: DemoJob) -> ds.EpisodeJobResult:
               "actions": r.actions.astype(np.float32), "rewards": r.rewards, "dones": dones, "held": r.held,
               "target_pos": r.frames["target_pos"],
               "instruction": np.array(r.instruction, dtype=np.str_)}
-    shard, digest = f"{job.episode_id}.npz", ds.arrays_hash(arrays)
+    return pick_episode_result(job.episode_id, arrays, {
+        "seed": job.seed, "length": length, "success": r.success, "collision": r.collision,
+        "cycle_time": r.cycle_time, "n_objects": r.n_objects, "instruction": r.instruction,
+        "target_colour": r.target_colour, "target_shape": r.target_shape, "regrasps": r.regrasps})
+
+
+def pick_episode_result(episode_id: str, arrays: dict[str, np.ndarray], row: dict) -> ds.EpisodeJobResult:
+    """One pick episode's arrays -> (manifest row with shard and hash, frame summaries, compressed
+    shard): the same for demonstrations and DAgger episodes."""
+    shard, digest = f"{episode_id}.npz", ds.arrays_hash(arrays)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     frames = frame_summaries(arrays["obs"], arrays["actions"], arrays["rewards"], schema=PICK_SCHEMA,
                              extras={"depth": arrays["depth"]})
-    frames.insert(0, "episode_id", job.episode_id)
-    row = {"episode_id": job.episode_id, "shard": shard, "sha256": digest, "seed": job.seed, "length": length,
-           "success": r.success, "collision": r.collision, "cycle_time": r.cycle_time, "n_objects": r.n_objects,
-           "instruction": r.instruction, "target_colour": r.target_colour, "target_shape": r.target_shape,
-           "regrasps": r.regrasps}
-    return row, frames, buf.getvalue()
+    frames.insert(0, "episode_id", episode_id)
+    return {"episode_id": episode_id, "shard": shard, "sha256": digest, **row}, frames, buf.getvalue()
 
 
 def demo_spec(cfg: PickDataConfig) -> dict:

@@ -102,3 +102,31 @@ def learning_curve(points: list[dict], path: Path, score: str = "real return", t
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def success_curve(points: list[dict], path: Path) -> Path:
+    """pick-vla's DAgger rounds: success of each round's policy against the episodes it trained on.
+    A round's policy is measured on the next round's on-policy episodes (seen objects, new seeds,
+    the policy driving), the last one on the evaluation episodes (seen and novel)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    measured = [p for p in points if "on_policy_success" in p]
+    if measured:
+        ax.plot([p["episodes"] for p in measured], [100 * p["on_policy_success"] for p in measured], marker="o",
+                label="seen, next round's on-policy episodes")
+    last = points[-1]
+    for key, marker, label in (("eval_seen_success", "s", "seen, evaluation episodes"),
+                               ("eval_novel_success", "^", "novel, evaluation episodes")):
+        if key in last:
+            ax.plot([last["episodes"]], [100 * last[key]], marker=marker, ls="none", ms=8, label=label)
+    for p in points:
+        ax.annotate(f"round {p['round']}", (p["episodes"], 100 * p.get("on_policy_success",
+                                                                        p.get("eval_seen_success", 0.0))),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.axhline(95, ls=":", c="grey", lw=1)
+    ax.set(xlabel="episodes in the training data (demonstrations + labelled on-policy)", ylabel="success (%)",
+           ylim=(0, 100), title="pick-vla over DAgger rounds")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

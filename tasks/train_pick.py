@@ -23,6 +23,7 @@ from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 
 
 SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "target_uv")
+RESTART_KEYS = ("lr", "warmup_steps", "steps")  # what a fine-tuning round sets on the train config
 
 
 def chunk_targets(actions: np.ndarray, horizon: int) -> np.ndarray:
@@ -52,23 +53,33 @@ class Demos:
     held: list[torch.Tensor]       # float32 [T]
     target_uv: list[torch.Tensor]  # float32 [T, 2], the named object's image position: a label
     instructions: list[str]
+    labelled: list[np.ndarray]     # bool [T]: states with a chunk label (all of a demonstration;
+                                   # a DAgger episode's chunk queries, labelled by the expert)
 
     @classmethod
     def load(cls, data: Dataset, ids: list[str], horizon: int) -> "Demos":
         parts: dict[str, list] = {k: [] for k in SEQUENCES}
-        instructions = []
+        instructions, labelled = [], []
         camera = PickConfig()   # demonstrations are recorded with the cell's default camera
         for _, ep in data.iter_episodes(ids):
             parts["rgb"].append(torch.from_numpy(ep["obs"]))
             parts["depth"].append(torch.from_numpy(ep["depth"].astype(np.float16)))
             parts["proprio"].append(torch.from_numpy(ep["proprio"].astype(np.float32)))
             parts["actions"].append(torch.from_numpy(ep["actions"].astype(np.float32)))
-            parts["chunks"].append(torch.from_numpy(chunk_targets(ep["actions"].astype(np.float32), horizon)))
+            if "label_chunks" in ep:   # DAgger: the expert's chunks, not the executed actions
+                if ep["label_chunks"].shape[1] != horizon:
+                    raise ValueError(f"DAgger labels have chunks of {ep['label_chunks'].shape[1]} actions, "
+                                     f"the model {horizon}: relabel with this model.horizon")
+                parts["chunks"].append(torch.from_numpy(ep["label_chunks"].astype(np.float32)))
+                labelled.append(ep["labelled"].astype(bool))
+            else:
+                parts["chunks"].append(torch.from_numpy(chunk_targets(ep["actions"].astype(np.float32), horizon)))
+                labelled.append(np.ones(len(ep["actions"]), bool))
             parts["success"].append(torch.from_numpy(state_labels(ep["rewards"] > 0)))
             parts["held"].append(torch.from_numpy(state_labels(ep["held"])))
             parts["target_uv"].append(torch.from_numpy(project_to_image(ep["target_pos"], camera)))
             instructions.append(str(ep["instruction"]))
-        return cls(**parts, instructions=instructions)
+        return cls(**parts, instructions=instructions, labelled=labelled)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -81,8 +92,8 @@ class Demos:
         return np.array(out)
 
     def frame_index(self) -> np.ndarray:
-        """Every (episode, step) -> [N, 2]."""
-        return np.array([(e, t) for e, a in enumerate(self.actions) for t in range(len(a))])
+        """Every labelled (episode, step) -> [N, 2]: the policy losses' frames."""
+        return np.array([(e, t) for e, mask in enumerate(self.labelled) for t in np.flatnonzero(mask)])
 
     def frames(self, picked: np.ndarray, tokenizer: WordTokenizer) -> dict[str, torch.Tensor]:
         """Single frames (episode, step) -> the policy losses' inputs."""
@@ -121,16 +132,23 @@ def _weights(cfg: PickTrainConfig) -> LossWeights:
 
 def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], train_cfg: PickTrainConfig,
                    model_cfg: PickModelConfig, seed: int = 0, log: MetricSink = no_metrics,
-                   show_progress: bool = True, compute: Compute = CPU) -> tuple[PickVLA, dict[str, float]]:
+                   show_progress: bool = True, compute: Compute = CPU, init: PickVLA | None = None,
+                   desc: str = "train pick-vla", step_offset: int = 0) -> tuple[PickVLA, dict[str, float]]:
     """-> (the trained model in eval mode on the CPU, held-out report). Trains on `compute`'s
     device in fp32: the demonstrations stay on the host (uint8 images) and each step's windows and
-    frames move there."""
+    frames move there. `init`: warm start (a DAgger round fine-tunes the previous round's model; its
+    vocabulary and proprioception statistics are kept, so its inputs mean the same). Metrics are
+    logged at step_offset + step (rounds continue one curve)."""
     seed_everything(seed)
     demos = Demos.load(data, train_ids, model_cfg.horizon)
-    vocab = tuple(WordTokenizer.fit(demos.instructions).vocab)
-    model = PickVLA(architecture(model_cfg, vocab))
-    proprio = torch.cat(demos.proprio)
-    model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
+    if init is None:
+        vocab = tuple(WordTokenizer.fit(demos.instructions).vocab)
+        model = PickVLA(architecture(model_cfg, vocab))
+        proprio = torch.cat(demos.proprio)
+        model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
+    else:
+        model = PickVLA(init.arch)
+        model.load_state_dict(init.state_dict())
     model = model.to(compute.device)
     windows, frame_index = demos.windows(train_cfg.seq_len), demos.frame_index()
     rng = np.random.default_rng(seed)
@@ -140,7 +158,7 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     model.train()
     running: dict[str, float] = {}
     with progress(show_progress) as bar:
-        task = bar.add_task("train pick-vla", total=train_cfg.steps, status="")
+        task = bar.add_task(desc, total=train_cfg.steps, status="")
         for step in range(train_cfg.steps):
             picked = windows[rng.integers(len(windows), size=train_cfg.batch_size)]
             frames = frame_index[rng.integers(len(frame_index), size=train_cfg.frame_batch_size)]
@@ -156,7 +174,8 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
             if (step + 1) % train_cfg.log_every == 0 or step + 1 == train_cfg.steps:
                 n = train_cfg.log_every if (step + 1) % train_cfg.log_every == 0 else (step + 1) % train_cfg.log_every
                 means = {f"pick/{k}": v / n for k, v in running.items()}
-                log({**means, "pick/lr": sched.get_last_lr()[0], "pick/grad_norm": float(grad_norm)}, step + 1)
+                log({**means, "pick/lr": sched.get_last_lr()[0], "pick/grad_norm": float(grad_norm)},
+                    step_offset + step + 1)
                 running = {}
                 bar.update(task, status=f"loss {means['pick/train/loss']:.3f}")
             bar.advance(task)
@@ -164,7 +183,8 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     report = holdout_metrics(model, Demos.load(data, holdout_ids, model_cfg.horizon), train_cfg, seed, compute)
     report["train/windows"] = float(len(windows))
     report["train/episodes"] = float(len(demos))
-    log(report, train_cfg.steps)
+    report["train/labelled_frames"] = float(len(frame_index))
+    log(report, step_offset + train_cfg.steps)
     return model.to("cpu"), report
 
 

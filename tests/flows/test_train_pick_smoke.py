@@ -63,3 +63,27 @@ def test_pick_vla_refuses_options_it_does_not_support(prefect_server, dreamops_h
     assert "model.execute" in capsys.readouterr().err
     assert main(["evaluate", "--agent", "pick-vla", "--model", "1"]) == 2
     assert "supports carracing-vmc only" in capsys.readouterr().err
+
+
+def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curve(prefect_server, dreamops_home,
+                                                                                  capsys):
+    assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--no-progress", "--set", "rounds=2",
+                 "--set", "dagger.episodes_per_round=2", "--set", "dagger.steps=2", "--set", "dagger.warmup_steps=1",
+                 "--set", "eval.planner=false"]) == 0
+    capsys.readouterr()
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    client = store.configure(get_settings())
+    mv = store.get_version("pick-vla", "latest")
+    run = client.get_run(mv.run_id)
+    curve = json.loads(store.read_run_artifact(mv.run_id, "rounds.json"))
+    assert [p["round"] for p in curve] == [0, 1]
+    assert curve[1]["episodes"] == curve[0]["episodes"] + 2     # round 1's on-policy episodes joined the data
+    assert curve[0]["on_policy_episodes"] == 2 and 0.0 <= curve[0]["on_policy_success"] <= 1.0
+    assert curve[1]["data_hash"] == mv.tags["data_hash"] != curve[0]["data_hash"]  # the registered data is all of it
+    assert curve[1]["steps"] == 4 + 2 and "eval_seen_success" in curve[1]
+    assert "learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id)}
+    nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{mv.run_id}'")
+    assert sorted(r.data.tags["round"] for r in nested) == ["0", "1"]
+    assert run.data.metrics["round/episodes"] == curve[1]["episodes"]

@@ -1,0 +1,165 @@
+"""pick_dagger: on-policy rounds for pick-vla (DAgger, Ross et al. 2011) -> a dataset of their own.
+
+Round k >= 1 plays round k-1's policy in the cell on seeds no earlier round used. At every state
+where the policy asks for a chunk (every `model.execute` steps), the scripted expert, with the
+privileged state, labels it with the chunk it would execute from there (`expert_chunk`: it resumes
+from the state, recovering from misses and wrong grasps). With probability `beta` the expert's
+chunk is executed instead of the policy's (the mixture of the DAgger paper; 0 = pure on-policy).
+
+The shards have the demonstrations' arrays (obs[t] is the observation before actions[t], actions
+the EXECUTED actions: the world model learns what really happened, failures included) plus
+  label_chunks f32 [T, H, 4]: the expert's chunk at the labelled states (zeros elsewhere),
+  labelled bool [T]: which states carry a label (the policy's flow loss trains on these only).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dreamops.tasks import dataset as ds
+from dreamops.tasks.pick_data import ENV_ID, PickDataConfig, demo_spec, pick_episode_result
+
+
+@dataclass
+class DaggerConfig:
+    episodes_per_round: int = 200
+    """On-policy episodes each round k >= 1 collects (seen objects, new seeds)."""
+    beta: float = 0.0
+    """Share of chunks the expert executes in rounds >= 1 (0: the policy drives every chunk)."""
+    steps: int = 2000
+    """Fine-tuning steps per round k >= 1, on all data so far, warm-started from round k-1."""
+    lr: float = 5e-4
+    """Peak learning rate of a fine-tuning round (warmup, then cosine to 0)."""
+    warmup_steps: int = 50
+    """Linear warmup steps of a fine-tuning round."""
+    seed: int = 300_000
+    """Seed of round 1's first episode; round k starts at seed + (k - 1) * episodes_per_round (apart
+    from the demonstrations' seeds and the evaluation seeds 100000+)."""
+
+    def validate(self) -> None:
+        for name in ("episodes_per_round", "steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"dagger.{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"dagger.beta must be in [0, 1], got {self.beta!r}")
+        if not self.lr > 0:
+            raise ValueError(f"dagger.lr must be > 0, got {self.lr!r}")
+        if self.warmup_steps < 0 or self.seed < 0:
+            raise ValueError("dagger.warmup_steps and dagger.seed must be >= 0")
+
+
+@dataclass(frozen=True)
+class DaggerJob:
+    episode_id: str
+    seed: int
+    round_index: int
+    beta: float
+    data: PickDataConfig
+
+
+_policy = None
+
+
+class DaggerPolicyFactory:
+    """Picklable: builds round k-1's policy in a worker from its saved weights."""
+
+    def __init__(self, model_bytes: bytes):
+        self.model_bytes = model_bytes
+
+    def __call__(self):
+        import torch
+
+        from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
+
+        torch.set_num_threads(1)
+        return PickVLAPolicy(PickVLA.load(io.BytesIO(self.model_bytes)))
+
+
+def _init(factory: DaggerPolicyFactory) -> None:
+    global _policy
+    _policy = factory()
+
+
+def _dagger_one(job: DaggerJob) -> ds.EpisodeJobResult:
+    """One on-policy episode, every chunk query labelled by the expert -> (row, frames, shard)."""
+    from dreamops.sim.pick import PickCell, PickConfig
+    from dreamops.sim.pick_expert import ExpertConfig, ScriptedExpert, expert_chunk
+
+    c = job.data
+    env = PickCell(PickConfig(object_set=c.object_set, max_steps=c.max_steps, min_objects=c.min_objects,
+                              max_objects=c.max_objects))
+    try:
+        obs, info = env.reset(seed=job.seed)
+        labeller = ScriptedExpert(ExpertConfig(noise=0.0))
+        labeller.reset(env, job.seed)
+        _policy.reset(env.instruction, job.seed)
+        rng = np.random.default_rng([job.seed, job.round_index, 29])
+        horizon, execute = _policy.model.arch.horizon, _policy.execute
+        keep: dict[str, list] = {k: [] for k in ("obs", "depth", "proprio", "target_pos", "actions", "rewards",
+                                                 "held", "label_chunks", "labelled")}
+        queue: list[np.ndarray] = []
+        expert_chunks = 0
+        done = False
+        while not done:
+            labelled = not queue
+            if labelled:   # the policy would ask for a chunk here: the expert labels the state
+                label = expert_chunk(env, horizon, labeller)
+                if rng.random() < job.beta:
+                    queue, expert_chunks = list(label[:execute]), expert_chunks + 1
+                else:
+                    queue = list(_policy.plan(obs)[:execute])
+            keep["obs"].append(obs["rgb"])
+            keep["depth"].append(obs["depth"])
+            keep["proprio"].append(obs["proprio"])
+            keep["target_pos"].append(env.object_position(env.target_index).astype(np.float32))
+            keep["label_chunks"].append(label if labelled else np.zeros((horizon, 4), np.float32))
+            keep["labelled"].append(labelled)
+            a = np.asarray(queue.pop(0), np.float32)
+            obs, reward, term, trunc, info = env.step(a)
+            keep["actions"].append(a)
+            keep["rewards"].append(reward)
+            keep["held"].append(env.target_held())
+            done = term or trunc
+        instruction = env.instruction
+    finally:
+        env.close()
+    arrays = {k: np.stack(v) for k, v in keep.items()}
+    arrays["rewards"] = arrays["rewards"].astype(np.float32)
+    arrays["dones"] = np.zeros(len(arrays["actions"]), bool)
+    arrays["dones"][-1] = True
+    arrays["instruction"] = np.array(instruction, dtype=np.str_)
+    return pick_episode_result(job.episode_id, arrays, {
+        "seed": job.seed, "length": len(arrays["actions"]), "success": bool(info["success"]),
+        "collision": bool(info["collided"]), "cycle_time": float(info["cycle_time"]), "n_objects": info["n_objects"],
+        "instruction": instruction, "target_colour": info["target_colour"], "target_shape": info["target_shape"],
+        "regrasps": 0, "round": job.round_index, "expert_chunks": expert_chunks,
+        "labels": int(arrays["labelled"].sum())})
+
+
+def dagger_jobs(data: PickDataConfig, cfg: DaggerConfig, round_index: int) -> list[DaggerJob]:
+    first = cfg.seed + (round_index - 1) * cfg.episodes_per_round
+    return [DaggerJob(f"r{round_index:02d}_ep_{i:06d}", first + i, round_index, cfg.beta, data)
+            for i in range(cfg.episodes_per_round)]
+
+
+def collect_dagger_round(data: PickDataConfig, cfg: DaggerConfig, round_index: int, model_bytes: bytes,
+                         store, workers: int, use_cache: bool = True, show_progress: bool = True,
+                         ray_address: str | None = None) -> ds.Dataset:
+    """Round `round_index` (>= 1)'s labelled on-policy episodes, driven by `model_bytes` (a saved
+    PickVLA), as a dataset of their own (merged with the data so far by the flow). Cached by spec,
+    which includes the policy's weights."""
+    import dreamops.tasks.pick_dagger
+
+    if round_index < 1:
+        raise ValueError(f"round 0 is the demonstrations (collect_demos); got round {round_index}")
+    spec = {**demo_spec(data), "env": ENV_ID, "round": round_index, "dagger": asdict(cfg),
+            "dagger_code": ds.source_hash(dreamops.tasks.pick_dagger),
+            "policy_sha256": hashlib.sha256(model_bytes).hexdigest()}
+    dataset, _ = ds.collect_jobs(_dagger_one, dagger_jobs(data, cfg, round_index), store, spec, workers,
+                                 f"collect pick round {round_index} (DAgger)", use_cache, show_progress, ray_address,
+                                 initializer=_init, initargs=(DaggerPolicyFactory(model_bytes),))
+    return dataset
