@@ -24,12 +24,12 @@ from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch
+from dreamops.tasks.dataset import merge as merge_datasets
 from dreamops.tasks.device import Compute
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
 from dreamops.tasks.package import package_pick_version
 from dreamops.tasks.pick_dagger import collect_dagger_round
 from dreamops.tasks.pick_data import collect_demos, validate_demos
-from dreamops.tasks.dataset import merge as merge_datasets
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.train_pick import train_pick_vla
@@ -77,7 +77,8 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # DAgger: round k-1's policy drives, the expert labels what it visits
-                    new = collect_dagger_task(cfg.data, cfg.dagger, k, _model_bytes(model), settings.datasets,
+                    new = collect_dagger_task(cfg.data, cfg.dagger, k, PickPolicyFactory.from_model(model),
+                                              settings.datasets,
                                               workers, show_progress=show_progress, ray_address=ray)
                     curve[-1]["on_policy_success"] = float(new.manifest["success"].mean())
                     curve[-1]["on_policy_episodes"] = int(new.n_episodes)
@@ -156,16 +157,6 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                 "latency_p99_ms": latency["chunk"]["p99_ms"],
                 "validation_status": "passed" if passed else "failed",
                 "failed_gates": [g.name for g in gates if not g.passed], "rounds": curve if cfg.rounds > 1 else None}
-
-
-def _model_bytes(model) -> bytes:
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(model.state(), buf)
-    return buf.getvalue()
 
 
 def _summary_markdown(uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:

@@ -242,7 +242,6 @@ class PickCell(gym.Env):
         (_, ee, self._grip_closed, self.closed_steps, self.steps, self.collided, self._held_steps,
          self.success) = snap
         self._ee_target = ee.copy()
-        self._apply_controls(self._ik(self._ee_target))   # motor targets are not part of saveState
 
     def discard(self, snap: tuple) -> None:
         p.removeState(snap[0], physicsClientId=self._client)

@@ -14,13 +14,17 @@ the EXECUTED actions: the world model learns what really happened, failures incl
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dreamops.tasks import dataset as ds
-from dreamops.tasks.pick_data import ENV_ID, PickDataConfig, demo_spec, pick_episode_result
+from dreamops.tasks.config import _positive
+from dreamops.tasks.pick_data import PickDataConfig, demo_spec, pick_episode_result
+
+if TYPE_CHECKING:   # configs import this module: the simulator and torch load where episodes run
+    from dreamops.tasks.evaluate_pick import PickPolicyFactory
 
 
 @dataclass
@@ -40,14 +44,9 @@ class DaggerConfig:
     from the demonstrations' seeds and the evaluation seeds 100000+)."""
 
     def validate(self) -> None:
-        for name in ("episodes_per_round", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"dagger.{name} must be a positive integer, got {value!r}")
+        _positive(self, "episodes_per_round", "steps", "lr")
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"dagger.beta must be in [0, 1], got {self.beta!r}")
-        if not self.lr > 0:
-            raise ValueError(f"dagger.lr must be > 0, got {self.lr!r}")
         if self.warmup_steps < 0 or self.seed < 0:
             raise ValueError("dagger.warmup_steps and dagger.seed must be >= 0")
 
@@ -61,25 +60,10 @@ class DaggerJob:
     data: PickDataConfig
 
 
-_policy = None
+_policy = None  # the driver in this worker (evaluate_pick.PickPolicyFactory builds it)
 
 
-class DaggerPolicyFactory:
-    """Picklable: builds round k-1's policy in a worker from its saved weights."""
-
-    def __init__(self, model_bytes: bytes):
-        self.model_bytes = model_bytes
-
-    def __call__(self):
-        import torch
-
-        from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
-
-        torch.set_num_threads(1)
-        return PickVLAPolicy(PickVLA.load(io.BytesIO(self.model_bytes)))
-
-
-def _init(factory: DaggerPolicyFactory) -> None:
+def _init(factory) -> None:
     global _policy
     _policy = factory()
 
@@ -146,20 +130,22 @@ def dagger_jobs(data: PickDataConfig, cfg: DaggerConfig, round_index: int) -> li
             for i in range(cfg.episodes_per_round)]
 
 
-def collect_dagger_round(data: PickDataConfig, cfg: DaggerConfig, round_index: int, model_bytes: bytes,
+def collect_dagger_round(data: PickDataConfig, cfg: DaggerConfig, round_index: int, policy: PickPolicyFactory,
                          store, workers: int, use_cache: bool = True, show_progress: bool = True,
                          ray_address: str | None = None) -> ds.Dataset:
-    """Round `round_index` (>= 1)'s labelled on-policy episodes, driven by `model_bytes` (a saved
-    PickVLA), as a dataset of their own (merged with the data so far by the flow). Cached by spec,
-    which includes the policy's weights."""
+    """Round `round_index` (>= 1)'s labelled on-policy episodes, driven by `policy` (round k-1's
+    model, without a planner), as a dataset of their own (merged with the data so far by the flow).
+    Cached by spec, which includes the policy's weights."""
     import dreamops.tasks.pick_dagger
 
     if round_index < 1:
         raise ValueError(f"round 0 is the demonstrations (collect_demos); got round {round_index}")
-    spec = {**demo_spec(data), "env": ENV_ID, "round": round_index, "dagger": asdict(cfg),
+    if policy.planner is not None:
+        raise ValueError("DAgger rounds are driven by the policy alone (no planner)")
+    spec = {**demo_spec(data), "round": round_index, "dagger": asdict(cfg),
             "dagger_code": ds.source_hash(dreamops.tasks.pick_dagger),
-            "policy_sha256": hashlib.sha256(model_bytes).hexdigest()}
+            "policy_sha256": hashlib.sha256(policy.data).hexdigest()}
     dataset, _ = ds.collect_jobs(_dagger_one, dagger_jobs(data, cfg, round_index), store, spec, workers,
                                  f"collect pick round {round_index} (DAgger)", use_cache, show_progress, ray_address,
-                                 initializer=_init, initargs=(DaggerPolicyFactory(model_bytes),))
+                                 initializer=_init, initargs=(policy,))
     return dataset

@@ -23,7 +23,6 @@ from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 
 
 SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "target_uv")
-RESTART_KEYS = ("lr", "warmup_steps", "steps")  # what a fine-tuning round sets on the train config
 
 
 def chunk_targets(actions: np.ndarray, horizon: int) -> np.ndarray:

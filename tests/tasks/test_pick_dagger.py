@@ -2,13 +2,12 @@
 stored beside the demonstrations, and trained on through the labels (not the executed actions)."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 import torch
 
 from dreamops.tasks.dataset import merge
+from dreamops.tasks.evaluate_pick import PickPolicyFactory
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 from dreamops.tasks.pick_dagger import DaggerConfig, collect_dagger_round
 from dreamops.tasks.pick_data import PickDataConfig, collect_demos
@@ -29,14 +28,12 @@ def trained(store):
     demos = collect_demos(DATA, store, workers=1, show_progress=False)
     ids = list(demos.manifest["episode_id"])
     model, _ = train_pick_vla(demos, ids[:2], ids[2:], TRAIN, MODEL, show_progress=False)
-    buf = io.BytesIO()
-    torch.save(model.state(), buf)
-    return demos, model, buf.getvalue()
+    return demos, model, PickPolicyFactory.from_model(model)
 
 
-def _round(store, model_bytes, beta: float, episodes: int = 2):
+def _round(store, policy, beta: float, episodes: int = 2):
     cfg = DaggerConfig(episodes_per_round=episodes, beta=beta, seed=300_000)
-    return collect_dagger_round(DATA, cfg, 1, model_bytes, store, workers=1, show_progress=False)
+    return collect_dagger_round(DATA, cfg, 1, policy, store, workers=1, show_progress=False)
 
 
 def test_every_chunk_query_is_labelled_by_the_expert_and_the_policy_drives(trained, store):
@@ -93,3 +90,9 @@ def test_bad_dagger_values_are_named():
         DaggerConfig(beta=1.5).validate()
     with pytest.raises(ValueError, match="dagger.episodes_per_round"):
         DaggerConfig(episodes_per_round=0).validate()
+
+
+def test_a_round_is_driven_by_the_policy_alone(trained, store):
+    _, model, _ = trained
+    with pytest.raises(ValueError, match="no planner"):
+        _round(store, PickPolicyFactory.from_model(model, planner={}), beta=0.0)
