@@ -25,6 +25,7 @@ class PickJob:
     seed: int
     object_set: str
     max_steps: int
+    cell: tuple = ()     # PickConfig overrides as (name, value) pairs, e.g. a cell's safety envelope
 
 
 def jerk(actions: np.ndarray) -> float:
@@ -114,10 +115,10 @@ def _init(factory) -> None:
     _policy = factory()
 
 
-def _env(object_set: str, render: bool) -> PickCell:
-    key = f"{object_set}:{render}"
+def _env(object_set: str, render: bool, cell: tuple = ()) -> PickCell:
+    key = (object_set, render, cell)
     if key not in _envs:
-        _envs[key] = PickCell(PickConfig(object_set=object_set, render=render))
+        _envs[key] = PickCell(PickConfig(object_set=object_set, render=render, **dict(cell)))
     return _envs[key]
 
 
@@ -125,7 +126,7 @@ def _play(job: PickJob) -> PickEpisode:
     from dreamops.sim.pick_expert import ScriptedExpert
 
     scripted = isinstance(_policy, ScriptedExpert)
-    env = _env(job.object_set, render=not scripted)   # scripted policies read state, not pixels
+    env = _env(job.object_set, render=not scripted, cell=job.cell)   # scripted policies read state, not pixels
     obs, info = env.reset(seed=job.seed)
     if scripted:
         _policy.reset(env, job.seed)
@@ -180,9 +181,12 @@ class PickEvalReport:
 
 
 def evaluate_pick(factory, name: str, seeds: list[int], object_set: str, max_steps: int, workers: int,
-                  show_progress: bool = True, ray_address: str | None = None) -> PickEvalReport:
-    """Play one episode per seed on `object_set`, in worker processes or on Ray."""
-    jobs = [PickJob(s, object_set, max_steps) for s in seeds]
+                  show_progress: bool = True, ray_address: str | None = None,
+                  cell: dict | None = None) -> PickEvalReport:
+    """Play one episode per seed on `object_set`, in worker processes or on Ray. `cell`: PickConfig
+    overrides for every episode (the default cell when None)."""
+    frozen = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (cell or {}).items()))
+    jobs = [PickJob(s, object_set, max_steps, frozen) for s in seeds]
     done = map_jobs(_play, jobs, workers, f"evaluate {name} on {object_set}", initializer=_init,
                     initargs=(factory,), show_progress=show_progress, ray_address=ray_address)
     return PickEvalReport(name, object_set, [d.result for d in done])

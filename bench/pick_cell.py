@@ -1,0 +1,77 @@
+"""One trained pick-vla policy in several cell set-ups, side by side on the same evaluation seeds.
+
+    python bench/pick_cell.py --model path/to/pick_vla.pt --episodes 100 \
+        --variant default --variant floor25 workspace_low=0.3,-0.25,0.025
+
+A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tuple). The same
+weights play `seen` and `novel` on seeds 100000+ in each variant, so the difference between rows
+is the cell's, not a training draw. Results: bench/results/pick-cell[-<tag>].json (commit, date,
+command), rewritten after every variant.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import EVAL_SEED, RESULTS, _git, machine  # noqa: E402
+
+
+def parse_variant(parts: list[str]) -> tuple[str, dict]:
+    """['floor25', 'workspace_low=0.3,-0.25,0.025'] -> ('floor25', {'workspace_low': (0.3, -0.25, 0.025)})."""
+    from dreamops.sim.pick import PickConfig
+
+    name, cell = parts[0], {}
+    fields = PickConfig.__dataclass_fields__
+    for item in parts[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field")
+        values = [float(v) for v in value.split(",")]
+        cell[key] = tuple(values) if len(values) > 1 else values[0]
+    PickConfig(**cell)   # refuse a bad set-up before any episode runs
+    return name, cell
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True, help="a saved PickVLA (pick_vla.pt)")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [FIELD=VALUE ...]")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+    from dreamops.models.pick_vla import PickVLA
+    from dreamops.tasks.evaluate_pick import PickPolicyFactory, evaluate_pick
+
+    variants = [parse_variant(v) for v in args.variant]
+    factory = PickPolicyFactory.from_model(PickVLA.load(args.model))
+    seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
+    workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
+    out = RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json"
+    result = {"model": str(args.model), "commit": _git("rev-parse", "HEAD"),
+              "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(shlex.quote(a) for a in ["python", "bench/pick_cell.py", *(argv or sys.argv[1:])]),
+              "machine": machine(), "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
+    for name, cell in variants:
+        row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()}}
+        for object_set in ("seen", "novel"):
+            s = evaluate_pick(factory, name, seeds, object_set, 80, workers, cell=cell).summary()
+            row[object_set] = {"success": s["success_rate"], "episodes": s["episodes"],
+                               "collisions": s["collision_rate"], "failures": s["failures"]}
+        result["variants"].append(row)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{name:>12}  seen {row['seen']['success']:.0%} (collisions {row['seen']['collisions']:.0%})  "
+              f"novel {row['novel']['success']:.0%} (collisions {row['novel']['collisions']:.0%})", flush=True)
+    print(f"-> {out.relative_to(RESULTS.parent.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""evaluate_pick's cell overrides: every episode plays in the set-up asked for, and a bad one is refused."""
+from __future__ import annotations
+
+import pytest
+
+from dreamops.tasks.evaluate_pick import ScriptedFactory, evaluate_pick
+
+SEEDS = [100_000, 100_001]
+
+
+def test_cell_overrides_change_the_cell_every_episode_plays_in():
+    expert = ScriptedFactory("target")
+    default = evaluate_pick(expert, "expert", SEEDS, "seen", 80, 0, show_progress=False)
+    # a lift goal above the workspace's ceiling cannot be met: the same expert, the same seeds, no success
+    unreachable = evaluate_pick(expert, "expert", SEEDS, "seen", 80, 0, show_progress=False, cell={"lift_height": 0.6})
+    assert default.success_rate == 1.0 and unreachable.success_rate == 0.0
+
+
+def test_a_bad_cell_override_is_refused():
+    with pytest.raises((ValueError, TypeError)):
+        evaluate_pick(ScriptedFactory("target"), "expert", SEEDS[:1], "seen", 80, 0, show_progress=False,
+                      cell={"max_objects": 9})
