@@ -11,15 +11,13 @@ command), rewritten after every variant.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import EVAL_SEED, RESULTS, _git, machine  # noqa: E402
+from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict]:
@@ -53,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
     out = RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json"
-    result = {"model": str(args.model), "commit": _git("rev-parse", "HEAD"),
-              "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(shlex.quote(a) for a in ["python", "bench/pick_cell.py", *(argv or sys.argv[1:])]),
-              "machine": machine(), "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
+    result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
+              "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
     for name, cell in variants:
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()}}
         for object_set in ("seen", "novel"):

@@ -49,6 +49,14 @@ def machine() -> dict:
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads()}
 
 
+def run_header(script: str, argv: list[str] | None) -> dict:
+    """What every bench result file starts with: the code, the date, the command and the machine."""
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(shlex.quote(a) for a in ["python", script, *(argv or sys.argv[1:])]),
+            "machine": machine()}
+
+
 def stats(rewards: list[float]) -> dict:
     r = np.asarray(rewards, dtype=float)
     return {"mean": round(float(r.mean()), 2), "std": round(float(r.std()), 2), "min": round(float(r.min()), 2),
@@ -147,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"quality-{args.agent}-{args.profile}{'-' + args.tag if args.tag else ''}.json"
     out_path = RESULTS / name
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
-    result = {"agent": args.agent, "profile": args.profile, "overrides": args.overrides, "commit": _git("rev-parse", "HEAD"),
-              "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *(argv or sys.argv[1:])]),
-              "machine": machine(), "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
+    result = {"agent": args.agent, "profile": args.profile, "overrides": args.overrides,
+              **run_header("bench/quality.py", argv), "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
 
     def write() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
