@@ -23,6 +23,7 @@ class ExpertConfig:
     close_steps: int = 4        # 0.4 s at 10 Hz for the fingers to close
     xy_tol: float = 0.008
     z_tol: float = 0.012
+    retreat_first: bool = False  # low and not over the object: straight up to the pre-grasp height, then across
 
 
 class ScriptedExpert:
@@ -73,6 +74,9 @@ class ScriptedExpert:
         close = False
         if self.phase == "above":
             goal = np.array([obj[0], obj[1], obj[2] + c.above])
+            if c.retreat_first and ee[2] < goal[2] - 2 * c.z_tol and np.linalg.norm(ee[:2] - obj[:2]) > 2 * c.xy_tol:
+                # a sideways move this low drags the fingers over the floor and into neighbours
+                goal = np.array([*env.commanded_ee()[:2], goal[2]])
             if np.linalg.norm(ee[:2] - obj[:2]) < c.xy_tol and abs(ee[2] - goal[2]) < 2 * c.z_tol:
                 self.phase, self.count = "descend", 0
         if self.phase == "descend":

@@ -42,6 +42,9 @@ class DaggerConfig:
     label_every_step: bool = False
     """Label every visited state, not only those where the policy asks for a chunk (every
     `model.execute` steps): `execute` times the labels from the same episodes, ~55 ms each."""
+    retreat_first: bool = False
+    """The labelling expert lifts straight up to its pre-grasp height before it moves sideways, from
+    a state low and off the target (ExpertConfig.retreat_first); the demonstrations are unchanged."""
     seed: int = 300_000
     """Seed of round 1's first episode; round k starts at seed + (k - 1) * episodes_per_round (apart
     from the demonstrations' seeds and the evaluation seeds 100000+)."""
@@ -62,6 +65,7 @@ class DaggerJob:
     beta: float
     data: PickDataConfig
     label_every_step: bool = False
+    retreat_first: bool = False
 
 
 _policy = None  # the driver in this worker (evaluate_pick.PickPolicyFactory builds it)
@@ -82,7 +86,7 @@ def _dagger_one(job: DaggerJob) -> ds.EpisodeJobResult:
                               max_objects=c.max_objects))
     try:
         obs, info = env.reset(seed=job.seed)
-        labeller = ScriptedExpert(ExpertConfig(noise=0.0))
+        labeller = ScriptedExpert(ExpertConfig(noise=0.0, retreat_first=job.retreat_first))
         labeller.reset(env, job.seed)
         _policy.reset(env.instruction, job.seed)
         rng = np.random.default_rng([job.seed, job.round_index, 29])
@@ -132,7 +136,8 @@ def _dagger_one(job: DaggerJob) -> ds.EpisodeJobResult:
 
 def dagger_jobs(data: PickDataConfig, cfg: DaggerConfig, round_index: int) -> list[DaggerJob]:
     first = cfg.seed + (round_index - 1) * cfg.episodes_per_round
-    return [DaggerJob(f"r{round_index:02d}_ep_{i:06d}", first + i, round_index, cfg.beta, data, cfg.label_every_step)
+    return [DaggerJob(f"r{round_index:02d}_ep_{i:06d}", first + i, round_index, cfg.beta, data, cfg.label_every_step,
+                      cfg.retreat_first)
             for i in range(cfg.episodes_per_round)]
 
 

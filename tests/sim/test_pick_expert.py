@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dreamops.sim.pick import PickCell, PickConfig
+from dreamops.sim.pick import TRAY_FLOOR_Z, PickCell, PickConfig
 from dreamops.sim.pick_expert import ExpertConfig, ScriptedExpert, expert_chunk
 
 
@@ -71,3 +71,41 @@ def test_closed_on_nothing_the_expert_opens_first(env):
     labeller.resume(env)
     assert labeller.phase == "above"
     assert expert_chunk(env, 16, labeller)[0, 3] < 0   # open, then go back above the target
+
+
+def _low_beside_the_target(env: PickCell, seed: int) -> None:
+    """The state most of the policy's collisions start from: the gripper open, a few cm over the
+    tray, several cm to the side of the target."""
+    env.reset(seed=seed)
+    target = env.object_position(env.target_index)
+    for _ in range(40):
+        goal = np.array([target[0] + 0.06, target[1], TRAY_FLOOR_Z + 0.03])
+        env.step(np.concatenate([np.clip((goal - env.commanded_ee()) / env.cfg.max_delta, -1, 1), [-1.0]]))
+    ee = env.ee_position()
+    assert ee[2] < target[2] + 0.06 and np.linalg.norm(ee[:2] - target[:2]) > 0.04
+
+
+def test_retreat_first_lifts_straight_up_before_it_moves_sideways(env):
+    _low_beside_the_target(env, seed=3)
+    plain = ScriptedExpert(ExpertConfig(noise=0.0))
+    plain.reset(env, 3)
+    retreat = ScriptedExpert(ExpertConfig(noise=0.0, retreat_first=True))
+    retreat.reset(env, 3)
+    sideways, straight = expert_chunk(env, 4, plain), expert_chunk(env, 4, retreat)
+    assert np.abs(sideways[0, :2]).max() > 0.5        # the plain expert heads across at once, low
+    assert np.abs(straight[:2, :2]).max() < 1e-6 and (straight[:2, 2] > 0).all()   # up only, at first
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_retreat_first_labels_still_lead_to_a_clean_pick(env, seed):
+    _low_beside_the_target(env, seed)
+    labeller = ScriptedExpert(ExpertConfig(noise=0.0, retreat_first=True))
+    labeller.reset(env, seed)
+    done, info = False, {}
+    while not done:
+        for a in expert_chunk(env, 16, labeller)[:4]:
+            _, _, terminated, truncated, info = env.step(a)
+            done = terminated or truncated
+            if done:
+                break
+    assert info["success"] and not info["collided"]

@@ -9,7 +9,7 @@ import torch
 from dreamops.tasks.dataset import merge
 from dreamops.tasks.evaluate_pick import PickPolicyFactory
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
-from dreamops.tasks.pick_dagger import DaggerConfig, collect_dagger_round
+from dreamops.tasks.pick_dagger import DaggerConfig, collect_dagger_round, dagger_jobs
 from dreamops.tasks.pick_data import PickDataConfig, collect_demos
 from dreamops.tasks.train_pick import Demos, train_pick_vla
 
@@ -111,3 +111,10 @@ def test_a_round_is_driven_by_the_policy_alone(trained, store):
     _, model, _ = trained
     with pytest.raises(ValueError, match="no planner"):
         _round(store, PickPolicyFactory.from_model(model, planner={}), beta=0.0)
+
+
+def test_the_round_jobs_carry_the_labelling_options():
+    cfg = DaggerConfig(episodes_per_round=3, seed=300_000, label_every_step=True, retreat_first=True)
+    jobs = dagger_jobs(PickDataConfig(), cfg, round_index=2)
+    assert [j.seed for j in jobs] == [300_003, 300_004, 300_005]
+    assert all(j.label_every_step and j.retreat_first for j in jobs)
