@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from dreamops.api.db import ApiToken
+from dreamops.db import ApiToken
 
 ROLES = ("engineer", "robot", "viewer")
 # what each role may do; engineers may do everything

@@ -42,7 +42,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from dreamops import generation
 from dreamops.api import canary
-from dreamops.api.db import Deployment, DriftIncident, Robot, TelemetryEpisode, reader, session_factory, utcnow
+from dreamops.db import Deployment, DriftIncident, Robot, TelemetryEpisode, reader, session_factory, utcnow
 
 MAX_ANSWERS = 50_000  # cached answers per snapshot (assignments: one per robot)
 MAX_TOKENS = 10_000

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dreamops import generation
-from dreamops.api.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
+from dreamops.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
 from dreamops.api.stats import Sample, compare_samples
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError

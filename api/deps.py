@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from dreamops.api import cache
 from dreamops.api.auth import Principal, authenticate
-from dreamops.api.db import session_factory
+from dreamops.db import session_factory
 from dreamops.registry import store
 from dreamops.registry.promotion import Promotions
 from dreamops.registry.webhooks import WebhookReceiver

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dreamops.api import canary
 from dreamops.api.auth import AuthError
-from dreamops.api.db import Deployment, session_factory
+from dreamops.db import Deployment, session_factory
 from dreamops.api.deps import promotions
 from dreamops.api.routes import deployments, models, robots, training, ui, webhooks
 from dreamops.api.schemas import ErrorOut

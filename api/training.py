@@ -7,7 +7,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dreamops.api.db import ApiAuditEvent, TrainingJob
+from dreamops.db import ApiAuditEvent, TrainingJob
 from dreamops.registry import store
 
 DEPLOYMENT = "train/dreamops-train"

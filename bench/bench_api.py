@@ -185,7 +185,7 @@ def prepare_stores(home: Path, sql_url: str) -> dict:
 
     from dreamops.api import deps
     from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
     from dreamops.registry import store
     from dreamops.registry.promotion import Promotions
     from dreamops.settings import get_settings

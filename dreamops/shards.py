@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The arrays every episode shard holds (collected, uploaded by a robot, or merged).
+SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
+
 
 class DatasetIntegrityError(ValueError):
     """A dataset's files do not match its manifest or its content hash: changed after the fact, a

@@ -8,9 +8,10 @@ import os
 import sys
 import traceback
 
+from dreamops.families import DEFAULT_FAMILY, FAMILIES, family
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 
-AGENTS = ("carracing-vmc", "pick-vla")  # tasks.config.AGENTS, without importing torch for --help
+AGENTS = tuple(FAMILIES)  # dreamops.families imports no torch: --help stays fast
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,9 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run the train flow: collect, V, M, C in the dream, evaluate, register")
-    t.add_argument("--agent", default="carracing-vmc", help=f"agent family ({', '.join(AGENTS)})")
+    t.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     t.add_argument("--profile", default="quick",
-                   help="smoke | quick | standard | gpu | full (pick-vla: smoke | quick | gpu | full)")
+                   help="; ".join(f"{f.name}: {' | '.join(f.profiles)}" for f in FAMILIES.values()))
     t.add_argument("--warehouse", default="default", help="warehouse id tagged on the version")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set cma.generations=10 (repeatable)")
@@ -35,13 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="run the data gate alone on a dataset; exit 0 if it passes, 1 if not")
     v.add_argument("--dataset", required=True, help="dataset content hash, unique prefix or folder")
     v.add_argument("--profile", default="quick", help="profile whose thresholds apply")
-    v.add_argument("--agent", default="carracing-vmc", help=f"agent family whose data schema applies ({', '.join(AGENTS)})")
+    v.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family whose data schema applies ({', '.join(AGENTS)})")
 
     e = sub.add_parser("evaluate", help="evaluate a registered version (or a baseline) in the real simulator")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="version number, alias (production, staging, ...) or 'latest'")
     src.add_argument("--baseline", choices=("random", "rule_based"), help="evaluate a baseline policy instead")
-    e.add_argument("--agent", default="carracing-vmc")
+    e.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=100_000, help="first episode seed (default: the eval seeds)")
     e.add_argument("--max-steps", type=int, default=1000)
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     de = sub.add_parser("drift-eval", help="false-alarm and detection rates of the drift decision: held-out "
                                            "normal windows vs windows of a shifted scenario, played for real")
     de.add_argument("--model", default="staging", help="version number, semver, alias or 'latest' (default staging)")
-    de.add_argument("--agent", default="carracing-vmc")
+    de.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     de.add_argument("--baseline-episodes", type=int, default=200)
     de.add_argument("--window", type=int, default=20, help="episodes per drift-check window")
     de.add_argument("--holdout-windows", type=int, default=10)
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="latency p50/p95/p99 of V, M, C and the full step on one CPU thread")
     pr.add_argument("--model", required=True, help="version number, alias or 'latest'")
-    pr.add_argument("--agent", default="carracing-vmc")
+    pr.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     pr.add_argument("--iterations", type=int, default=1000)
 
     for name, text in (("server", "run the MLflow server (UI, registry, artifact proxy) on the configured stores"),
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in CarRacing and "
                                       "report telemetry to the API")
-    from dreamops.sim.fleet import add_fleet_arguments
+    from dreamops.fleet.simulator import add_fleet_arguments
 
     add_fleet_arguments(fl)
 
@@ -103,26 +104,26 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("--role", required=True, choices=("engineer", "robot", "viewer"))
 
     ls = sub.add_parser("versions", help="list a model's versions with semver, aliases and gate status")
-    ls.add_argument("model", nargs="?", default="carracing-vmc")
+    ls.add_argument("model", nargs="?", default=DEFAULT_FAMILY)
 
     li = sub.add_parser("lineage", help="data, weights, config, code, gates and parent of one version")
     li.add_argument("version", help="version number, semver (1.2.0) or alias")
-    li.add_argument("--model", default="carracing-vmc")
+    li.add_argument("--model", default=DEFAULT_FAMILY)
     li.add_argument("--json", action="store_true")
 
     pm = sub.add_parser("promote", help="point staging, canary or production at a version (rules enforced)")
     pm.add_argument("version", help="version number, semver or alias")
     pm.add_argument("--to", required=True, choices=("staging", "canary", "production"))
-    pm.add_argument("--model", default="carracing-vmc")
+    pm.add_argument("--model", default=DEFAULT_FAMILY)
     pm.add_argument("--reason", default="", help="why; goes into the audit log")
 
     rb = sub.add_parser("rollback", help="put last-known-good (or --to VERSION) back in production")
-    rb.add_argument("model", nargs="?", default="carracing-vmc")
+    rb.add_argument("model", nargs="?", default=DEFAULT_FAMILY)
     rb.add_argument("--to", help="version to restore (default: last-known-good)")
     rb.add_argument("--reason", default="")
 
     hi = sub.add_parser("history", help="the audit log of a model's alias moves, newest first")
-    hi.add_argument("model", nargs="?", default="carracing-vmc")
+    hi.add_argument("model", nargs="?", default=DEFAULT_FAMILY)
     hi.add_argument("--limit", type=int, default=50)
 
     rc = sub.add_parser("reconcile", help="apply the promotion rules to alias moves made in the MLflow UI")
@@ -188,32 +189,24 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _check_agent(agent: str, supported: tuple[str, ...] = AGENTS) -> None:
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
-    if agent not in supported:
-        raise ValueError(f"this command supports {', '.join(supported)} only, not {agent!r} "
-                         f"(pick-vla versions are evaluated by their train run and load through MLflow)")
-
-
 def _train(args, settings) -> int:
     from dreamops.tasks.config import parse_override, resolve_config
 
-    _check_agent(args.agent)
+    fam = family(args.agent)
+    if args.parent:
+        fam.require("warm_start")
     overrides = dict(parse_override(o) for o in args.overrides)
     cfg = resolve_config(args.profile, overrides, agent=args.agent)  # fail fast, before any server starts
     from dreamops.tasks.device import resolve_device
 
     resolve_device(cfg.device)  # device=cuda on a machine without CUDA: one line, before any server starts
-    if args.agent == "pick-vla" and args.parent:
-        raise ValueError("--parent (warm start) is carracing-vmc only for now")
     from dreamops.flows.train import train
 
     _quiet_refusals(not args.verbose)
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
                    dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
     print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
-    for line in (_pick_lines(result) if args.agent == "pick-vla" else _vmc_lines(result)):
+    for line in fam.load("summary_lines")(result):
         print(f"  {line}")
     if "stage_s" in result:
         print(f"  {_time_line(result['stage_s'], result['flow_s'])}")
@@ -252,19 +245,6 @@ def _quiet_refusals(quiet: bool) -> None:
             logger.addFilter(_NoRefusalTracebacks())
 
 
-def _vmc_lines(result: dict) -> list[str]:
-    baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
-    return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
-            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms",
-            f"real frames in the training data: {result['real_frames']:,} over {max(1, len(result['rounds']))} "
-            "round(s)" + "".join(f"\n    round {p['round']}: validation {p['real_return']:.1f} ({p['eval_episodes']} "
-                                 f"episodes), dream {p['dream_return']:.1f}, {p['real_frames']:,} frames"
-                                 + ("" if p["kept"] else f", below round {p['champion_round']}")
-                                 for p in result["rounds"])
-            + (f"\n    shipped: round {result['shipped_round']}; validation episodes played "
-               f"{result['validation_frames']:,} more real frames" if result["rounds"] else "")]
-
-
 def _time_line(stage_s: dict[str, float], flow_s: float) -> str:
     """Where the flow's wall time went, the largest stage first (other: MLflow logging, the gates)."""
     rest = max(0.0, flow_s - sum(stage_s.values()))
@@ -272,39 +252,26 @@ def _time_line(stage_s: dict[str, float], flow_s: float) -> str:
     return f"time in the flow {flow_s / 60:.1f} min: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in parts)
 
 
-def _pick_lines(result: dict) -> list[str]:
-    rows = [f"{r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
-            f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}" for r in result["evaluation"]]
-    return [f"{'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}", *rows,
-            f"chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
-            f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}"]
-
-
 def _validate(args, settings) -> int:
     from dreamops.tasks.config import resolve_config
     from dreamops.tasks.dataset import find_path
-    from dreamops.tasks.gate import validate_data
 
-    _check_agent(args.agent)
+    fam = family(args.agent)
     cfg = resolve_config(args.profile, agent=args.agent)
     path = find_path(settings.datasets, args.dataset)
     docs = settings.resolved_home / "data_docs" / path.name
-    if args.agent == "pick-vla":  # the gate train_pick runs, so exit 0 means its training can read the data
-        from dreamops.tasks.pick_data import validate_demos
-
-        report = validate_demos(path, cfg.gate.data, docs)
-    else:
-        report = validate_data(path, cfg.gate, cfg.collect.action_repeat, docs)
+    # the gate the family's train flow runs, so exit 0 means its training can read the data
+    report = fam.load("data_gate")(path, cfg, docs)
     print(report.summary())
     if report.data_docs:
         print(f"  Data Docs: {report.data_docs}")
     return 0 if report.passed else 1
 
 
-def _load_version(agent: str, ref: str, settings):
+def _load_version(agent: str, ref: str, settings, command: str):
     from dreamops.registry import store
 
-    _check_agent(agent, supported=("carracing-vmc",))
+    family(agent).require(command)
     store.configure(settings)
     return store.load_bundle(agent, ref)  # checks the weights against their registered hashes
 
@@ -314,13 +281,14 @@ def _evaluate(args, settings) -> int:
     from dreamops.tasks.evaluate import baseline_factory, evaluate
     from dreamops.tasks.failures import analyze_failures
 
+    family(args.agent).require("evaluate")
     if args.episodes < 1 or args.max_steps < 1:
         raise ValueError("--episodes and --max-steps must be positive")
     seeds = list(range(args.seed, args.seed + args.episodes))
     if args.baseline:
         name, factory = args.baseline, baseline_factory(args.baseline)
     else:
-        mv, _, path = _load_version(args.agent, args.model, settings)
+        mv, _, path = _load_version(args.agent, args.model, settings, "evaluate")
         name, factory = f"{args.agent} v{mv.version}", BundlePolicyFactory(str(path))
     report = evaluate(factory, name, seeds, args.max_steps, settings.n_workers, ray_address=settings.ray_address)
     summary = report.summary()
@@ -350,7 +318,7 @@ def _drift_eval(args, settings) -> int:
     config = DriftEvalConfig(args.baseline_episodes, args.window, args.holdout_windows, args.shifted_windows,
                              args.scenario, args.max_steps, min_reward=args.min_reward,
                              required_signals=args.required, workers=args.workers)
-    mv, _, path = _load_version(args.agent, args.model, settings)
+    mv, _, path = _load_version(args.agent, args.model, settings, "drift_eval")
     reference = np.load(store.download_version_artifact(args.agent, str(mv.version), "reference_latents.npy"))
     # keyed by the weights' hash: a version number alone names different models in different stores
     weights = "".join(mv.tags.get(f"weights.{c}", str(mv.version))[:6] for c in ("vae", "mdnrnn", "controller"))
@@ -370,7 +338,7 @@ def _profile(args, settings) -> int:
 
     if args.iterations < 10:
         raise ValueError("--iterations must be >= 10")
-    mv, bundle, _ = _load_version(args.agent, args.model, settings)
+    mv, bundle, _ = _load_version(args.agent, args.model, settings, "profile")
     report = profile_latency(bundle, args.iterations)
     print(f"{args.agent} v{mv.version}, one CPU thread, {args.iterations} iterations")
     for part, stats in report.items():
@@ -402,7 +370,7 @@ def _api(args, settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     workers = args.workers or settings.api_worker_count
     if workers > 1:
-        from dreamops.api.db import session_factory
+        from dreamops.db import session_factory
         from dreamops.sql import is_sqlite
 
         # migrate once, here: workers starting together on a fresh database would race on it
@@ -429,7 +397,7 @@ def _serve(args, settings) -> int:
 def _fleet(args, settings) -> int:
     import logging
 
-    from dreamops.sim.fleet import config_from_args, run_fleet
+    from dreamops.fleet.simulator import config_from_args, run_fleet
 
     config = config_from_args(args, settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -450,7 +418,7 @@ def _up(args, settings) -> int:
 
 def _token(args, settings) -> int:
     from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
 
     settings.resolved_home.mkdir(parents=True, exist_ok=True)
     with session_factory(settings.sql_url)() as session:

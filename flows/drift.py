@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from prefect.events import emit_event
 
 from dreamops import generation
-from dreamops.api.db import DriftIncident, session_factory, utcnow
+from dreamops.db import DriftIncident, session_factory, utcnow
 from dreamops.registry import store
 from dreamops.settings import get_settings
 from dreamops.tasks.drift import DriftWindow, Judgement, check

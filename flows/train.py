@@ -17,6 +17,7 @@ from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle, module_hash
 from dreamops.registry import store
 from dreamops.registry.promotion import Promotions
@@ -26,7 +27,7 @@ from dreamops.storage import open_store
 from dreamops.settings import get_settings
 from dreamops.tasks import plots
 from dreamops.tasks.collect import collect, collect_round
-from dreamops.tasks.config import check_agent, resolve_config
+from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.device import Compute
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
@@ -61,23 +62,31 @@ profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 
 
 @flow(name="train")
-def train(agent: str = "carracing-vmc", profile: str = "quick", overrides: dict | None = None,
+def train(agent: str = DEFAULT_FAMILY, profile: str = "quick", overrides: dict | None = None,
           warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True,
           parent: str | None = None, data_window_hours: float | None = None) -> dict:
-    """Train, evaluate and register one version. `dataset` (a hash, prefix or path) trains on an
-    existing dataset instead of collecting one. `parent` (a version number, semver or alias)
-    warm-starts V, M and C from that version's weights and is recorded in the lineage.
-    `data_window_hours` adds the warehouse's fleet episodes uploaded in that window to the data."""
-    check_agent(agent)
-    if agent == "pick-vla":
-        if parent is not None or data_window_hours:
-            raise ValueError("pick-vla trains on fresh demonstrations: --parent and data_window_hours are "
-                             "carracing-vmc only for now")
-        from dreamops.flows.train_pick import train_pick
+    """Train, evaluate and register one version of the agent family `agent` (dreamops.families).
+    `dataset` (a hash, prefix or path) trains on an existing dataset instead of collecting one.
+    `parent` (a version number, semver or alias) warm-starts from that version's weights and is
+    recorded in the lineage. `data_window_hours` adds the warehouse's fleet episodes uploaded in
+    that window to the data. The family's own train function does the wiring."""
+    fam = family(agent)
+    fam.check_profile(profile)
+    extras = {}
+    if parent is not None:
+        fam.require("warm_start")
+        extras["parent"] = parent
+    if data_window_hours:
+        fam.require("fleet_data")
+        extras["data_window_hours"] = data_window_hours
+    return fam.load("train_flow")(fam.name, profile, overrides, warehouse_id, dataset, show_progress, **extras)
 
-        return train_pick(profile, overrides, warehouse_id, dataset, show_progress)
+
+def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
+              show_progress: bool, parent: str | None = None, data_window_hours: float | None = None) -> dict:
+    """V -> M -> C in the dream, in rounds of on-policy data; evaluated in the real CarRacing."""
     settings = get_settings()
-    cfg = resolve_config(profile, overrides)
+    cfg = resolve_config(profile, overrides, agent=agent)
     cfg.warehouse_id = warehouse_id
     if cfg.vae.epochs == 0 and parent is None:
         raise ValueError("vae.epochs=0 reuses a parent's V: name the parent version with --parent")
@@ -403,3 +412,17 @@ def _summary_markdown(agent, profile, registered, data, evals, latency, history,
             f"Full V-M-C step on 1 thread: p50 {latency['full_step']['p50_ms']:.2f} ms, "
             f"p99 {latency['full_step']['p99_ms']:.2f} ms\n\n"
             f"Failures: {failures['counts']}\n\n| gate | result |\n|---|---|\n{gate_rows}\n")
+
+
+def summary_lines(result: dict) -> list[str]:
+    """What `dreamops train` prints about a registered version, under its URI."""
+    baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
+    return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
+            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms",
+            f"real frames in the training data: {result['real_frames']:,} over {max(1, len(result['rounds']))} "
+            "round(s)" + "".join(f"\n    round {p['round']}: validation {p['real_return']:.1f} ({p['eval_episodes']} "
+                                 f"episodes), dream {p['dream_return']:.1f}, {p['real_frames']:,} frames"
+                                 + ("" if p["kept"] else f", below round {p['champion_round']}")
+                                 for p in result["rounds"])
+            + (f"\n    shipped: round {result['shipped_round']}; validation episodes played "
+               f"{result['validation_frames']:,} more real frames" if result["rounds"] else "")]

@@ -17,6 +17,7 @@ from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from dreamops.flows.train import _round_run, gated_dataset, register_version
 from dreamops.registry import store
 from dreamops.registry.pyfunc import PickVLAPyfuncModel
 from dreamops.registry.semver import Fingerprint
@@ -46,11 +47,9 @@ collect_dagger_task = task(collect_dagger_round, name="collect_round", retries=2
 SETS = ("seen", "novel")
 
 
-def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
+def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
                show_progress: bool) -> dict:
-    from dreamops.flows.train import _round_run, gated_dataset, register_version
-
-    agent = "pick-vla"
+    """Demonstrations (and DAgger rounds) -> encoder + RSSM + flow head; evaluated in the real cell."""
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
     cfg.warehouse_id = warehouse_id
@@ -96,8 +95,8 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                 model, train_report = train_pick_task(data, train_ids, holdout_ids, train_cfg, cfg.model,
                                                       cfg.seed + k, store.MetricLogger(), show_progress,
                                                       compute=compute, init=model,
-                                                      desc=f"train pick-vla round {k}" if cfg.rounds > 1
-                                                      else "train pick-vla", step_offset=steps_so_far)
+                                                      desc=f"train {agent} round {k}" if cfg.rounds > 1
+                                                      else f"train {agent}", step_offset=steps_so_far)
                 steps_so_far += train_cfg.steps
                 curve.append({"round": k, "episodes": int(data.n_episodes), "frames": int(data.n_frames),
                               "labelled_frames": int(train_report["train/labelled_frames"]),
@@ -105,15 +104,15 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                               "holdout_flow_loss": float(train_report.get("holdout/flow/loss", float("nan")))})
         factory = PickPolicyFactory.from_model(model)
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
-        policies = {"pick-vla": factory}
+        policies = {agent: factory}
         if cfg.eval.planner:
-            policies["pick-vla-cem"] = PickPolicyFactory.from_model(model, planner={})  # MLflow names: no "+"
+            policies[f"{agent}-cem"] = PickPolicyFactory.from_model(model, planner={})  # MLflow names: no "+"
         if cfg.eval.compare_baselines:
             policies |= {"expert": ScriptedFactory("target"), "no_language": ScriptedFactory("random")}
         evals = {(name, s): evaluate_pick_task(f, name, seeds, s, cfg.eval.max_steps, workers, show_progress, ray)
                  for name, f in policies.items() for s in SETS}
         latency = profile_chunk_task(model, cfg.eval.latency_iterations)
-        ours = {s: evals[("pick-vla", s)] for s in SETS}
+        ours = {s: evals[(agent, s)] for s in SETS}
         candidate = {"seen_success": ours["seen"].success_rate, "novel_success": ours["novel"].success_rate,
                      "collision_rate": (ours["seen"].collision_rate + ours["novel"].collision_rate) / 2,
                      "chunk_latency_p99_ms": latency["chunk"]["p99_ms"],
@@ -146,7 +145,7 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
             model.component_hashes(), gates,
             {"eval.seen_success": f"{candidate['seen_success']:.3f}",
              "eval.novel_success": f"{candidate['novel_success']:.3f}"}, ["pybullet"], None)
-        summary = _summary_markdown(registered.uri, profile, data, table, latency, gates)
+        summary = _summary_markdown(agent, registered.uri, profile, data, table, latency, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{k: v for k, v in row.items() if k != "failures"} for row in table],
                               key="train-evaluation")
@@ -159,14 +158,23 @@ def train_pick(profile: str, overrides: dict | None, warehouse_id: str, dataset:
                 "failed_gates": [g.name for g in gates if not g.passed], "rounds": curve if cfg.rounds > 1 else None}
 
 
-def _summary_markdown(uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:
+def _summary_markdown(agent: str, uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:
     rows = "\n".join(f"| {r['policy']} | {r['object_set']} | {r['success_rate']:.0%} | {r['collision_rate']:.0%} | "
                      f"{r['cycle_time_s']:.2f} | {r['jerk']:.3f} | "
                      f"{', '.join(f'{k} {v}' for k, v in r['failures'].items() if v) or '-'} |" for r in table)
     gate_rows = "\n".join(f"| {g.name} | {g.tag} |" for g in gates)
-    return (f"# pick-vla ({profile}) -> {uri}\n\n"
+    return (f"# {agent} ({profile}) -> {uri}\n\n"
             f"Data: `{data.hash[:16]}` ({data.n_episodes} demonstrations, {data.n_frames} frames)\n\n"
             f"| policy | objects | success | collisions | cycle time (s) | jerk | failures |\n"
             f"|---|---|---|---|---|---|---|\n{rows}\n\n"
             f"Chunk generation on 1 thread: p50 {latency['chunk']['p50_ms']:.2f} ms, "
             f"p99 {latency['chunk']['p99_ms']:.2f} ms\n\n| gate | result |\n|---|---|\n{gate_rows}\n")
+
+
+def summary_lines(result: dict) -> list[str]:
+    """What `dreamops train` prints about a registered version, under its URI."""
+    rows = [f"{r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
+            f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}" for r in result["evaluation"]]
+    return [f"{'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}", *rows,
+            f"chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
+            f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}"]

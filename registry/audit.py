@@ -18,29 +18,9 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from dreamops import generation
+from dreamops.db import alias_moves, webhook_deliveries
+from dreamops.db import audit_metadata as metadata
 from dreamops.sql import lock_promotions, make_engine
-
-metadata = sa.MetaData()
-
-alias_moves = sa.Table(
-    "dreamops_alias_moves", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(256), nullable=False, index=True),
-    sa.Column("alias", sa.String(64), nullable=False),
-    sa.Column("from_version", sa.String(32)),
-    sa.Column("to_version", sa.String(32)),  # NULL: the alias was removed
-    sa.Column("actor", sa.String(256), nullable=False),
-    sa.Column("source", sa.String(32), nullable=False),  # cli | api | flow | webhook | reconciler
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("outcome", sa.String(16), nullable=False),  # applied | refused | reverted
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-)
-
-webhook_deliveries = sa.Table(
-    "dreamops_webhook_deliveries", metadata,
-    sa.Column("delivery_id", sa.String(64), primary_key=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-)
 
 OUTCOMES = ("applied", "refused", "reverted")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.validation.data_gate import DataGateThresholds
 from dreamops.validation.model_gates import ModelGateThresholds
 
@@ -423,27 +424,13 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-AGENTS = ("carracing-vmc", "pick-vla")
-
-
-def check_agent(agent: str) -> None:
-    if agent not in AGENTS:
-        raise ValueError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
-
-
-def resolve_config(profile: str, overrides: dict[str, Any] | None = None, agent: str = "carracing-vmc") -> Any:
+def resolve_config(profile: str, overrides: dict[str, Any] | None = None, agent: str = DEFAULT_FAMILY) -> Any:
     """The agent family's default config + the profile's overlay + explicit overrides (dotted keys),
-    validated. -> CarRacingConfig or PickVLAConfig."""
-    check_agent(agent)
-    if agent == "pick-vla":
-        from dreamops.tasks.pick_config import PICK_PROFILES, PickVLAConfig
-
-        family_profiles, make = PICK_PROFILES, PickVLAConfig
-    else:
-        family_profiles, make = PROFILES, CarRacingConfig
-    if profile not in family_profiles:
-        raise ValueError(f"unknown profile {profile!r} for {agent}; choose one of {', '.join(family_profiles)}")
-    cfg, overlay = make(profile=profile), family_profiles[profile]
+    validated. -> the family's RunConfig (dreamops.families names its class and profile table)."""
+    fam = family(agent)
+    fam.check_profile(profile)
+    make, overlay = fam.load("config"), fam.load("profile_table")[profile]
+    cfg = make(profile=profile)
     for key, value in {**overlay, **(overrides or {})}.items():
         _set_dotted(cfg, key, value)
     return cfg.validate()

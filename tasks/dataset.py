@@ -27,12 +27,9 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from dreamops.shards import DatasetIntegrityError, arrays_hash, info_problem, read_info, read_shard
+from dreamops.shards import SHARD_ARRAYS, DatasetIntegrityError, arrays_hash, info_problem, read_info, read_shard
 from dreamops.shards import dataset_hash as compute_dataset_hash
 from dreamops.storage import ObjectStore
-
-SHARD_ARRAYS = ("obs", "actions", "rewards", "dones")
-
 
 class DatasetNotFoundError(LookupError):
     pass

@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 import torch
 
-from dreamops.api.db import TelemetryEpisode, session_factory
+from dreamops.db import TelemetryEpisode, session_factory
 from dreamops.validation.drift.mmd import mmd_test
 from dreamops.validation.drift.report import evidently_report
 from dreamops.validation.drift.signals import (DriftDecision, SignalResult, decide, mmd_signal, performance_signal,

@@ -15,7 +15,7 @@ import torch
 
 from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
 from dreamops.sim.carracing import CarRacing
-from dreamops.sim.fleet import play_and_measure
+from dreamops.tasks.robot_episode import play_and_measure
 from dreamops.tasks.drift import judge
 from dreamops.tasks.parallel import map_jobs
 
@@ -61,8 +61,8 @@ def _play(job: tuple[str, int]) -> dict:
     bundle, envs, max_steps, latent_sample = _worker
     env = envs.setdefault(scenario, CarRacing(max_steps=max_steps, scenario=scenario))
     run = play_and_measure(env, bundle.policy(), bundle.vae, seed, latent_sample)
-    return {"seed": seed, "scenario": scenario, "reward": run.report.reward, "residual": run.report.residual,
-            "collisions": run.report.collisions, "latents": run.latents.tolist()}
+    return {"seed": seed, "scenario": scenario, "reward": run.measures.reward, "residual": run.measures.residual,
+            "collisions": run.measures.collisions, "latents": run.latents.tolist()}
 
 
 class TelemetryCache:

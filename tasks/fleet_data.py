@@ -14,10 +14,8 @@ does not block every retrain; the gate still judges the joined dataset.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-import re
 import shutil
 import time
 import uuid
@@ -25,33 +23,14 @@ import uuid
 import numpy as np
 import pandas as pd
 
+from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import ObjectStore
 from dreamops.tasks import dataset as ds
+from dreamops.uploads import upload_problem
 from dreamops.validation.data_gate import DataGateThresholds, frame_summaries
 
 
 log = logging.getLogger("dreamops.fleet_data")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def upload_key(warehouse_id: str, robot_id: str, version: str, body: bytes, now: float | None = None) -> str:
-    """Where the API stores an upload: its time (ms, for the window), robot, version and the sha256
-    of its bytes (what every read verifies)."""
-    stamp = int((time.time() if now is None else now) * 1000)
-    return f"uploads/{warehouse_id}/{stamp}-{robot_id}-{version}-{hashlib.sha256(body).hexdigest()}.npz"
-
-
-def upload_problem(key: str, body: bytes) -> str | None:
-    """Why these bytes are not the upload `key` names (None: they are)."""
-    digest = key.rsplit("/", 1)[-1].removesuffix(".npz").rsplit("-", 1)[-1]
-    if not _DIGEST.fullmatch(digest):
-        return "no content hash in its key (not stored by the API's upload route)"
-    actual = hashlib.sha256(body).hexdigest()
-    if actual != digest:
-        return f"content hash {actual[:12]}... differs from the {digest[:12]}... it was uploaded with (changed since)"
-    return None
-
-
 def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None) -> list[str]:
     """Upload keys of a warehouse from the last `hours` (by the upload time in the key)."""
     since_ms = ((now or time.time()) - hours * 3600) * 1000
@@ -100,7 +79,7 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
         if why is None:
             try:
                 with np.load(io.BytesIO(body), allow_pickle=False) as npz:
-                    arrays = fold({name: npz[name] for name in ds.SHARD_ARRAYS}, action_repeat)
+                    arrays = fold({name: npz[name] for name in SHARD_ARRAYS}, action_repeat)
             except Exception as exc:  # verified but unusable (the API checks shapes; older uploads may differ)
                 why = f"unreadable ({exc.__class__.__name__}: {exc})"
             else:

@@ -20,6 +20,11 @@ def validate_data(path: Path, cfg: GateConfig, action_repeat: int, docs_dir: Pat
     return run_data_gate(path, replace(cfg.data, skip_start_steps=zoom_steps(action_repeat)), docs_dir)
 
 
+def validate_dataset(path: Path, cfg, docs_dir: Path | None = None) -> DataGateReport:
+    """The family's data gate (dreamops.families) for a CarRacingConfig run: `dreamops validate`."""
+    return validate_data(path, cfg.gate, cfg.collect.action_repeat, docs_dir)
+
+
 def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], action_repeat: int) -> dict | None:
     """Production's V and M measured on this run's held-out episodes (None if nothing is in production)."""
     if store.find_alias(model_name, "production") is None:

@@ -121,3 +121,8 @@ def validate_demos(path: Path, thresholds: DataGateThresholds, docs_dir: Path | 
     instruction, depth within the camera's range)."""
     return run_data_gate(path, thresholds, docs_dir, schema=PICK_SCHEMA)
 
+
+def validate_dataset(path: Path, cfg, docs_dir: Path | None = None) -> DataGateReport:
+    """The family's data gate (dreamops.families) for a PickVLAConfig run: `dreamops validate`."""
+    return validate_demos(path, cfg.gate.data, docs_dir)
+

@@ -21,7 +21,7 @@ import yaml
 
 from dreamops.flows.cli import _parser
 from dreamops.settings import Settings
-from dreamops.sim.fleet import TOKEN_ENV
+from dreamops.fleet.simulator import TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

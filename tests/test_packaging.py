@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = {"yaml": "pyyaml", "PIL": "pillow", "pydantic_settings": "pydantic-settings", "gymnasium": "gymnasium",
                  "great_expectations": "great-expectations", "psycopg": "psycopg", "sklearn": "scikit-learn",
                  "pybullet_data": "pybullet"}
-PACKAGES = ("api", "registry", "tasks", "flows", "models", "sim", "validation", "dreamops")
+PACKAGES = ("api", "registry", "tasks", "flows", "fleet", "models", "sim", "validation", "dreamops")
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_the_wheel_carries_the_migrations_and_declares_what_dreamops_imports(whe
         names = set(z.namelist())
         (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
         requires = Parser().parsestr(z.read(metadata).decode()).get_all("Requires-Dist") or []
-    assert {"dreamops/api/migrations/env.py", "dreamops/api/migrations/script.py.mako",
-            "dreamops/api/migrations/versions/0001_api_tables.py",
+    assert {"dreamops/migrations/env.py", "dreamops/migrations/script.py.mako",
+            "dreamops/migrations/versions/0001_api_tables.py",
             "dreamops/api/ui/dashboard.html"} <= names  # the rollout dashboard the API serves at /ui
     declared = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
                 for r in requires if "extra ==" not in r}
@@ -72,7 +72,7 @@ def test_the_api_migrates_and_serves_openapi_from_the_wheel_alone(wheel, tmp_pat
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
     script = (
-        "import dreamops.api.db as db, sys\n"
+        "import dreamops.db as db, sys\n"
         "assert db.__file__.startswith(sys.argv[1]), db.__file__\n"
         "from fastapi.testclient import TestClient\n"
         "from dreamops.api.main import create_app\n"

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from dreamops.api import canary
 from dreamops.api.auth import Principal
-from dreamops.api.db import Deployment
+from dreamops.db import Deployment
 from dreamops.api.deps import allowed, db, promotions
 from dreamops.api.schemas import (ID_PATTERN, DeploymentId, DeploymentOut, DeployRequest, ModelName,
                                    RollbackRequest, VersionPath)

@@ -13,13 +13,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from dreamops.api import cache, canary
 from dreamops.api.auth import Principal
-from dreamops.api.db import Deployment, TelemetryEpisode, session_factory
 from dreamops.api.deps import allowed, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
+from dreamops.db import Deployment, TelemetryEpisode, session_factory
 from dreamops.settings import Settings, get_settings
+from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import open_store
-from dreamops.tasks.dataset import SHARD_ARRAYS
-from dreamops.tasks.fleet_data import upload_key
+from dreamops.uploads import upload_key
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 ID = r"^[A-Za-z0-9_.-]{1,64}$"

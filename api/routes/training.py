@@ -6,10 +6,10 @@ from sqlalchemy.orm import Session
 
 from dreamops.api import training
 from dreamops.api.auth import Principal
-from dreamops.api.db import TrainingJob
+from dreamops.db import TrainingJob
 from dreamops.api.deps import allowed, db
 from dreamops.api.schemas import NO_NUL, JobId, TrainingJobOut, TrainingTrigger
-from dreamops.tasks.config import AGENTS, resolve_config
+from dreamops.families import family
 
 router = APIRouter(prefix="/training", tags=["training"])
 
@@ -21,13 +21,11 @@ def trigger(body: TrainingTrigger, response: Response, idempotency_key: str | No
             who: Principal = Depends(allowed("train")), session: Session = Depends(db)) -> TrainingJobOut:
     """Start the train flow for a warehouse and return at once (status `queued`). While a job for the
     warehouse is still queued or running, or for a repeated Idempotency-Key, the existing job is returned."""
-    if body.agent not in AGENTS:
-        raise HTTPException(422, f"unknown agent {body.agent!r}; choose one of {', '.join(AGENTS)}")
-    if body.agent == "pick-vla" and body.data_window_hours:
-        raise HTTPException(422, "data_window_hours (fleet episodes) is carracing-vmc only; pick-vla trains on "
-                                 "fresh demonstrations")
-    try:
-        resolve_config(body.profile, agent=body.agent)  # the family's own profiles
+    try:  # the family's own profiles and capabilities (dreamops.families): no training code imported here
+        fam = family(body.agent)
+        fam.check_profile(body.profile)
+        if body.data_window_hours:
+            fam.require("fleet_data")
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     job, created = training.trigger(session, body.warehouse_id, body.agent, body.profile, body.data_window_hours,

@@ -52,7 +52,7 @@ WEBHOOK_SECRET = "api-test-secret"
 def configure_api(api_db: str, monkeypatch) -> dict[str, str]:
     """Settings for an API on `api_db` (migrated), MLflow configured; returns a token per role."""
     from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
     from dreamops.registry import store
     from dreamops.settings import get_settings
 

@@ -145,7 +145,7 @@ def test_drift_fallback_starts_and_ends_with_the_incident(cached, registry, api_
     """A drift incident (written as the drift flow writes it) sends the warehouse to last-known-good;
     production moving on closes it, and the next lookup sees both at once."""
     from dreamops import generation
-    from dreamops.api.db import DriftIncident, session_factory
+    from dreamops.db import DriftIncident, session_factory
 
     api, (promotions, _) = cached, registry
     v1, v2, v3 = add_version(), add_version(), add_version()
@@ -166,7 +166,7 @@ def test_drift_fallback_starts_and_ends_with_the_incident(cached, registry, api_
 
 
 def test_a_telemetry_batch_stores_every_episode_in_one_insert(cached, registry, api_db):
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
 
     api, (promotions, _) = cached, registry
     v1, v2 = add_version(), add_version()

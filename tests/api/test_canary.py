@@ -268,7 +268,7 @@ def test_the_judges_figures_from_sql_aggregates_equal_numpy_and_scipy_on_the_epi
     from scipy import stats
 
     from dreamops.api import canary
-    from dreamops.api.db import Deployment, TelemetryEpisode, session_factory
+    from dreamops.db import Deployment, TelemetryEpisode, session_factory
 
     rng = np.random.default_rng(7)
     now = datetime.now(timezone.utc)

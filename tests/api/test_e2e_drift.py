@@ -24,7 +24,7 @@ def drift_stack(stack):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
     from dreamops.flows.cli import main
     from dreamops.registry import store
     from dreamops.settings import get_settings

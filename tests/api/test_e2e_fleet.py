@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from dreamops.flows.cli import main
-from dreamops.sim.fleet import FleetConfig, run_fleet
+from dreamops.fleet.simulator import FleetConfig, run_fleet
 
 pytestmark = pytest.mark.e2e
 WH = "WH-E2E"
@@ -22,7 +22,7 @@ WH = "WH-E2E"
 def e2e(stack):
     """Tokens for an engineer and the robots, and the stack's settings in this process."""
     from dreamops.api.auth import create_token
-    from dreamops.api.db import session_factory
+    from dreamops.db import session_factory
     from dreamops.settings import get_settings
 
     saved = dict(os.environ)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import uvicorn
 
-from dreamops.sim.fleet import ApiError, FleetConfig, RobotApi, run_fleet
+from dreamops.fleet.simulator import ApiError, FleetConfig, RobotApi, run_fleet
 from tests.registry.conftest import MODEL, PASSED_GATES
 from tests.stack import free_port
 

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from dreamops.api.db import MIGRATIONS, upgrade
+from dreamops.db import MIGRATIONS, upgrade
 
 
 def _config(url: str) -> Config:

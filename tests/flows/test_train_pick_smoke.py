@@ -58,11 +58,11 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
 
 def test_pick_vla_refuses_options_it_does_not_support(prefect_server, dreamops_home, capsys):
     assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--parent", "1"]) == 2
-    assert "carracing-vmc only" in capsys.readouterr().err
+    assert "--parent (a warm start from a registered version) is not available for pick-vla yet" in capsys.readouterr().err
     assert main(["train", "--agent", "pick-vla", "--set", "model.execute=32"]) == 2
     assert "model.execute" in capsys.readouterr().err
     assert main(["evaluate", "--agent", "pick-vla", "--model", "1"]) == 2
-    assert "supports carracing-vmc only" in capsys.readouterr().err
+    assert "`dreamops evaluate` of a registered version is not available for pick-vla yet" in capsys.readouterr().err
 
 
 def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curve(prefect_server, dreamops_home,

@@ -66,7 +66,7 @@ def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
 def test_telemetry_reads_the_window_in_time_order_and_at_most_the_latest_episodes(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from dreamops.api.db import TelemetryEpisode, session_factory
+    from dreamops.db import TelemetryEpisode, session_factory
     from dreamops.tasks.drift import telemetry
 
     url = f"sqlite:///{tmp_path / 'dreamops.db'}"

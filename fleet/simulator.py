@@ -7,14 +7,12 @@ The CLI wires this up with `add_fleet_arguments` and `config_from_args`, then ca
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from urllib.parse import quote
 
 import httpx
@@ -26,10 +24,8 @@ from dreamops.models.bundle import VMCBundle
 from dreamops.models.vae import VAE
 from dreamops.settings import Settings
 from dreamops.sim.carracing import SCENARIOS, CarRacing
-from dreamops.sim.rollout import Episode, Policy, play_episode
-from dreamops.tasks.dataset import SHARD_ARRAYS
-from dreamops.tasks.evaluate import count_off_track_events
-from dreamops.tasks.train_mdnrnn import ZOOM_FRAMES
+from dreamops.sim.rollout import Policy
+from dreamops.tasks.robot_episode import encode_episode, play_and_measure
 
 log = logging.getLogger("dreamops.fleet")
 
@@ -176,71 +172,6 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> FleetConfi
         mlflow_tracking_uri=settings.mlflow_tracking_uri, mlflow_registry_uri=settings.mlflow_registry_uri)
 
 
-# --- one episode, measured (no network) ---
-
-class _Timed:
-    """Times every act() of the policy it wraps, in this thread's CPU time: a real robot has its own
-    CPU, while simulated robots share a few cores and one GIL, and wall-clock time would count the
-    other robots' physics as this robot's inference latency (measured: p99 spikes to 650 ms with 4
-    robot threads next to a training run on 2 cores)."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-        self.seconds: list[float] = []
-
-    def reset(self, seed: int) -> None:
-        self.policy.reset(seed)
-        self.seconds.clear()
-
-    def act(self, frame: np.ndarray) -> np.ndarray:
-        start = time.thread_time()
-        action = self.policy.act(frame)
-        self.seconds.append(time.thread_time() - start)
-        return action
-
-    def diagnostics(self) -> dict:
-        return _diagnostics(self.policy)
-
-
-@dataclass
-class MeasuredEpisode:
-    episode: Episode
-    report: EpisodeReport
-    latents: np.ndarray  # float32 [<= latent_sample, Z]: V's means of frames spread over the episode
-
-
-def sample_latents(vae: VAE, obs: np.ndarray, n: int) -> np.ndarray:
-    idx = np.unique(np.linspace(0, len(obs) - 1, min(n, len(obs))).round().astype(int))
-    return vae.encode(torch.from_numpy(obs[idx])).numpy().astype(np.float32)
-
-
-def play_and_measure(env: CarRacing, policy: Policy, vae: VAE, seed: int, latent_sample: int) -> MeasuredEpisode:
-    """Play one episode; report its reward, collisions (off-track events), per-decision latency and a
-    sample of latents."""
-    timed = _Timed(policy)
-    episode = play_episode(env, timed, seed, keep_frames=True)
-    # between decisions the policy only repeats its action: those calls say nothing about latency
-    decisions = np.asarray(timed.seconds[::getattr(policy, "action_repeat", 1)]) * 1000.0
-    p50, p99 = np.percentile(decisions, [50, 99])
-    # M's residual after the zoom-in: the opening frames are the same black-to-track zoom in every
-    # episode and M was not trained to predict them well, which would swamp the per-episode mean
-    residuals = np.asarray(episode.extras.get("residual", []), float)[ZOOM_FRAMES:]
-    residual = float(np.nanmean(residuals)) if np.isfinite(residuals).any() else None
-    report = EpisodeReport(seed=seed, reward=episode.total_reward, collisions=count_off_track_events(episode.on_track),
-                           steps=episode.length, latency_p50_ms=float(p50), latency_p99_ms=float(p99),
-                           residual=residual, ended_at=datetime.now(timezone.utc))
-    return MeasuredEpisode(episode, report, sample_latents(vae, episode.obs, latent_sample))
-
-
-def encode_episode(episode: Episode) -> bytes:
-    """The upload body: one compressed .npz holding exactly the dataset shard arrays."""
-    if episode.obs.shape[0] != episode.length:
-        raise ValueError(f"episode has {episode.obs.shape[0]} frames for {episode.length} steps; keep the frames")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: getattr(episode, name) for name in SHARD_ARRAYS})
-    return buffer.getvalue()
-
-
 # --- the API, as a robot sees it ---
 
 class ApiError(RuntimeError):
@@ -376,10 +307,10 @@ class Robot:
         run = play_and_measure(self.env, policy, vae, seed, cfg.latent_sample)
         ack = self.api.telemetry(self.robot_id, TelemetryBatch(
             warehouse_id=cfg.warehouse_id, version=assignment.version, deployment_id=assignment.deployment_id,
-            episodes=[run.report], latents=run.latents.tolist()))
+            episodes=[EpisodeReport(**run.measures.fields())], latents=run.latents.tolist()))
         if cfg.upload_episodes:
             self.api.upload_episode(self.robot_id, cfg.warehouse_id, assignment.version, encode_episode(run.episode))
-        r = run.report
+        r = run.measures
         log.info("%s version %s reward %.1f collisions %d p99 %.2f ms", self.robot_id, assignment.version,
                  r.reward, r.collisions, r.latency_p99_ms)
         return EpisodeResult(self.robot_id, assignment.version, seed, r.reward, r.collisions, r.latency_p99_ms,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from dreamops.api.db import Base
+from dreamops.db import Base
 from dreamops.sql import make_engine
 
 VERSION_TABLE = "dreamops_alembic_version"  # MLflow keeps its own `alembic_version`

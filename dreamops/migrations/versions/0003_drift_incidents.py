@@ -6,7 +6,7 @@ Create Date: 2026-11-21 16:28:53.999325
 """
 from alembic import op
 import sqlalchemy as sa
-import dreamops.api.db
+import dreamops.db
 
 
 revision = '0003'
@@ -23,8 +23,8 @@ def upgrade() -> None:
     sa.Column('version', sa.String(length=16), nullable=False),
     sa.Column('fallback_version', sa.String(length=16), nullable=True),
     sa.Column('signals', sa.JSON(), nullable=False),
-    sa.Column('detected_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('detected_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', dreamops.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('resolution', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from dreamops.fleet.simulator import (ApiError, BrokenController, RobotApi, add_fleet_arguments, config_from_args,
+                                      parse_fault_spec, parse_faults, with_fault)
 from dreamops.models.bundle import Architecture, VMCBundle
 from dreamops.settings import Settings
+from dreamops.shards import SHARD_ARRAYS
 from dreamops.sim.carracing import CarRacing
-from dreamops.sim.fleet import (ApiError, BrokenController, RobotApi, add_fleet_arguments,
-                                config_from_args, encode_episode, parse_fault_spec, parse_faults,
-                                play_and_measure, with_fault)
-from dreamops.tasks.dataset import SHARD_ARRAYS
 from dreamops.tasks.evaluate import count_off_track_events
+from dreamops.tasks.robot_episode import encode_episode, play_and_measure
 
 MODEL = "carracing-vmc"
 TOKEN = "robot-token"
@@ -31,7 +31,7 @@ def test_play_and_measure_reports_reward_latency_and_latents(bundle):
     env = CarRacing(max_steps=60)
     run = play_and_measure(env, bundle.policy(), bundle.vae, seed=3, latent_sample=8)
     env.close()
-    r = run.report
+    r = run.measures
     assert np.isfinite(r.reward) and r.reward == pytest.approx(run.episode.total_reward)
     assert r.steps == run.episode.length == 60 and r.seed == 3
     assert r.collisions == count_off_track_events(run.episode.on_track)
@@ -51,10 +51,10 @@ def test_broken_controller_leaves_the_track_while_the_model_is_still_on_it(bundl
     broken = play_and_measure(env, with_fault(bundle.policy(), "broken_controller"), bundle.vae, seed=7,
                               latent_sample=0)
     env.close()
-    assert plain.report.collisions == 0
-    assert broken.report.collisions >= 1
+    assert plain.measures.collisions == 0
+    assert broken.measures.collisions >= 1
     assert np.all(broken.episode.actions == BrokenController.ACTION)
-    assert broken.report.latency_p50_ms > 0  # the real model still ran
+    assert broken.measures.latency_p50_ms > 0  # the real model still ran
     assert broken.latents.shape == (0, 32)
 
 
@@ -151,7 +151,7 @@ def test_a_robot_retries_a_failed_episode_on_a_fresh_simulator():
     robot drops it, so its next episode does not fail the same way for ever."""
     import threading
 
-    from dreamops.sim.fleet import FleetConfig, Robot
+    from dreamops.fleet.simulator import FleetConfig, Robot
 
     with socket.socket() as s:  # a port nobody listens on: the episode fails at its first request
         s.bind(("127.0.0.1", 0))

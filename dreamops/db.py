@@ -1,6 +1,10 @@
-"""The API's own tables (SQLAlchemy 2, migrated by Alembic): tokens, training jobs, robots,
-deployments, telemetry, and an audit trail of API actions. SQLite by default, PostgreSQL in
-production; the same database as the registry's alias audit log (`DREAMOPS_DATABASE_URL`)."""
+"""The operational tables (SQLAlchemy 2): tokens, training jobs, robots, deployments, telemetry,
+drift incidents and an audit trail of API actions, migrated by Alembic (dreamops/migrations), and
+the registry's alias audit log. SQLite by default, PostgreSQL in production (`DREAMOPS_DATABASE_URL`).
+
+They live in core because several layers share them: the API writes telemetry and deployments, the
+drift jobs read telemetry and write incidents, and the registry's promotions write alias moves
+through the API's sessions (the canary moves an alias in the same transaction as its stage)."""
 from __future__ import annotations
 
 import uuid
@@ -139,6 +143,31 @@ class ApiAuditEvent(Base):
     detail: Mapped[dict] = mapped_column(default=dict)
 
 
+# The registry's alias audit log (dreamops.registry.audit reads and writes it). Not under Alembic:
+# registry-only deployments (no API) create it on first use, as they always have.
+audit_metadata = sa.MetaData()
+
+alias_moves = sa.Table(
+    "dreamops_alias_moves", audit_metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("from_version", sa.String(32)),
+    sa.Column("to_version", sa.String(32)),  # NULL: the alias was removed
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # cli | api | flow | webhook | reconciler
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("outcome", sa.String(16), nullable=False),  # applied | refused | reverted
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "dreamops_webhook_deliveries", audit_metadata,
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -155,11 +184,9 @@ def upgrade(url: str) -> None:
 
 @lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
-    from dreamops.registry import audit
-
     upgrade(url)
     engine = make_engine(url)
-    audit.metadata.create_all(engine)  # alias moves are written through these sessions (canary.atomically)
+    audit_metadata.create_all(engine)  # alias moves are written through these sessions (canary.atomically)
     generation.create(engine)
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -6,7 +6,7 @@ Create Date: 2026-11-21 15:40:02.646033
 """
 from alembic import op
 import sqlalchemy as sa
-import dreamops.api.db
+import dreamops.db
 
 
 revision = '0001'
@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('api_audit',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=128), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('detail', sa.JSON(), nullable=False),
@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=128), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('secret_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('revoked', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
@@ -42,17 +42,17 @@ def upgrade() -> None:
     sa.Column('robot_ids', sa.JSON(), nullable=True),
     sa.Column('stages', sa.JSON(), nullable=False),
     sa.Column('stage_index', sa.Integer(), nullable=False),
-    sa.Column('stage_started_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('stage_started_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('policy', sa.JSON(), nullable=False),
     sa.Column('statistics', sa.JSON(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
-    sa.Column('breach_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('ended_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('breach_at', dreamops.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('ended_at', dreamops.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('rollback_seconds', sa.Double(), nullable=True),
     sa.Column('created_by', sa.String(length=128), nullable=False),
-    sa.Column('created_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('deployments', schema=None) as batch_op:
@@ -62,7 +62,7 @@ def upgrade() -> None:
     op.create_table('robots',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('warehouse_id', sa.String(length=64), nullable=False),
-    sa.Column('last_seen', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('running_version', sa.String(length=16), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
@@ -83,8 +83,8 @@ def upgrade() -> None:
     sa.Column('steps', sa.Integer(), nullable=False),
     sa.Column('latency_p50_ms', sa.Double(), nullable=False),
     sa.Column('latency_p99_ms', sa.Double(), nullable=False),
-    sa.Column('ended_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('received_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('received_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('latents', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
@@ -105,8 +105,8 @@ def upgrade() -> None:
     sa.Column('requested_by', sa.String(length=128), nullable=False),
     sa.Column('version', sa.String(length=16), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', dreamops.api.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', dreamops.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('idempotency_key')
     )

@@ -1,0 +1,102 @@
+"""One CarRacing episode as a robot measures it: its return, off-track events, latency per decision
+(in the playing thread's CPU time), M's residual and a sample of V's latents, and the episode as
+the upload body. Shared by the simulated fleet (dreamops.fleet, which reports it to the API) and by
+drift-eval (which compares the measures across scenarios); no network here.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from dreamops.models.vae import VAE
+from dreamops.shards import SHARD_ARRAYS
+from dreamops.sim.carracing import CarRacing
+from dreamops.sim.rollout import Episode, Policy, play_episode
+from dreamops.tasks.evaluate import count_off_track_events
+from dreamops.tasks.train_mdnrnn import ZOOM_FRAMES
+
+
+class _Timed:
+    """Times every act() of the policy it wraps, in this thread's CPU time: a real robot has its own
+    CPU, while simulated robots share a few cores and one GIL, and wall-clock time would count the
+    other robots' physics as this robot's inference latency (measured: p99 spikes to 650 ms with 4
+    robot threads next to a training run on 2 cores)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.seconds: list[float] = []
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+        self.seconds.clear()
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        start = time.thread_time()
+        action = self.policy.act(frame)
+        self.seconds.append(time.thread_time() - start)
+        return action
+
+    def diagnostics(self) -> dict:
+        return getattr(self.policy, "diagnostics", dict)()
+
+
+@dataclass(frozen=True)
+class EpisodeMeasures:
+    """The fields of the API's EpisodeReport (the fleet sends them as one; this layer does not know
+    the API's schemas)."""
+    seed: int
+    reward: float
+    collisions: int            # off-track events (CarRacing's collisions)
+    steps: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    residual: float | None     # mean |M's predicted next z - encoded z| after the zoom-in
+    ended_at: datetime
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MeasuredEpisode:
+    episode: Episode
+    measures: EpisodeMeasures
+    latents: np.ndarray  # float32 [<= latent_sample, Z]: V's means of frames spread over the episode
+
+
+def sample_latents(vae: VAE, obs: np.ndarray, n: int) -> np.ndarray:
+    idx = np.unique(np.linspace(0, len(obs) - 1, min(n, len(obs))).round().astype(int))
+    return vae.encode(torch.from_numpy(obs[idx])).numpy().astype(np.float32)
+
+
+def play_and_measure(env: CarRacing, policy: Policy, vae: VAE, seed: int, latent_sample: int) -> MeasuredEpisode:
+    """Play one episode; report its reward, collisions (off-track events), per-decision latency and a
+    sample of latents."""
+    timed = _Timed(policy)
+    episode = play_episode(env, timed, seed, keep_frames=True)
+    # between decisions the policy only repeats its action: those calls say nothing about latency
+    decisions = np.asarray(timed.seconds[::getattr(policy, "action_repeat", 1)]) * 1000.0
+    p50, p99 = np.percentile(decisions, [50, 99])
+    # M's residual after the zoom-in: the opening frames are the same black-to-track zoom in every
+    # episode and M was not trained to predict them well, which would swamp the per-episode mean
+    residuals = np.asarray(episode.extras.get("residual", []), float)[ZOOM_FRAMES:]
+    residual = float(np.nanmean(residuals)) if np.isfinite(residuals).any() else None
+    measures = EpisodeMeasures(seed=seed, reward=float(episode.total_reward),
+                               collisions=count_off_track_events(episode.on_track), steps=episode.length,
+                               latency_p50_ms=float(p50), latency_p99_ms=float(p99), residual=residual,
+                               ended_at=datetime.now(timezone.utc))
+    return MeasuredEpisode(episode, measures, sample_latents(vae, episode.obs, latent_sample))
+
+
+def encode_episode(episode: Episode) -> bytes:
+    """The upload body: one compressed .npz holding exactly the dataset shard arrays."""
+    if episode.obs.shape[0] != episode.length:
+        raise ValueError(f"episode has {episode.obs.shape[0]} frames for {episode.length} steps; keep the frames")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: getattr(episode, name) for name in SHARD_ARRAYS})
+    return buffer.getvalue()
