@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from dreamops.registry.audit import AliasMove
+from dreamops.families import DEFAULT_FAMILY
 
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
@@ -114,11 +115,11 @@ class EpisodeUploadAck(BaseModel):
 
 class TrainingTrigger(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"warehouse_id": "WH-1", "data_window_hours": 24,
-                                                               "agent": "carracing-vmc", "profile": "quick"}]})
+                                                               "agent": DEFAULT_FAMILY, "profile": "quick"}]})
     warehouse_id: WarehouseId
     data_window_hours: float | None = Field(None, gt=0, le=24 * 365,
                                             description="also train on fleet episodes uploaded in this window")
-    agent: str = Field("carracing-vmc", max_length=64)
+    agent: str = Field(DEFAULT_FAMILY, max_length=64, description="an agent family of dreamops.families")
     profile: str = Field("quick", max_length=16)
 
 

@@ -21,6 +21,7 @@ from dreamops.registry import store
 from dreamops.settings import get_settings
 from dreamops.tasks.drift import DriftWindow, Judgement, check
 from dreamops.validation.drift.report import save_html
+from dreamops.families import DEFAULT_FAMILY
 
 DRIFT_EVENT = "dreamops.drift.detected"
 DRIFT_EXPERIMENT = "dreamops-drift"
@@ -34,7 +35,7 @@ def warehouse_resource(warehouse_id: str) -> dict[str, str]:
 
 
 @flow(name="drift-check")
-def drift_check(warehouse_id: str, model: str = "carracing-vmc", window_hours: float | None = None,
+def drift_check(warehouse_id: str, model: str = DEFAULT_FAMILY, window_hours: float | None = None,
                 baseline_days: float = 30.0, min_reward: float | None = None, required_signals: int = 2) -> dict:
     """`required_signals` of the three must fire in the window (the seed's rule: two of three).
     window_hours and min_reward default to the settings drift_window_hours and drift_min_reward."""

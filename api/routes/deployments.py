@@ -10,13 +10,14 @@ from dreamops.api.auth import Principal
 from dreamops.db import Deployment
 from dreamops.api.deps import allowed, db, promotions
 from dreamops.api.schemas import (ID_PATTERN, DeploymentId, DeploymentOut, DeployRequest, ModelName,
+from dreamops.families import DEFAULT_FAMILY
                                    RollbackRequest, VersionPath)
 
 router = APIRouter(tags=["deployments"])
 
 
 @router.post("/models/{version}/deploy", response_model=DeploymentOut, status_code=202)
-def deploy(version: VersionPath, body: DeployRequest, model: ModelName = "carracing-vmc",
+def deploy(version: VersionPath, body: DeployRequest, model: ModelName = DEFAULT_FAMILY,
            who: Principal = Depends(allowed("deploy")), session: Session = Depends(db)) -> DeploymentOut:
     """Start a staged canary of `version` (number, semver or alias) on a warehouse or a robot list."""
     if (body.warehouse_id is None) == (body.robot_ids is None):

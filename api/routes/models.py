@@ -18,9 +18,10 @@ from dreamops.api.schemas import ModelName, VersionOut, VersionPath
 from dreamops.registry import store
 from dreamops.registry.lineage import describe, lineage
 from dreamops.settings import get_settings
+from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(prefix="/models", tags=["models"])
-DEFAULT_MODEL = "carracing-vmc"
+DEFAULT_MODEL = DEFAULT_FAMILY  # a family registers its versions under its own name
 
 
 async def _cached(key: tuple, compute) -> Response:

@@ -20,6 +20,7 @@ from dreamops.settings import Settings, get_settings
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import open_store
 from dreamops.uploads import upload_key
+from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -33,7 +34,7 @@ EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs 
 
 
 @router.get("/{robot_id}/assignment", response_model=Assignment)
-async def assignment(robot_id: RobotId, warehouse_id: str = Query(..., pattern=ID), model: ModelName = "carracing-vmc",
+async def assignment(robot_id: RobotId, warehouse_id: str = Query(..., pattern=ID), model: ModelName = DEFAULT_FAMILY,
                      _: Principal = Depends(allowed("robot"))) -> Assignment:
     """The version this robot runs now: its arm of an active canary, else production (or, while
     drift is open for the warehouse, last-known-good). Served from the worker's cache, which every

@@ -10,6 +10,7 @@ from dreamops.api import canary
 from dreamops.api.deps import db, promotions, webhook_receiver
 from dreamops.api.schemas import AliasMoveOut, WebhookAck
 from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
+from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 _HEADER = {"in": "header", "required": True, "schema": {"type": "string"}}
@@ -23,7 +24,7 @@ DELIVERY = {
         "properties": {"entity": {"type": "string"}, "action": {"type": "string"},
                        "data": {"type": "object", "description": "the MLflow entity; `name` is the model"}},
         "example": {"entity": "model_version_alias", "action": "created",
-                    "data": {"name": "carracing-vmc", "alias": "canary", "version": "2"}}}}}},
+                    "data": {"name": DEFAULT_FAMILY, "alias": "canary", "version": "2"}}}}}},
 }
 
 
