@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dreamops import generation
-from dreamops.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
 from dreamops.api.stats import Sample, compare_samples
+from dreamops.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError
 from dreamops.registry.promotion import Promotions, refusal

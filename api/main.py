@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dreamops.api import canary
 from dreamops.api.auth import AuthError
-from dreamops.db import Deployment, session_factory
 from dreamops.api.deps import promotions
 from dreamops.api.routes import deployments, models, robots, training, ui, webhooks
 from dreamops.api.schemas import ErrorOut
+from dreamops.db import Deployment, session_factory
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError, VersionIntegrityError
 from dreamops.settings import get_settings

@@ -10,8 +10,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dreamops.registry.audit import AliasMove
 from dreamops.families import DEFAULT_FAMILY
+from dreamops.registry.audit import AliasMove
 
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1

@@ -34,6 +34,12 @@ class Family:
     train_flow: str            # "module:function" the train flow hands a run of this family to
     data_gate: str             # "module:function" (path, cfg, docs_dir) -> DataGateReport: `dreamops validate`
     summary_lines: str         # "module:function" (train result) -> the lines `dreamops train` prints
+    bundle: str                # "module:Class" of its weights file: .load(path), .component_hashes()
+    bundle_file: str           # that file's name among a registered version's artifacts
+    evaluator: str             # "module:function" (bundle path | baseline name, name, seeds, max_steps|None, workers,
+                               #   ray_address, show_progress) -> tasks.common.VersionReport: `dreamops evaluate`
+    profiler: str              # "module:function" (bundle, iterations) -> {part: {p50_ms, p95_ms, p99_ms}}
+    baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
     warm_start: bool = False
     fleet_data: bool = False
     evaluate: bool = False
@@ -69,12 +75,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            config="dreamops.tasks.config:CarRacingConfig", profile_table="dreamops.tasks.config:PROFILES",
            train_flow="dreamops.flows.train:train_vmc", data_gate="dreamops.tasks.gate:validate_dataset",
            summary_lines="dreamops.flows.train:summary_lines",
+           bundle="dreamops.models.bundle:VMCBundle", bundle_file="vmc_bundle.pt",
+           evaluator="dreamops.tasks.evaluate:evaluate_version", profiler="dreamops.tasks.profile:profile_latency",
+           baselines=("random", "rule_based"),
            warm_start=True, fleet_data=True, evaluate=True, profile=True, drift_eval=True),
     Family("pick-vla", "language-conditioned pick in a PyBullet cell: encoder + RSSM + flow-matching action head",
            profiles=("smoke", "quick", "gpu", "full"),
            config="dreamops.tasks.pick_config:PickVLAConfig", profile_table="dreamops.tasks.pick_config:PICK_PROFILES",
            train_flow="dreamops.flows.train_pick:train_pick", data_gate="dreamops.tasks.pick_data:validate_dataset",
-           summary_lines="dreamops.flows.train_pick:summary_lines"),
+           summary_lines="dreamops.flows.train_pick:summary_lines",
+           bundle="dreamops.models.pick_vla:PickVLA", bundle_file="pick_vla.pt",
+           evaluator="dreamops.tasks.evaluate_pick:evaluate_version",
+           profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
+           evaluate=True, profile=True),
 )}
 
 DEFAULT_FAMILY = "carracing-vmc"

@@ -41,11 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a registered version (or a baseline) in the real simulator")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="version number, alias (production, staging, ...) or 'latest'")
-    src.add_argument("--baseline", choices=("random", "rule_based"), help="evaluate a baseline policy instead")
+    src.add_argument("--baseline", choices=sorted({b for f in FAMILIES.values() for b in f.baselines}),
+                     help="evaluate a baseline policy instead (" + "; ".join(
+                         f"{f.name}: {', '.join(f.baselines)}" for f in FAMILIES.values()) + ")")
     e.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--seed", type=int, default=100_000, help="first episode seed (default: the eval seeds)")
-    e.add_argument("--max-steps", type=int, default=1000)
+    e.add_argument("--max-steps", type=int, default=None, help="per episode (default: the family's episode length)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
 
     de = sub.add_parser("drift-eval", help="false-alarm and detection rates of the drift decision: held-out "
@@ -65,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--no-cache", action="store_true",
                     help="replay every episode (default: reuse episodes played before, kept in $DREAMOPS_HOME/drift-eval)")
 
-    pr = sub.add_parser("profile", help="latency p50/p95/p99 of V, M, C and the full step on one CPU thread")
+    pr = sub.add_parser("profile", help="latency p50/p95/p99 of a version on one CPU thread (carracing-vmc: V, M, C "
+                                       "and the full step; pick-vla: one action chunk)")
     pr.add_argument("--model", required=True, help="version number, alias or 'latest'")
     pr.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     pr.add_argument("--iterations", type=int, default=1000)
@@ -277,31 +280,21 @@ def _load_version(agent: str, ref: str, settings, command: str):
 
 
 def _evaluate(args, settings) -> int:
-    from dreamops.models.bundle import BundlePolicyFactory
-    from dreamops.tasks.evaluate import baseline_factory, evaluate
-    from dreamops.tasks.failures import analyze_failures
-
-    family(args.agent).require("evaluate")
-    if args.episodes < 1 or args.max_steps < 1:
+    fam = family(args.agent)
+    fam.require("evaluate")
+    if args.episodes < 1 or (args.max_steps is not None and args.max_steps < 1):
         raise ValueError("--episodes and --max-steps must be positive")
     seeds = list(range(args.seed, args.seed + args.episodes))
     if args.baseline:
-        name, factory = args.baseline, baseline_factory(args.baseline)
+        if args.baseline not in fam.baselines:
+            raise ValueError(f"{fam.name} has the baselines {', '.join(fam.baselines)}, not {args.baseline!r}")
+        name, source = args.baseline, args.baseline
     else:
-        mv, _, path = _load_version(args.agent, args.model, settings, "evaluate")
-        name, factory = f"{args.agent} v{mv.version}", BundlePolicyFactory(str(path))
-    report = evaluate(factory, name, seeds, args.max_steps, settings.n_workers, ray_address=settings.ray_address)
-    summary = report.summary()
-    if not args.baseline:
-        summary["failures"] = analyze_failures(report.episodes)["counts"]
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{name}: mean return {report.mean:.1f} +/- {report.std:.1f} over {len(seeds)} episodes "
-              f"(seeds {seeds[0]}..{seeds[-1]}), mean length {summary['mean_length']:.0f}, "
-              f"off-track events {summary['off_track_events']}")
-        if "failures" in summary:
-            print(f"  failures: {summary['failures']}")
+        mv, _, source = _load_version(args.agent, args.model, settings, "evaluate")
+        name = f"{args.agent} v{mv.version}"
+    report = fam.load("evaluator")(source, name, seeds, args.max_steps, settings.n_workers, settings.ray_address,
+                                   show_progress=not args.json)   # --json: stdout is the JSON alone
+    print(json.dumps(report.detail, indent=2) if args.json else "\n".join(report.lines))
     return 0
 
 
@@ -334,12 +327,10 @@ def _drift_eval(args, settings) -> int:
 
 
 def _profile(args, settings) -> int:
-    from dreamops.tasks.profile import profile_latency
-
     if args.iterations < 10:
         raise ValueError("--iterations must be >= 10")
     mv, bundle, _ = _load_version(args.agent, args.model, settings, "profile")
-    report = profile_latency(bundle, args.iterations)
+    report = family(args.agent).load("profiler")(bundle, args.iterations)
     print(f"{args.agent} v{mv.version}, one CPU thread, {args.iterations} iterations")
     for part, stats in report.items():
         if part != "threads":

@@ -17,11 +17,11 @@ from prefect.events import emit_event
 
 from dreamops import generation
 from dreamops.db import DriftIncident, session_factory, utcnow
+from dreamops.families import DEFAULT_FAMILY
 from dreamops.registry import store
 from dreamops.settings import get_settings
 from dreamops.tasks.drift import DriftWindow, Judgement, check
 from dreamops.validation.drift.report import save_html
-from dreamops.families import DEFAULT_FAMILY
 
 DRIFT_EVENT = "dreamops.drift.detected"
 DRIFT_EXPERIMENT = "dreamops-drift"

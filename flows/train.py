@@ -23,25 +23,25 @@ from dreamops.registry import store
 from dreamops.registry.promotion import Promotions
 from dreamops.registry.pyfunc import VMCPyfuncModel
 from dreamops.registry.semver import Fingerprint, next_version
-from dreamops.storage import open_store
 from dreamops.settings import get_settings
+from dreamops.storage import open_store
 from dreamops.tasks import plots
 from dreamops.tasks.collect import collect, collect_round
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.device import Compute
-from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
-from dreamops.validation.data_gate import DataGateError, DataGateReport
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline
 from dreamops.tasks.evolve import evolve_checkpoints
-from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.failures import analyze_failures
+from dreamops.tasks.fleet_data import with_fleet_episodes
+from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
 from dreamops.tasks.timing import StageClock
 from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
 from dreamops.tasks.train_vae import train_vae
+from dreamops.validation.data_gate import DataGateError, DataGateReport
 
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)

@@ -18,6 +18,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from dreamops.families import family
 from dreamops.registry.errors import VersionIntegrityError
 from dreamops.settings import Settings
 
@@ -279,19 +280,18 @@ def register_webhook(url: str, secret: str, name: str = WEBHOOK_NAME) -> str:
 
 class LoadedVersion(NamedTuple):
     version: ModelVersion
-    bundle: Any  # VMCBundle
+    bundle: Any  # the family's bundle class (dreamops.families): VMCBundle, PickVLA, ...
     path: Path  # the downloaded bundle file, for worker processes
 
 
 def load_bundle(model_name: str, ref: str) -> LoadedVersion:
-    """A registered version's weights, after checking that V, M and C still hash to
-    the `weights.*` tags written at registration: versions are immutable, and a changed artifact
-    is refused rather than served."""
-    from dreamops.models.bundle import VMCBundle
-
+    """A registered version's weights, after checking that every component still hashes to the
+    `weights.*` tags written at registration: versions are immutable, and a changed artifact is
+    refused rather than served. The family registered under `model_name` says which file and class."""
+    fam = family(model_name)
     mv = get_version(model_name, ref)
-    path = download_version_artifact(model_name, str(mv.version), "vmc_bundle.pt")
-    bundle = VMCBundle.load(path)
+    path = download_version_artifact(model_name, str(mv.version), fam.bundle_file)
+    bundle = fam.load("bundle").load(path)
     for component, digest in bundle.component_hashes().items():
         recorded = mv.tags.get(f"weights.{component}")
         if recorded is not None and recorded != digest:

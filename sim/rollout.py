@@ -80,3 +80,9 @@ def play_episode(env: CarRacing, policy: Policy, seed: int, keep_frames: bool = 
         extras={k: np.asarray(v, np.float32) for k, v in extras.items()},
         env_frames=env.frames,
     )
+
+
+def count_off_track_events(on_track: np.ndarray) -> int:
+    """Times the car went from touching the track to all four wheels on grass."""
+    on = np.concatenate([[True], on_track.astype(bool)])
+    return int(np.sum(on[:-1] & ~on[1:]))

@@ -4,12 +4,21 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 MetricSink = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class VersionReport:
+    """What `dreamops evaluate` prints for a version or baseline of any family: a few lines, or with
+    --json the detail (JSON-able). Each family's evaluator (dreamops.families) builds one."""
+    lines: list[str]
+    detail: dict
 
 
 def no_metrics(metrics: dict[str, float], step: int) -> None:

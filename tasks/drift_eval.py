@@ -15,9 +15,9 @@ import torch
 
 from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
 from dreamops.sim.carracing import CarRacing
-from dreamops.tasks.robot_episode import play_and_measure
 from dreamops.tasks.drift import judge
 from dreamops.tasks.parallel import map_jobs
+from dreamops.tasks.robot_episode import play_and_measure
 
 # seeds far from training collection's (which count up from the run's seed): held-out tracks
 DAY_SEED_BASE, SHIFTED_SEED_BASE = 7_000_000, 8_000_000

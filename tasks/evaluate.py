@@ -11,7 +11,8 @@ import numpy as np
 
 from dreamops.sim.carracing import CarRacing
 from dreamops.sim.policies import BASELINE_POLICIES
-from dreamops.sim.rollout import Episode, Policy, play_episode
+from dreamops.sim.rollout import Episode, Policy, count_off_track_events, play_episode
+from dreamops.tasks.common import VersionReport
 from dreamops.tasks.parallel import map_jobs
 
 _worker_policy: Policy | None = None
@@ -25,12 +26,6 @@ def _init_worker(factory: Callable[[], Policy], max_steps: int) -> None:
 
 def _run_seed(seed: int) -> Episode:
     return play_episode(_worker_env, _worker_policy, seed, keep_frames=False)
-
-
-def count_off_track_events(on_track: np.ndarray) -> int:
-    """Times the car went from touching the track to all four wheels on grass."""
-    on = np.concatenate([[True], on_track.astype(bool)])
-    return int(np.sum(on[:-1] & ~on[1:]))
 
 
 @dataclass
@@ -113,3 +108,22 @@ def baseline_factory(name: str) -> Callable[[], Policy]:
     if name not in BASELINE_POLICIES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINE_POLICIES)}")
     return BASELINE_POLICIES[name]
+
+
+def evaluate_version(source: Path | str, name: str, seeds: list[int], max_steps: int | None, workers: int,
+                     ray_address: str | None = None, show_progress: bool = True) -> VersionReport:
+    """`dreamops evaluate` for carracing-vmc: a registered version's bundle file, or a baseline by
+    name, over one real episode per seed (1000 frames unless max_steps says otherwise)."""
+    from dreamops.models.bundle import BundlePolicyFactory
+    from dreamops.tasks.failures import analyze_failures
+
+    factory = baseline_factory(source) if isinstance(source, str) else BundlePolicyFactory(str(source))
+    report = evaluate(factory, name, seeds, max_steps or 1000, workers, show_progress, ray_address)
+    summary = report.summary()
+    lines = [f"{name}: mean return {report.mean:.1f} +/- {report.std:.1f} over {len(seeds)} episodes "
+             f"(seeds {seeds[0]}..{seeds[-1]}), mean length {summary['mean_length']:.0f}, "
+             f"off-track events {summary['off_track_events']}"]
+    if not isinstance(source, str):
+        summary["failures"] = analyze_failures(report.episodes)["counts"]
+        lines.append(f"  failures: {summary['failures']}")
+    return VersionReport(lines, summary)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from dreamops.sim.pick import PickCell, PickConfig
+from dreamops.tasks.common import VersionReport
 from dreamops.tasks.parallel import map_jobs
 
 FAILURES = ("grasp_slip", "miss", "wrong_object", "collision", "timeout")
@@ -190,3 +192,28 @@ def evaluate_pick(factory, name: str, seeds: list[int], object_set: str, max_ste
     done = map_jobs(_play, jobs, workers, f"evaluate {name} on {object_set}", initializer=_init,
                     initargs=(factory,), show_progress=show_progress, ray_address=ray_address)
     return PickEvalReport(name, object_set, [d.result for d in done])
+
+
+OBJECT_SETS = ("seen", "novel")
+BASELINES = {"expert": "target", "no_language": "random"}   # `dreamops evaluate --baseline` -> aim
+
+
+def evaluate_version(source: Path | str, name: str, seeds: list[int], max_steps: int | None, workers: int,
+                     ray_address: str | None = None, show_progress: bool = True) -> VersionReport:
+    """`dreamops evaluate` for pick-vla: a registered version's weights file, or a baseline by name
+    (the scripted expert, or the no-language baseline aimed at a random object), on the same seeds
+    with seen and with novel objects."""
+    if isinstance(source, str):
+        if source not in BASELINES:
+            raise ValueError(f"unknown baseline {source!r}; choose one of {', '.join(BASELINES)}")
+        factory = ScriptedFactory(BASELINES[source])
+    else:
+        factory = PickPolicyFactory(Path(source).read_bytes())
+    steps = max_steps or PickConfig().max_steps
+    reports = {s: evaluate_pick(factory, name, seeds, s, steps, workers, show_progress, ray_address)
+               for s in OBJECT_SETS}
+    lines = [f"{name}: {len(seeds)} episodes per object set (seeds {seeds[0]}..{seeds[-1]}), {steps} steps at most"]
+    for s, r in reports.items():
+        failures = ", ".join(f"{k} {v}" for k, v in r.summary()["failures"].items() if v) or "none"
+        lines.append(f"  {s:<6} success {r.success_rate:.0%}, collisions {r.collision_rate:.0%}; failures: {failures}")
+    return VersionReport(lines, {s: r.summary() for s, r in reports.items()})

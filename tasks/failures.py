@@ -5,8 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from dreamops.sim.rollout import Episode
-from dreamops.tasks.evaluate import count_off_track_events
+from dreamops.sim.rollout import Episode, count_off_track_events
 
 STALL_SPEED = 1.0  # m/s-ish units of Box2D; the car at rest reads ~0
 STALL_STEPS = 10

@@ -16,8 +16,7 @@ import torch
 from dreamops.models.vae import VAE
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.sim.carracing import CarRacing
-from dreamops.sim.rollout import Episode, Policy, play_episode
-from dreamops.tasks.evaluate import count_off_track_events
+from dreamops.sim.rollout import Episode, Policy, count_off_track_events, play_episode
 from dreamops.tasks.train_mdnrnn import ZOOM_FRAMES
 
 

@@ -19,9 +19,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dreamops.fleet.simulator import TOKEN_ENV
 from dreamops.flows.cli import _parser
 from dreamops.settings import Settings
-from dreamops.fleet.simulator import TOKEN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

@@ -7,11 +7,11 @@ from sqlalchemy.orm import Session
 
 from dreamops.api import canary
 from dreamops.api.auth import Principal
-from dreamops.db import Deployment
 from dreamops.api.deps import allowed, db, promotions
 from dreamops.api.schemas import (ID_PATTERN, DeploymentId, DeploymentOut, DeployRequest, ModelName,
-from dreamops.families import DEFAULT_FAMILY
                                    RollbackRequest, VersionPath)
+from dreamops.db import Deployment
+from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(tags=["deployments"])
 

@@ -15,10 +15,10 @@ from dreamops.api import cache
 from dreamops.api.auth import Principal
 from dreamops.api.deps import allowed, promotions
 from dreamops.api.schemas import ModelName, VersionOut, VersionPath
+from dreamops.families import DEFAULT_FAMILY
 from dreamops.registry import store
 from dreamops.registry.lineage import describe, lineage
 from dreamops.settings import get_settings
-from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(prefix="/models", tags=["models"])
 DEFAULT_MODEL = DEFAULT_FAMILY  # a family registers its versions under its own name

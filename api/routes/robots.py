@@ -16,11 +16,11 @@ from dreamops.api.auth import Principal
 from dreamops.api.deps import allowed, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
 from dreamops.db import Deployment, TelemetryEpisode, session_factory
+from dreamops.families import DEFAULT_FAMILY
 from dreamops.settings import Settings, get_settings
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import open_store
 from dreamops.uploads import upload_key
-from dreamops.families import DEFAULT_FAMILY
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 ID = r"^[A-Za-z0-9_.-]{1,64}$"

@@ -6,9 +6,9 @@ from sqlalchemy.orm import Session
 
 from dreamops.api import training
 from dreamops.api.auth import Principal
-from dreamops.db import TrainingJob
 from dreamops.api.deps import allowed, db
 from dreamops.api.schemas import NO_NUL, JobId, TrainingJobOut, TrainingTrigger
+from dreamops.db import TrainingJob
 from dreamops.families import family
 
 router = APIRouter(prefix="/training", tags=["training"])

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from dreamops.api import canary
 from dreamops.api.deps import db, promotions, webhook_receiver
 from dreamops.api.schemas import AliasMoveOut, WebhookAck
-from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
 from dreamops.families import DEFAULT_FAMILY
+from dreamops.registry.webhooks import WebhookReceiver, WebhookRejected
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 _HEADER = {"in": "header", "required": True, "schema": {"type": "string"}}

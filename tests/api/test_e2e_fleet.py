@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
-from dreamops.flows.cli import main
 from dreamops.fleet.simulator import FleetConfig, run_fleet
+from dreamops.flows.cli import main
 
 pytestmark = pytest.mark.e2e
 WH = "WH-E2E"

@@ -14,7 +14,7 @@ from dreamops.models.bundle import Architecture, VMCBundle
 from dreamops.settings import Settings
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.sim.carracing import CarRacing
-from dreamops.tasks.evaluate import count_off_track_events
+from dreamops.sim.rollout import count_off_track_events
 from dreamops.tasks.robot_episode import encode_episode, play_and_measure
 
 MODEL = "carracing-vmc"

@@ -38,6 +38,18 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
         (p, s) for p in ("pick-vla", "pick-vla-cem") for s in ("seen", "novel")}
     assert "eval/pick-vla-cem/novel_success_rate" in run.data.metrics
 
+    # the registered version through the family-agnostic commands: evaluate (seen and novel) and profile
+    capsys.readouterr()
+    assert main(["evaluate", "--agent", "pick-vla", "--model", "1", "--episodes", "2", "--max-steps", "12",
+                 "--json"]) == 0
+    detail = json.loads(capsys.readouterr().out)   # stdout is the JSON alone: pipe it
+    assert {s: (d["policy"], d["episodes"]) for s, d in detail.items()} == {"seen": ("pick-vla v1", 2),
+                                                                           "novel": ("pick-vla v1", 2)}
+    assert main(["evaluate", "--agent", "pick-vla", "--baseline", "expert", "--episodes", "2"]) == 0
+    assert "seen   success 100%" in capsys.readouterr().out   # the expert, 80 steps, on seeds 100000-1
+    assert main(["profile", "--agent", "pick-vla", "--model", "staging", "--iterations", "10"]) == 0
+    assert "chunk" in capsys.readouterr().out
+
     model = mlflow.pyfunc.load_model("models:/pick-vla/1")
     env = PickCell(PickConfig(object_set="novel", max_steps=12))
     obs, info = env.reset(seed=7)
@@ -61,8 +73,11 @@ def test_pick_vla_refuses_options_it_does_not_support(prefect_server, dreamops_h
     assert "--parent (a warm start from a registered version) is not available for pick-vla yet" in capsys.readouterr().err
     assert main(["train", "--agent", "pick-vla", "--set", "model.execute=32"]) == 2
     assert "model.execute" in capsys.readouterr().err
-    assert main(["evaluate", "--agent", "pick-vla", "--model", "1"]) == 2
-    assert "`dreamops evaluate` of a registered version is not available for pick-vla yet" in capsys.readouterr().err
+    assert main(["evaluate", "--agent", "pick-vla", "--baseline", "random"]) == 2
+    assert "pick-vla has the baselines expert, no_language, not 'random'" in capsys.readouterr().err
+    assert main(["drift-eval", "--agent", "pick-vla"]) == 2
+    assert "`dreamops drift-eval` is not available for pick-vla yet (available for: carracing-vmc)" in \
+        capsys.readouterr().err
 
 
 def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curve(prefect_server, dreamops_home,

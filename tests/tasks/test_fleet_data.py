@@ -11,14 +11,14 @@ import torch
 
 from dreamops.models.bundle import Architecture, VMCBundle
 from dreamops.sim.carracing import CarRacing
-from dreamops.tasks.robot_episode import encode_episode, play_and_measure
 from dreamops.storage import LocalStore
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import open_dataset
 from dreamops.tasks.fleet_data import fold, window_keys, with_fleet_episodes
-from dreamops.uploads import upload_key
 from dreamops.tasks.gate import validate_data
+from dreamops.tasks.robot_episode import encode_episode, play_and_measure
 from dreamops.tasks.train_mdnrnn import zoom_steps
+from dreamops.uploads import upload_key
 
 
 def _put(objects, tmp_path, key: str, body: bytes) -> None:
