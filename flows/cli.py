@@ -208,16 +208,16 @@ def _train(args, settings) -> int:
     _quiet_refusals(not args.verbose)
     result = train(agent=args.agent, profile=args.profile, overrides=overrides, warehouse_id=args.warehouse,
                    dataset=args.dataset, show_progress=not args.no_progress, parent=args.parent)
-    print(f"\nRegistered {result['model_uri']} as semver {result['semver']} (run {result['run_id']})")
+    print(f"\nRegistered {result.model_uri} as semver {result.semver} (run {result.run_id})")
     for line in fam.load("summary_lines")(result):
         print(f"  {line}")
-    if "stage_s" in result:
-        print(f"  {_time_line(result['stage_s'], result['flow_s'])}")
-    if result["validation_status"] == "passed":
+    if result.flow_s is not None:
+        print(f"  {_time_line(result.stage_s, result.flow_s)}")
+    if result.validation_status == "passed":
         print("  every gate passed: alias 'staging' now points at this version")
     else:
-        print(f"  validation_status=failed ({', '.join(result['failed_gates'])}): not deployable")
-    print(f"  data {result['data_hash'][:16]} at {result['data_uri']}")
+        print(f"  validation_status=failed ({', '.join(result.failed_gates)}): not deployable")
+    print(f"  data {result.data_hash[:16]} at {result.data_uri}")
     print(f"  tracking store: {settings.mlflow_tracking_uri}")
     exe = sys.argv[0] if sys.argv[0].endswith("dreamops") else "dreamops"  # e.g. .venv/bin/dreamops under make
     print(f"  open the MLflow UI with: {exe} ui   (then http://127.0.0.1:5000)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from prefect.cache_policies import NONE
 from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle, module_hash
 from dreamops.registry import store
-from dreamops.registry.promotion import Promotions
 from dreamops.registry.pyfunc import VMCPyfuncModel
-from dreamops.registry.semver import Fingerprint, next_version
+from dreamops.registry.semver import Fingerprint
 from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks import plots
@@ -38,6 +36,7 @@ from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.tasks.package import package_version, reference_latents
 from dreamops.tasks.profile import profile_latency
+from dreamops.tasks.register import Candidate, TrainResult, register_version
 from dreamops.tasks.timing import StageClock
 from dreamops.tasks.train_mdnrnn import dream_start_states, train_mdnrnn, zoom_steps
 from dreamops.tasks.train_vae import train_vae
@@ -64,7 +63,7 @@ profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
 @flow(name="train")
 def train(agent: str = DEFAULT_FAMILY, profile: str = "quick", overrides: dict | None = None,
           warehouse_id: str = "default", dataset: str | None = None, show_progress: bool = True,
-          parent: str | None = None, data_window_hours: float | None = None) -> dict:
+          parent: str | None = None, data_window_hours: float | None = None) -> TrainResult:
     """Train, evaluate and register one version of the agent family `agent` (dreamops.families).
     `dataset` (a hash, prefix or path) trains on an existing dataset instead of collecting one.
     `parent` (a version number, semver or alias) warm-starts from that version's weights and is
@@ -83,7 +82,7 @@ def train(agent: str = DEFAULT_FAMILY, profile: str = "quick", overrides: dict |
 
 
 def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
-              show_progress: bool, parent: str | None = None, data_window_hours: float | None = None) -> dict:
+              show_progress: bool, parent: str | None = None, data_window_hours: float | None = None) -> TrainResult:
     """V -> M -> C in the dream, in rounds of on-policy data; evaluated in the real CarRacing."""
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
@@ -251,16 +250,16 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
 
         artifacts = clock.run("register", package_version, bundle, cfg.to_yaml(), report,
                               reference_latents(latents, holdout_ids), out / "package")
-        registered, semver, passed = clock.run(
-            "register", register_version, agent, profile, warehouse_id, run.info.run_id, VMCPyfuncModel(), artifacts,
-            store.frame_signature(),
-            Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()), data.hash, data_uri,
-            bundle.component_hashes(), gates,
-            {"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
-             "validation_frames": str(validation_frames),
-             "rounds": str(cfg.rounds), "shipped_round": str(best.round),
-             "round_data_hashes": ",".join(p.hash for p in parts)},
-            ["gymnasium"], parent_version)
+        to_register = Candidate(
+            agent, profile, warehouse_id, run.info.run_id, str(prefect_runtime.flow_run.id), VMCPyfuncModel(),
+            artifacts, store.frame_signature(), Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()),
+            data.hash, data_uri, bundle.component_hashes(),
+            extra_tags={"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
+                        "validation_frames": str(validation_frames), "rounds": str(cfg.rounds),
+                        "shipped_round": str(best.round), "round_data_hashes": ",".join(p.hash for p in parts)},
+            extra_packages=("gymnasium",), parent_version=parent_version)
+        registration = clock.run("register", register_version, to_register, gates)
+        registered = registration.version
         final_s = clock.lap()  # the shipped version's evaluation, baselines, latency, gates, registration
         mlflow.log_metrics({**{f"time/final_{name}_s": s for name, s in final_s.items()},
                             "time/total_s": clock.elapsed()})
@@ -270,40 +269,11 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                                                                            "mean_length", "off_track_events")}}
                                for k, v in evals.items()], key="train-evaluation")
         mlflow.log_text(summary, "summary.md")
-        return {"agent": agent, "profile": profile, "model_name": registered.name, "version": registered.version,
-                "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash,
-                "semver": semver, "data_uri": data_uri, "parent_version": parent_version,
-                "mean_reward": evals["vmc"].mean,
-                "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
-                "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
-                "real_frames": real_frames, "validation_frames": validation_frames,
-                "rounds": [asdict(p) for p in curve], "shipped_round": best.round,
-                "validation_status": "passed" if passed else "failed",
-                "failed_gates": [g.name for g in gates if not g.passed],
-                "stage_s": clock.totals(), "flow_s": clock.elapsed()}
-
-
-def register_version(agent: str, profile: str, warehouse_id: str, run_id: str, python_model, artifacts: dict,
-                     signature, fingerprint: Fingerprint, data_hash: str, data_uri: str, hashes: dict[str, str],
-                     gates: list, extra_tags: dict[str, str], extra_packages: list[str],
-                     parent_version: str | None) -> tuple[store.RegisteredVersion, str, bool]:
-    """Any family: register the pyfunc with its lineage tags and the next semver, record every
-    gate, and move `staging` to it when all passed. -> (version, semver, passed)."""
-    newest, newest_tags = store.newest_semver(agent)
-    semver = next_version(newest, Fingerprint.from_tags(newest_tags), fingerprint)
-    registered = store.register_pyfunc(
-        agent, python_model, artifacts, signature,
-        tags={"data_hash": data_hash, "data_uri": data_uri, "git_sha": store.git_sha(),
-              "warehouse_id": warehouse_id, "profile": profile, "validation_status": "pending",
-              "prefect_flow_run_id": str(prefect_runtime.flow_run.id),
-              "semver": semver, **fingerprint.tags(), **({"parent_version": parent_version} if parent_version else {}),
-              **{f"weights.{k}": v for k, v in hashes.items()}, **extra_tags},
-        pip_requirements=[f"{p}=={pkg_version(p)}" for p in ("torch", "mlflow", *extra_packages)])
-    passed = store.record_gates(agent, registered.version, gates)
-    if passed:
-        Promotions.from_settings(get_settings()).promote(agent, registered.version, "staging", source="flow",
-                                                         reason=f"every gate passed in run {run_id}")
-    return registered, semver, passed
+        return TrainResult.of(to_register, registration, gates, {
+            "mean_reward": evals["vmc"].mean, "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
+            "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
+            "real_frames": real_frames, "validation_frames": validation_frames,
+            "rounds": [asdict(p) for p in curve], "shipped_round": best.round}, clock.totals(), clock.elapsed())
 
 
 @dataclass
@@ -414,15 +384,16 @@ def _summary_markdown(agent, profile, registered, data, evals, latency, history,
             f"Failures: {failures['counts']}\n\n| gate | result |\n|---|---|\n{gate_rows}\n")
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: TrainResult) -> list[str]:
     """What `dreamops train` prints about a registered version, under its URI."""
-    baselines = ", ".join(f"{k} {v:.1f}" for k, v in result["baselines"].items())
-    return [f"real-env mean return {result['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
-            f"dream return {result['dream_return']:.1f}; full-step p99 {result['latency_p99_ms']:.2f} ms",
-            f"real frames in the training data: {result['real_frames']:,} over {max(1, len(result['rounds']))} "
+    r = result.family
+    baselines = ", ".join(f"{k} {v:.1f}" for k, v in r["baselines"].items())
+    return [f"real-env mean return {r['mean_reward']:.1f}" + (f" (baselines: {baselines})" if baselines else ""),
+            f"dream return {r['dream_return']:.1f}; full-step p99 {r['latency_p99_ms']:.2f} ms",
+            f"real frames in the training data: {r['real_frames']:,} over {max(1, len(r['rounds']))} "
             "round(s)" + "".join(f"\n    round {p['round']}: validation {p['real_return']:.1f} ({p['eval_episodes']} "
                                  f"episodes), dream {p['dream_return']:.1f}, {p['real_frames']:,} frames"
                                  + ("" if p["kept"] else f", below round {p['champion_round']}")
-                                 for p in result["rounds"])
-            + (f"\n    shipped: round {result['shipped_round']}; validation episodes played "
-               f"{result['validation_frames']:,} more real frames" if result["rounds"] else "")]
+                                 for p in r["rounds"])
+            + (f"\n    shipped: round {r['shipped_round']}; validation episodes played "
+               f"{r['validation_frames']:,} more real frames" if r["rounds"] else "")]

@@ -17,7 +17,7 @@ from prefect import runtime as prefect_runtime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from dreamops.flows.train import _round_run, gated_dataset, register_version
+from dreamops.flows.train import _round_run, gated_dataset
 from dreamops.registry import store
 from dreamops.registry.pyfunc import PickVLAPyfuncModel
 from dreamops.registry.semver import Fingerprint
@@ -33,6 +33,7 @@ from dreamops.tasks.pick_dagger import collect_dagger_round
 from dreamops.tasks.pick_data import collect_demos, validate_demos
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
+from dreamops.tasks.register import Candidate, TrainResult, register_version
 from dreamops.tasks.train_pick import train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
 
@@ -48,7 +49,7 @@ SETS = ("seen", "novel")
 
 
 def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
-               show_progress: bool) -> dict:
+               show_progress: bool) -> TrainResult:
     """Demonstrations (and DAgger rounds) -> encoder + RSSM + flow head; evaluated in the real cell."""
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
@@ -138,24 +139,24 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         store.log_json(report, "evaluation_report.json")
 
         artifacts = package_pick_version(model, cfg.to_yaml(), report, out / "package")
-        registered, semver, passed = register_version(
-            agent, profile, warehouse_id, run.info.run_id, PickVLAPyfuncModel(), artifacts,
-            store.pick_signature(model.arch.horizon, model.arch.action_dim, model.arch.proprio_dim),
+        to_register = Candidate(
+            agent, profile, warehouse_id, run.info.run_id, str(prefect_runtime.flow_run.id), PickVLAPyfuncModel(),
+            artifacts, store.pick_signature(model.arch.horizon, model.arch.action_dim, model.arch.proprio_dim),
             Fingerprint.of(model.arch.to_dict(), data.hash, cfg.to_dict()), data.hash, data_uri,
-            model.component_hashes(), gates,
-            {"eval.seen_success": f"{candidate['seen_success']:.3f}",
-             "eval.novel_success": f"{candidate['novel_success']:.3f}"}, ["pybullet"], None)
+            model.component_hashes(),
+            extra_tags={"eval.seen_success": f"{candidate['seen_success']:.3f}",
+                        "eval.novel_success": f"{candidate['novel_success']:.3f}"},
+            extra_packages=("pybullet",))
+        registration = register_version(to_register, gates)
+        registered = registration.version
         summary = _summary_markdown(agent, registered.uri, profile, data, table, latency, gates)
         create_markdown_artifact(summary, key="train-summary", description=f"{agent} {profile}")
         create_table_artifact([{k: v for k, v in row.items() if k != "failures"} for row in table],
                               key="train-evaluation")
         mlflow.log_text(summary, "summary.md")
-        return {"agent": agent, "profile": profile, "model_name": registered.name, "version": registered.version,
-                "model_uri": registered.uri, "run_id": run.info.run_id, "data_hash": data.hash, "semver": semver,
-                "data_uri": data_uri, "parent_version": None, "evaluation": table, "candidate": candidate,
-                "latency_p99_ms": latency["chunk"]["p99_ms"],
-                "validation_status": "passed" if passed else "failed",
-                "failed_gates": [g.name for g in gates if not g.passed], "rounds": curve if cfg.rounds > 1 else None}
+        return TrainResult.of(to_register, registration, gates, {
+            "evaluation": table, "candidate": candidate, "latency_p99_ms": latency["chunk"]["p99_ms"],
+            "rounds": curve if cfg.rounds > 1 else None})
 
 
 def _summary_markdown(agent: str, uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:
@@ -171,10 +172,11 @@ def _summary_markdown(agent: str, uri: str, profile: str, data, table: list[dict
             f"p99 {latency['chunk']['p99_ms']:.2f} ms\n\n| gate | result |\n|---|---|\n{gate_rows}\n")
 
 
-def summary_lines(result: dict) -> list[str]:
+def summary_lines(result: TrainResult) -> list[str]:
     """What `dreamops train` prints about a registered version, under its URI."""
+    r = result.family
     rows = [f"{r['policy']:<14}{r['object_set']:<8}{r['success_rate']:>8.0%}{r['collision_rate']:>11.0%}"
-            f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}" for r in result["evaluation"]]
+            f"{r['cycle_time_s']:>9.2f}{r['jerk']:>7.3f}" for r in r["evaluation"]]
     return [f"{'policy':<14}{'objects':<8}{'success':>8}{'collisions':>11}{'cycle s':>9}{'jerk':>7}", *rows,
-            f"chunk generation p99 {result['latency_p99_ms']:.2f} ms on 1 thread; "
-            f"world-model one-step cosine {result['candidate']['wm_cosine']:.3f}"]
+            f"chunk generation p99 {r['latency_p99_ms']:.2f} ms on 1 thread; "
+            f"world-model one-step cosine {r['candidate']['wm_cosine']:.3f}"]

@@ -15,7 +15,7 @@ from dreamops.api import cache, canary
 from dreamops.api.auth import Principal
 from dreamops.api.deps import allowed, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
-from dreamops.db import Deployment, TelemetryEpisode, session_factory
+from dreamops.db import Deployment, session_factory
 from dreamops.families import DEFAULT_FAMILY
 from dreamops.settings import Settings, get_settings
 from dreamops.shards import SHARD_ARRAYS
