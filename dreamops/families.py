@@ -87,7 +87,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            bundle="dreamops.models.pick_vla:PickVLA", bundle_file="pick_vla.pt",
            evaluator="dreamops.tasks.evaluate_pick:evaluate_version",
            profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
-           evaluate=True, profile=True),
+           warm_start=True, evaluate=True, profile=True),
 )}
 
 DEFAULT_FAMILY = "carracing-vmc"

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set cma.generations=10 (repeatable)")
     t.add_argument("--dataset", help="train on this dataset (hash, prefix or path) instead of collecting")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    t.add_argument("--parent", help="warm-start V, M and C from this version (number, semver or alias); "
+    t.add_argument("--parent", help="warm-start from this version's weights (number, semver or alias); "
                                     "recorded as the new version's parent")
     t.add_argument("--verbose", action="store_true",
                    help="show the libraries' logs and warnings (Prefect, MLflow, Great Expectations) and, "

@@ -34,7 +34,7 @@ from dreamops.tasks.pick_data import collect_demos, validate_demos
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.register import Candidate, TrainResult, register_version
-from dreamops.tasks.train_pick import train_pick_vla
+from dreamops.tasks.train_pick import architecture, train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
 
 collect_demos_task = task(collect_demos, name="collect_demos", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -49,13 +49,16 @@ SETS = ("seen", "novel")
 
 
 def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
-               show_progress: bool) -> TrainResult:
-    """Demonstrations (and DAgger rounds) -> encoder + RSSM + flow head; evaluated in the real cell."""
+               show_progress: bool, parent: str | None = None) -> TrainResult:
+    """Demonstrations (and DAgger rounds) -> encoder + RSSM + flow head; evaluated in the real cell.
+    `parent`: round 0 fine-tunes that version's weights (its vocabulary and proprioception
+    statistics kept) instead of starting from scratch, and the lineage records it."""
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
     cfg.warehouse_id = warehouse_id
     compute = Compute.resolve(cfg.device, bf16=False)  # cuda without CUDA: an error before any work
     store.configure(settings)
+    model, parent_version = _parent(agent, parent, cfg)
     objects = open_store(settings)
     workers, ray = settings.n_workers, settings.ray_address
     with mlflow.start_run(run_name=f"{agent}-{profile}") as run, tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +76,7 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
 
         parts = [data]  # the demonstrations, then every round's labelled on-policy episodes
         curve: list[dict] = []
-        model, steps_so_far = None, 0
+        steps_so_far = 0
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # DAgger: round k-1's policy drives, the expert labels what it visits
@@ -146,7 +149,7 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
             model.component_hashes(),
             extra_tags={"eval.seen_success": f"{candidate['seen_success']:.3f}",
                         "eval.novel_success": f"{candidate['novel_success']:.3f}"},
-            extra_packages=("pybullet",))
+            extra_packages=("pybullet",), parent_version=parent_version)
         registration = register_version(to_register, gates)
         registered = registration.version
         summary = _summary_markdown(agent, registered.uri, profile, data, table, latency, gates)
@@ -157,6 +160,21 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         return TrainResult.of(to_register, registration, gates, {
             "evaluation": table, "candidate": candidate, "latency_p99_ms": latency["chunk"]["p99_ms"],
             "rounds": curve if cfg.rounds > 1 else None})
+
+
+def _parent(agent: str, ref: str | None, cfg) -> tuple[object | None, str | None]:
+    """The parent version's model for a warm start; its architecture must be this config's (the
+    vocabulary is the parent's: the model keeps its tokenizer)."""
+    if ref is None:
+        return None, None
+    mv, model, _ = store.load_bundle(agent, ref)
+    wanted = architecture(cfg.model, model.arch.vocab)
+    if model.arch != wanted:
+        theirs, ours = model.arch.to_dict(), wanted.to_dict()
+        differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
+        raise ValueError(f"cannot warm-start from version {mv.version}: its architecture differs from this "
+                         f"config's in {differ} (parent, this config)")
+    return model, str(mv.version)
 
 
 def _summary_markdown(agent: str, uri: str, profile: str, data, table: list[dict], latency: dict, gates: list) -> str:

@@ -50,6 +50,14 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     assert main(["profile", "--agent", "pick-vla", "--model", "staging", "--iterations", "10"]) == 0
     assert "chunk" in capsys.readouterr().out
 
+    # a warm start from version 1: checked against this config's architecture before any work
+    assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--parent", "1", "--set", "model.embed_dim=24"]) == 2
+    assert "cannot warm-start from version 1: its architecture differs from this config's in {'embed_dim'" in \
+        capsys.readouterr().err
+    assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--no-progress", "--parent", "1",
+                 "--set", "eval.planner=false"]) == 0
+    assert client.get_model_version("pick-vla", "2").tags["parent_version"] == "1"
+
     model = mlflow.pyfunc.load_model("models:/pick-vla/1")
     env = PickCell(PickConfig(object_set="novel", max_steps=12))
     obs, info = env.reset(seed=7)
@@ -69,8 +77,6 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
 
 
 def test_pick_vla_refuses_options_it_does_not_support(prefect_server, dreamops_home, capsys):
-    assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--parent", "1"]) == 2
-    assert "--parent (a warm start from a registered version) is not available for pick-vla yet" in capsys.readouterr().err
     assert main(["train", "--agent", "pick-vla", "--set", "model.execute=32"]) == 2
     assert "model.execute" in capsys.readouterr().err
     assert main(["evaluate", "--agent", "pick-vla", "--baseline", "random"]) == 2
