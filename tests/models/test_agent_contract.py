@@ -247,3 +247,27 @@ def test_vmc_reset_restores_the_first_calls_actions(dreamops_home, tmp_path):
     carried = loaded.predict(frames)  # same frames, memory of the first call
     assert not np.allclose(first, carried)
     np.testing.assert_array_equal(loaded.predict(frames, params={"reset": True}), first)
+
+
+def test_load_bundle_checks_every_component_against_its_registered_hash(family, dreamops_home, tmp_path):
+    """store.load_bundle reads any family's weights file (dreamops.families names it) and refuses
+    weights that no longer hash to the `weights.*` tags written at registration."""
+    import mlflow
+
+    from dreamops.registry import store
+    from dreamops.registry.errors import VersionIntegrityError
+    from dreamops.settings import get_settings
+
+    store.configure(get_settings())
+    model = family.make()
+    python_model, artifacts, signature, *_ = family.pyfunc(model, tmp_path)
+    hashes = model.component_hashes()
+    tampered = {**hashes, next(iter(hashes)): "0" * 64}
+    with mlflow.start_run():
+        good, bad = (store.register_pyfunc(family.name, python_model, artifacts, signature, pip_requirements=["torch"],
+                                           tags={f"weights.{k}": v for k, v in tags.items()})
+                     for tags in (hashes, tampered))
+    loaded = store.load_bundle(family.name, good.version)
+    assert type(loaded.bundle) is type(model) and loaded.bundle.component_hashes() == hashes
+    with pytest.raises(VersionIntegrityError, match=f"{next(iter(hashes))} weights hash to"):
+        store.load_bundle(family.name, bad.version)
