@@ -25,8 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dreamops import generation
-from dreamops.api.stats import Sample, compare_samples
+from dreamops.api.stats import Comparison, Sample, compare_proportions, compare_samples
 from dreamops.db import ApiAuditEvent, Deployment, Robot, TelemetryEpisode, utcnow
+from dreamops.families import FAMILIES
 from dreamops.registry import store
 from dreamops.registry.errors import PromotionRefusedError
 from dreamops.registry.promotion import Promotions, refusal
@@ -46,7 +47,8 @@ class RolloutPolicy:
     max_latency_p99_ms: float = 80.0  # guardrail on the robots' measured inference p99
     alpha: float = 0.05
     power: float = 0.8
-    min_detectable_drop: float = 50.0  # reward drop the sample size is computed for
+    min_detectable_drop: float = 50.0  # reward drop the sample size is computed for (Welch)
+    min_detectable_success_drop: float = 0.10  # success-rate drop, for a family judged on success
 
     def validate(self) -> None:
         s = self.stages
@@ -56,6 +58,8 @@ class RolloutPolicy:
             raise ValueError("bake_seconds must be >= 0 and min_episodes >= 1")
         if not (0 < self.alpha < 1 and 0 < self.power < 1) or self.min_detectable_drop <= 0:
             raise ValueError("alpha and power must be in (0, 1), min_detectable_drop > 0")
+        if not 0 < self.min_detectable_success_drop < 1:
+            raise ValueError("min_detectable_success_drop must be in (0, 1)")
 
 
 def stages_from_percent(first: int) -> list[int]:
@@ -222,7 +226,7 @@ def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation
     # One test per stage (it runs once, when the stage is ripe, and the stage then advances or rolls
     # back); Bonferroni over the stages keeps the chance of a false rollback per rollout <= alpha.
     alpha = policy.alpha / len(deployment.stages)
-    test = compare_samples(samples["canary"], samples["baseline"], alpha, policy.power, policy.min_detectable_drop)
+    test = _test(deployment.model, samples, alpha, policy)
     guardrails = {
         "collisions_per_episode": canary_stage.collisions_sum / canary_stage.n if canary_stage.n else None,
         "mean_reward": canary_stage.mean if canary_stage.n else None,
@@ -235,7 +239,7 @@ def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation
              "guardrails": guardrails, "thresholds": {"max_collisions_per_episode": policy.max_collisions_per_episode,
                                                       "min_mean_reward": policy.min_mean_reward,
                                                       "max_latency_p99_ms": policy.max_latency_p99_ms},
-             "welch": test.to_dict()}
+             "test": test.to_dict(), **({"welch": test.to_dict()} if test.test == "welch" else {})}
 
     # guardrails: any breach rolls back at once
     if canary_stage.n and canary_stage.collisions_max > policy.max_collisions_per_episode:
@@ -259,15 +263,29 @@ def judge(session: Session, deployment: Deployment, now: datetime) -> Evaluation
         return Evaluation("hold", f"waiting for {policy.min_episodes} episodes per arm", stats)
     required = test.required_n_per_arm
     if needs_baseline and required and min(total["canary"].n, total["baseline"].n) < required:
+        what = "reward drop" if test.test == "welch" else "success-rate drop"
         return Evaluation("hold", f"underpowered: {total['canary'].n} canary / {total['baseline'].n} baseline episodes, "
-                          f"{required} per arm needed for power {policy.power:g} against a reward drop of "
-                          f"{policy.min_detectable_drop:g}", stats)
+                          f"{required} per arm needed for power {policy.power:g} against a {what} of "
+                          f"{test.min_detectable_drop:g}", stats)
     if test.regression:
-        return Evaluation("rollback", f"significant regression: canary mean reward {test.canary_mean:.1f} vs "
-                          f"baseline {test.baseline_mean:.1f}, Welch p={test.p_value:.4f} < {alpha:.4f} "
+        if test.test == "welch":
+            what = f"canary mean reward {test.canary_mean:.1f} vs baseline {test.baseline_mean:.1f}, Welch"
+        else:
+            what = f"canary success {test.canary_mean:.0%} vs baseline {test.baseline_mean:.0%}, two-proportion z-test"
+        return Evaluation("rollback", f"significant regression: {what} p={test.p_value:.4f} < {alpha:.4f} "
                           f"(alpha {policy.alpha:g} over {len(deployment.stages)} stages)",
                           stats | _breach(_episode(session, deployment, stage)))
     return Evaluation("complete" if last else "advance", "stage passed", stats)
+
+
+def _test(model: str, samples: dict, alpha: float, policy: RolloutPolicy) -> Comparison:
+    """The statistic the model's family is judged on (dreamops.families); Welch on reward for a
+    model no family registers (e.g. registered by hand in the MLflow UI)."""
+    test = FAMILIES[model].canary_test if model in FAMILIES else "welch"
+    if test == "two_proportion":
+        return compare_proportions(samples["canary"], samples["baseline"], alpha, policy.power,
+                                   policy.min_detectable_success_drop)
+    return compare_samples(samples["canary"], samples["baseline"], alpha, policy.power, policy.min_detectable_drop)
 
 
 class DeploymentConflict(Exception):

@@ -174,7 +174,10 @@ class DeployRequest(BaseModel):
     max_latency_p99_ms: float = Field(80.0, gt=0, le=MAX_ABS, allow_inf_nan=False)
     alpha: float = Field(0.05, gt=0, lt=1)
     power: float = Field(0.8, gt=0, lt=1)
-    min_detectable_drop: float = Field(50.0, gt=0, le=MAX_ABS, allow_inf_nan=False)
+    min_detectable_drop: float = Field(50.0, gt=0, le=MAX_ABS, allow_inf_nan=False,
+                                       description="reward drop the Welch test's sample size is computed for")
+    min_detectable_success_drop: float = Field(0.10, gt=0, lt=1, description="success-rate drop the two-proportion "
+                                               "test's sample size is computed for (a family judged on success)")
 
 
 class DeploymentOut(BaseModel):

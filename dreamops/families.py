@@ -40,6 +40,8 @@ class Family:
                                #   ray_address, show_progress) -> tasks.common.VersionReport: `dreamops evaluate`
     profiler: str              # "module:function" (bundle, iterations) -> {part: {p50_ms, p95_ms, p99_ms}}
     baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
+    canary_test: str = "welch"  # the canary's statistic (api/stats.py): welch on episode reward, or
+                                # two_proportion on success (the family's robots report reward 1 or 0)
     warm_start: bool = False
     fleet_data: bool = False
     evaluate: bool = False
@@ -87,7 +89,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            bundle="dreamops.models.pick_vla:PickVLA", bundle_file="pick_vla.pt",
            evaluator="dreamops.tasks.evaluate_pick:evaluate_version",
            profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
-           warm_start=True, evaluate=True, profile=True),
+           canary_test="two_proportion", warm_start=True, evaluate=True, profile=True),
 )}
 
 DEFAULT_FAMILY = "carracing-vmc"

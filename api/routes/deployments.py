@@ -25,7 +25,7 @@ def deploy(version: VersionPath, body: DeployRequest, model: ModelName = DEFAULT
     policy = canary.RolloutPolicy(stages=body.stages or canary.stages_from_percent(body.rollout_percent),
                                   **body.model_dump(include={"bake_seconds", "min_episodes", "max_collisions_per_episode",
                                                              "min_mean_reward", "max_latency_p99_ms", "alpha", "power",
-                                                             "min_detectable_drop"}))
+                                                             "min_detectable_drop", "min_detectable_success_drop"}))
     deployment = canary.start(session, promotions(), model, version, policy, who.name,
                               warehouse_id=body.warehouse_id, robot_ids=body.robot_ids)
     return DeploymentOut.of(deployment)

@@ -315,3 +315,32 @@ def test_the_judges_figures_from_sql_aggregates_equal_numpy_and_scipy_on_the_epi
     assert s["welch"]["p_value"] == pytest.approx(expected.pvalue, rel=1e-9)
     assert s["welch"]["canary_std"] == pytest.approx(np.std(canary_all, ddof=1), rel=1e-12)
     assert flat.statistics["welch"]["canary_std"] == 0.0 and flat.statistics["welch"]["p_value"] == 0.0
+
+
+def test_a_pick_version_worse_at_picking_rolls_back_on_the_two_proportion_test(api, registry):
+    """pick-vla's robots report success as the reward (1 or 0): its canary is judged on success
+    rates by a two-proportion z-test, Bonferroni over the 2 stages (62 episodes per arm for power
+    0.8 against a 20-point drop from 90% at alpha 0.025; the first round gives each arm 100)."""
+    promotions, client = registry
+    pick = "pick-vla"
+    v1, v2 = add_version(model=pick), add_version(model=pick)
+    promotions.promote(pick, v1, "production")
+    answer = api.post(f"/models/{v2}/deploy?model={pick}", json={"warehouse_id": WH, "rollout_percent": 50,
+                                                               "bake_seconds": 0, "min_episodes": 10,
+                                                               "min_detectable_success_drop": 0.2})
+    assert answer.status_code == 202, answer.text
+    d = answer.json()
+    for _ in range(12):
+        for robot in ROBOTS:
+            a = api.get(f"/robots/{robot}/assignment?warehouse_id={WH}&model={pick}", role="robot").json()
+            rate = 3 if a["arm"] == "canary" else 9   # successes in 10: 30% on the canary, 90% on production
+            report(api, robot, a, [episode(1.0 if i < rate else 0.0, seed=i) for i in range(10)])
+        final = api.get(f"/deployments/{d['deployment_id']}").json()
+        if final["status"] != "rolling_out":
+            break
+    assert final["status"] == "rolled_back" and "two-proportion z-test" in final["reason"], final
+    test = final["statistics"]["test"]
+    assert test["test"] == "two_proportion" and "welch" not in final["statistics"]
+    assert test["canary_mean"] == pytest.approx(0.3) and test["baseline_mean"] == pytest.approx(0.9)
+    assert test["p_value"] < 0.05 / len(d["stages"]) and test["required_n_per_arm"] >= 10
+    assert str(client.get_registered_model(pick).aliases["production"]) == v1
