@@ -21,6 +21,7 @@ CAPABILITIES = {
     "evaluate": "`dreamops evaluate` of a registered version",
     "profile": "`dreamops profile` (latency of a registered version)",
     "drift_eval": "`dreamops drift-eval`",
+    "fleet": "the simulated fleet (`dreamops fleet`)",
 }
 
 
@@ -40,6 +41,8 @@ class Family:
                                #   ray_address, show_progress) -> tasks.common.VersionReport: `dreamops evaluate`
     profiler: str              # "module:function" (bundle, iterations) -> {part: {p50_ms, p95_ms, p99_ms}}
     baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
+    robot: str = ""            # "module:Class" of its robot in the simulated fleet: (bundle, RobotSetup), .play(seed)
+                               #   -> MeasuredEpisode, .close(), SCENARIOS and FAULTS; "" without a fleet
     canary_test: str = "welch"  # the canary's statistic (api/stats.py): welch on episode reward, or
                                 # two_proportion on success (the family's robots report reward 1 or 0)
     warm_start: bool = False
@@ -47,6 +50,7 @@ class Family:
     evaluate: bool = False
     profile: bool = False
     drift_eval: bool = False
+    fleet: bool = False
     default_profile: str = "quick"
 
     def load(self, entry: str) -> Any:
@@ -79,7 +83,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            summary_lines="dreamops.flows.train:summary_lines",
            bundle="dreamops.models.bundle:VMCBundle", bundle_file="vmc_bundle.pt",
            evaluator="dreamops.tasks.evaluate:evaluate_version", profiler="dreamops.tasks.profile:profile_latency",
-           baselines=("random", "rule_based"),
+           baselines=("random", "rule_based"), robot="dreamops.tasks.robot_episode:CarRacingRobot", fleet=True,
            warm_start=True, fleet_data=True, evaluate=True, profile=True, drift_eval=True),
     Family("pick-vla", "language-conditioned pick in a PyBullet cell: encoder + RSSM + flow-matching action head",
            profiles=("smoke", "quick", "gpu", "full"),
@@ -89,6 +93,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            bundle="dreamops.models.pick_vla:PickVLA", bundle_file="pick_vla.pt",
            evaluator="dreamops.tasks.evaluate_pick:evaluate_version",
            profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
+           robot="dreamops.tasks.pick_robot:PickRobot", fleet=True,
            canary_test="two_proportion", warm_start=True, evaluate=True, profile=True),
 )}
 

@@ -13,19 +13,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import httpx
-import numpy as np
 import torch
 
 from dreamops.api.schemas import Assignment, EpisodeReport, EpisodeUploadAck, TelemetryAck, TelemetryBatch
-from dreamops.models.bundle import VMCBundle
-from dreamops.models.vae import VAE
+from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.settings import Settings
-from dreamops.sim.carracing import SCENARIOS, CarRacing
-from dreamops.sim.rollout import Policy
-from dreamops.tasks.robot_episode import encode_episode, play_and_measure
+from dreamops.tasks.robot_episode import FAULTS, RobotSetup, check_fault, encode_episode
 
 log = logging.getLogger("dreamops.fleet")
 
@@ -37,59 +34,20 @@ SEED_STRIDE = 100_000  # robot i plays seeds seed + i * SEED_STRIDE + 0, 1, 2, .
 
 # --- faults ---
 
-class BrokenController:
-    """Steers hard right at full throttle, whatever the model says: off the track within ~40 frames.
-    The real model still runs on every frame, so the version's latency is what is reported."""
-
-    ACTION = np.array([1.0, 1.0, 0.0], np.float32)
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-        self.action_repeat = getattr(policy, "action_repeat", 1)
-
-    def reset(self, seed: int) -> None:
-        self.policy.reset(seed)
-
-    def act(self, frame: np.ndarray) -> np.ndarray:
-        self.policy.act(frame)
-        return self.ACTION.copy()
-
-    def diagnostics(self) -> dict:
-        return _diagnostics(self.policy)
-
-
-def _diagnostics(policy) -> dict:
-    """The wrapped policy's per-step diagnostics (the VMC policy's M residual), if it has any."""
-    return getattr(policy, "diagnostics", dict)()
-
-
-FAULTS: dict[str, Callable[[Policy], Policy]] = {"broken_controller": BrokenController}
-
-
-def check_fault(name: str) -> str:
-    if name not in FAULTS:
-        raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(sorted(FAULTS))}")
-    return name
-
-
-def with_fault(policy: Policy, fault: str) -> Policy:
-    return FAULTS[check_fault(fault)](policy)
-
-
-def parse_fault_spec(spec: str) -> tuple[str, str]:
-    """'3=broken_controller' -> ('3', 'broken_controller')."""
+def parse_fault_spec(spec: str, known=FAULTS) -> tuple[str, str]:
+    """'3=broken_controller' -> ('3', 'broken_controller'); `known`: the family's robot's faults."""
     version, sep, name = (part.strip() for part in spec.partition("="))
     if not sep or not version or not name:
         raise ValueError(f"fault spec {spec!r} is not VERSION=NAME (e.g. 3=broken_controller)")
     if not version.isdigit():
         raise ValueError(f"fault spec {spec!r}: the version must be a model version number, got {version!r}")
-    return version, check_fault(name)
+    return version, check_fault(name, known)
 
 
-def parse_faults(specs: list[str]) -> dict[str, str]:
+def parse_faults(specs: list[str], known=FAULTS) -> dict[str, str]:
     faults: dict[str, str] = {}
     for spec in specs:
-        version, name = parse_fault_spec(spec)
+        version, name = parse_fault_spec(spec, known)
         if faults.get(version, name) != name:
             raise ValueError(f"version {version} is given two faults: {faults[version]} and {name}")
         faults[version] = name
@@ -104,8 +62,8 @@ class FleetConfig:
     token: str
     warehouse_id: str
     robots: int
-    model: str = "carracing-vmc"
-    max_steps: int = 300  # simulator frames per episode
+    model: str = DEFAULT_FAMILY  # a registered family (dreamops.families): its robot plays the episodes
+    max_steps: int = 300  # simulator frames (carracing-vmc) or control steps (pick-vla) per episode
     episodes_per_robot: int | None = None  # None: until stopped
     upload_episodes: bool = True
     latent_sample: int = 8  # V's latent means reported per episode, for drift checks
@@ -115,11 +73,18 @@ class FleetConfig:
     robot_prefix: str | None = None  # default: f"{warehouse_id}-r"
     mlflow_tracking_uri: str | None = None  # where versions are downloaded from; None: as configured
     mlflow_registry_uri: str | None = None
-    scenario: str = "day"  # sim.carracing.SCENARIOS: "night" shifts the world the robots see (drift)
+    scenario: str = "day"  # the robot's SCENARIOS: "night" (carracing-vmc) or "novel" (pick-vla) shift the world
+
+    @property
+    def robot_class(self):
+        fam = family(self.model)
+        fam.require("fleet")
+        return fam.load("robot")
 
     def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        scenarios = self.robot_class.SCENARIOS
+        if self.scenario not in scenarios:
+            raise ValueError(f"unknown scenario {self.scenario!r} for {self.model}; choose one of {', '.join(scenarios)}")
         if not self.api_url.startswith(("http://", "https://")):
             raise ValueError(f"API URL must start with http:// or https://, got {self.api_url!r}")
         if not self.token:
@@ -137,7 +102,7 @@ class FleetConfig:
         if self.poll_interval_s <= 0:
             raise ValueError(f"poll interval must be positive, got {self.poll_interval_s}")
         for version, fault in self.faults.items():
-            parse_fault_spec(f"{version}={fault}")
+            parse_fault_spec(f"{version}={fault}", self.robot_class.FAULTS)
         if self.robot_prefix is None:
             self.robot_prefix = f"{self.warehouse_id}-r"
 
@@ -152,9 +117,10 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", dest="faults", action="append", default=[], metavar="VERSION=NAME",
                         help=f"inject a fault into one version, e.g. 3=broken_controller (repeatable; "
                              f"faults: {', '.join(sorted(FAULTS))})")
-    parser.add_argument("--model", default="carracing-vmc", help="registered model the robots run")
-    parser.add_argument("--scenario", default="day", choices=sorted(SCENARIOS),
-                        help="the world the robots drive in; 'night' is darker (a drift to detect)")
+    parser.add_argument("--model", default=DEFAULT_FAMILY, help="the agent family the robots run (its registered model)")
+    parser.add_argument("--scenario", default="day",
+                        help="the world the robots work in: carracing-vmc day | night (darker: a drift to detect); "
+                             "pick-vla day | novel (objects it never trained on)")
     parser.add_argument("--seed", type=int, default=0, help="base episode seed")
     parser.add_argument("--latent-sample", type=int, default=8, help="latents reported per episode")
     parser.add_argument("--no-upload", action="store_true", help="report telemetry only, not the episodes")
@@ -168,7 +134,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> FleetConfi
         api_url=args.api, token=args.token or os.environ.get(TOKEN_ENV, ""), warehouse_id=args.warehouse,
         robots=args.robots, model=args.model, max_steps=args.max_steps, episodes_per_robot=args.episodes,
         upload_episodes=not args.no_upload, latent_sample=args.latent_sample, seed=args.seed,
-        faults=parse_faults(args.faults), scenario=args.scenario, poll_interval_s=args.poll_interval, robot_prefix=args.robot_prefix,
+        faults=parse_faults(args.faults, family(args.model).load("robot").FAULTS), scenario=args.scenario, poll_interval_s=args.poll_interval, robot_prefix=args.robot_prefix,
         mlflow_tracking_uri=settings.mlflow_tracking_uri, mlflow_registry_uri=settings.mlflow_registry_uri)
 
 
@@ -208,8 +174,9 @@ class RobotApi:
     def _robot(robot_id: str) -> str:
         return f"/api/v1/robots/{quote(robot_id, safe='')}"
 
-    def assignment(self, robot_id: str, warehouse_id: str) -> Assignment:
-        response = self._request("GET", f"{self._robot(robot_id)}/assignment", params={"warehouse_id": warehouse_id})
+    def assignment(self, robot_id: str, warehouse_id: str, model: str = DEFAULT_FAMILY) -> Assignment:
+        response = self._request("GET", f"{self._robot(robot_id)}/assignment",
+                                 params={"warehouse_id": warehouse_id, "model": model})
         return Assignment.model_validate_json(response.content)
 
     def telemetry(self, robot_id: str, batch: TelemetryBatch) -> TelemetryAck:
@@ -228,7 +195,7 @@ class RobotApi:
 
 # --- robots ---
 
-BundleLoader = Callable[[str], VMCBundle]  # model version -> weights
+BundleLoader = Callable[[str], Any]  # model version -> the family's weights (VMCBundle, PickVLA, ...)
 
 
 def registry_loader(config: FleetConfig) -> BundleLoader:
@@ -250,10 +217,10 @@ class BundleCache:
 
     def __init__(self, load: BundleLoader):
         self._load = load
-        self._bundles: dict[str, VMCBundle] = {}
+        self._bundles: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def get(self, version: str) -> VMCBundle:
+    def get(self, version: str) -> Any:
         with self._lock:  # held while downloading: robots wanting the same version wait for one download
             if version not in self._bundles:
                 self._bundles[version] = self._load(version)
@@ -277,38 +244,33 @@ class Robot:
         self.robot_id = f"{config.robot_prefix}{index + 1:03d}"
         self.stop = stop or threading.Event()
         self.api = RobotApi(config.api_url, config.token)
-        # VMC policies repeat their actions themselves; the scenario shifts the world (drift)
-        self.env = CarRacing(max_steps=config.max_steps, scenario=config.scenario)
         self.episodes_played = 0
-        self._policies: dict[str, tuple[Policy, VAE]] = {}
+        self._simulators: dict[str, object] = {}   # version -> the family's robot (its simulator and policy)
 
-    def _policy(self, version: str) -> tuple[Policy, VAE]:
-        if version not in self._policies:
-            bundle = self.bundles.get(version)
-            policy: Policy = bundle.policy()
-            if version in self.config.faults:
-                policy = with_fault(policy, self.config.faults[version])
-            self._policies[version] = (policy, bundle.vae)
-        return self._policies[version]
+    def _simulator(self, version: str):
+        if version not in self._simulators:
+            cfg = self.config
+            setup = RobotSetup(cfg.max_steps, cfg.scenario, cfg.latent_sample, cfg.faults.get(version))
+            self._simulators[version] = cfg.robot_class(self.bundles.get(version), setup)
+        return self._simulators[version]
 
     def run_one_episode(self) -> EpisodeResult | None:
         """One episode of the assigned version, reported to the API; None (after a pause) when nothing
         is assigned."""
         cfg = self.config
-        assignment = self.api.assignment(self.robot_id, cfg.warehouse_id)
+        assignment = self.api.assignment(self.robot_id, cfg.warehouse_id, cfg.model)
         if assignment.version is None:
             self.stop.wait(cfg.poll_interval_s)
             return None
         if assignment.model != cfg.model:
             raise ValueError(f"{self.robot_id} runs {cfg.model!r} but was assigned {assignment.model!r}")
-        policy, vae = self._policy(assignment.version)
         seed = cfg.seed + self.index * SEED_STRIDE + self.episodes_played
         self.episodes_played += 1
-        run = play_and_measure(self.env, policy, vae, seed, cfg.latent_sample)
+        run = self._simulator(assignment.version).play(seed)
         ack = self.api.telemetry(self.robot_id, TelemetryBatch(
             warehouse_id=cfg.warehouse_id, version=assignment.version, deployment_id=assignment.deployment_id,
             episodes=[EpisodeReport(**run.measures.fields())], latents=run.latents.tolist()))
-        if cfg.upload_episodes:
+        if cfg.upload_episodes and run.episode is not None:   # a family without fleet data uploads nothing
             self.api.upload_episode(self.robot_id, cfg.warehouse_id, assignment.version, encode_episode(run.episode))
         r = run.measures
         log.info("%s version %s reward %.1f collisions %d p99 %.2f ms", self.robot_id, assignment.version,
@@ -334,15 +296,17 @@ class Robot:
                 record(result)
 
     def _new_simulator(self) -> None:
-        try:
-            self.env.close()
-        except Exception:  # the broken one's close may fail too; it is dropped either way
-            log.debug("%s: closing the failed simulator raised", self.robot_id, exc_info=True)
-        self.env = CarRacing(max_steps=self.config.max_steps, scenario=self.config.scenario)
+        """Drop every simulator (rebuilt on the next episode): one that failed mid-way can be unusable."""
+        simulators, self._simulators = self._simulators, {}
+        for sim in simulators.values():
+            try:
+                sim.close()
+            except Exception:  # the broken one's close may fail too; it is dropped either way
+                log.debug("%s: closing the failed simulator raised", self.robot_id, exc_info=True)
 
     def close(self) -> None:
         self.api.close()
-        self.env.close()
+        self._new_simulator()
 
 
 # --- the fleet ---

@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--api-port", type=int, default=8000)
 
-    fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in CarRacing and "
-                                      "report telemetry to the API")
+    fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in real simulators "
+                                      "(CarRacing, or pick cells with --model pick-vla) and report telemetry to the API")
     from dreamops.fleet.simulator import add_fleet_arguments
 
     add_fleet_arguments(fl)

@@ -1,12 +1,14 @@
-"""One CarRacing episode as a robot measures it: its return, off-track events, latency per decision
-(in the playing thread's CPU time), M's residual and a sample of V's latents, and the episode as
-the upload body. Shared by the simulated fleet (dreamops.fleet, which reports it to the API) and by
-drift-eval (which compares the measures across scenarios); no network here.
+"""One episode as a robot measures it, for the simulated fleet (dreamops.fleet reports it to the
+API) and drift-eval: what every family's robot reports (`EpisodeMeasures`, a sample of latents),
+how a robot is set up (`RobotSetup`), and carracing-vmc's robot: its return, off-track events,
+latency per decision (in the playing thread's CPU time), M's residual, a sample of V's latents,
+the episode as the upload body, and its injectable faults. No network here.
 """
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
@@ -15,9 +17,57 @@ import torch
 
 from dreamops.models.vae import VAE
 from dreamops.shards import SHARD_ARRAYS
-from dreamops.sim.carracing import CarRacing
+from dreamops.sim.carracing import SCENARIOS, CarRacing
 from dreamops.sim.rollout import Episode, Policy, count_off_track_events, play_episode
 from dreamops.tasks.train_mdnrnn import ZOOM_FRAMES
+
+
+class BrokenController:
+    """Steers hard right at full throttle, whatever the model says: off the track within ~40 frames.
+    The real model still runs on every frame, so the version's latency is what is reported."""
+
+    ACTION = np.array([1.0, 1.0, 0.0], np.float32)
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.action_repeat = getattr(policy, "action_repeat", 1)
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        self.policy.act(frame)
+        return self.ACTION.copy()
+
+    def diagnostics(self) -> dict:
+        return _diagnostics(self.policy)
+
+
+def _diagnostics(policy) -> dict:
+    """The wrapped policy's per-step diagnostics (the VMC policy's M residual), if it has any."""
+    return getattr(policy, "diagnostics", dict)()
+
+
+FAULTS: dict[str, Callable[[Policy], Policy]] = {"broken_controller": BrokenController}
+
+
+def check_fault(name: str, known=FAULTS) -> str:
+    if name not in known:
+        raise ValueError(f"unknown fault {name!r}; known faults: {', '.join(sorted(known))}")
+    return name
+
+
+def with_fault(policy: Policy, fault: str) -> Policy:
+    return FAULTS[check_fault(fault)](policy)
+
+
+@dataclass(frozen=True)
+class RobotSetup:
+    """How the fleet sets up one robot for one version (any family)."""
+    max_steps: int               # simulator frames (carracing-vmc) or control steps (pick-vla) per episode
+    scenario: str                # one of the family robot's SCENARIOS
+    latent_sample: int           # latents reported per episode, for the drift checks
+    fault: str | None = None     # one of the family robot's FAULTS, injected into this version
 
 
 class _Timed:
@@ -63,7 +113,7 @@ class EpisodeMeasures:
 
 @dataclass
 class MeasuredEpisode:
-    episode: Episode
+    episode: Episode | None      # the upload body's source; None for a family without fleet data
     measures: EpisodeMeasures
     latents: np.ndarray  # float32 [<= latent_sample, Z]: V's means of frames spread over the episode
 
@@ -99,3 +149,21 @@ def encode_episode(episode: Episode) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{name: getattr(episode, name) for name in SHARD_ARRAYS})
     return buffer.getvalue()
+
+
+class CarRacingRobot:
+    """carracing-vmc's robot in the simulated fleet: one CarRacing simulator and the version's V-M-C
+    policy (with its fault, if one is injected)."""
+    SCENARIOS = tuple(SCENARIOS)
+    FAULTS = FAULTS
+
+    def __init__(self, bundle, setup: RobotSetup):
+        self.setup, self.vae = setup, bundle.vae
+        self.policy: Policy = with_fault(bundle.policy(), setup.fault) if setup.fault else bundle.policy()
+        self.env = CarRacing(max_steps=setup.max_steps, scenario=setup.scenario)
+
+    def play(self, seed: int) -> MeasuredEpisode:
+        return play_and_measure(self.env, self.policy, self.vae, seed, self.setup.latent_sample)
+
+    def close(self) -> None:
+        self.env.close()

@@ -84,3 +84,64 @@ def test_a_wrong_token_raises_with_the_apis_explanation(live_api):
     with pytest.raises(ApiError, match="401.*invalid or revoked token"):
         robot.assignment("WH-7-r001", "WH-7")
     robot.close()
+
+
+def _register_pick(tmp_path, seed: int) -> str:
+    """A pick-vla version with real (random) weights, registered as training registers them."""
+    import mlflow
+
+    from dreamops.models.pick_vla import PickArchitecture, PickVLA
+    from dreamops.registry import store
+    from dreamops.registry.pyfunc import PickVLAPyfuncModel
+
+    torch.manual_seed(seed)
+    model = PickVLA(PickArchitecture(vocab=("pick", "up", "the", "red", "box"), embed_dim=32, text_dim=16, deter=32,
+                                     stoch=4, classes=4, head_hidden=64)).eval()
+    path = model.save(tmp_path / f"v{seed}" / "pick_vla.pt")
+    with mlflow.start_run():
+        return store.register_pyfunc(PICK, PickVLAPyfuncModel(), {"bundle": str(path)}, store.pick_signature(),
+                                     tags={"validation_status": "passed", **PASSED_GATES,
+                                           **{f"weights.{k}": v for k, v in model.component_hashes().items()}},
+                                     pip_requirements=["torch"]).version
+
+
+PICK = "pick-vla"
+
+
+def test_a_pick_fleet_plays_real_cells_and_rolls_back_a_broken_canary(live_api, registry, tmp_path, api_db):
+    """pick-vla robots: the assigned version in a PyBullet cell, success as the reward, the
+    collision, chunk latency and observation embeddings reported; a canary whose gripper drives
+    into the tray is rolled back by the collision guardrail, and the fleet is back on production."""
+    import sqlalchemy as sa
+
+    from dreamops.settings import get_settings
+
+    url, api = live_api
+    promotions, client = registry
+    v1, v2 = _register_pick(tmp_path, 1), _register_pick(tmp_path, 2)
+    promotions.promote(PICK, v1, "production")
+    settings = get_settings()
+    cfg = FleetConfig(api_url=url, token=api.tokens["robot"], warehouse_id="WH-P", robots=2, model=PICK, max_steps=20,
+                      episodes_per_robot=2, poll_interval_s=0.2, latent_sample=3, faults={v2: "broken_controller"},
+                      mlflow_tracking_uri=settings.mlflow_tracking_uri, mlflow_registry_uri=settings.mlflow_registry_uri)
+    summary = run_fleet(cfg)
+    assert summary.failed_episodes == 0 and summary.versions[v1].episodes == 4
+    with sa.create_engine(api_db).connect() as conn:
+        rows = conn.execute(sa.text("select reward, collisions, steps, latency_p99_ms, latents from telemetry_episodes"
+                                    )).all()
+    assert len(rows) == 4 and all(r.reward in (0.0, 1.0) and r.collisions in (0, 1) and r.latency_p99_ms > 0
+                                  for r in rows)
+    latents = json.loads(rows[0].latents) if isinstance(rows[0].latents, str) else rows[0].latents
+    assert len(latents) == 3 and len(latents[0]) == 32   # the model's observation embeddings
+    assert not (settings.resolved_home / "uploads" / "WH-P").exists()   # pick-vla does not train on fleet data
+
+    answer = api.post(f"/models/{v2}/deploy?model={PICK}", json={"warehouse_id": "WH-P", "stages": [50, 100],
+                                                                "bake_seconds": 3600, "max_latency_p99_ms": 10_000})
+    assert answer.status_code == 202, answer.text
+    deployment = answer.json()["deployment_id"]
+    summary = run_fleet(FleetConfig(**{**cfg.__dict__, "episodes_per_robot": 3}))
+    final = api.get(f"/deployments/{deployment}").json()
+    assert final["status"] == "rolled_back" and "collision" in final["reason"], final
+    assert summary.versions[v2].collisions >= 1
+    assert str(client.get_registered_model(PICK).aliases["production"]) == v1
+    assert api.get(f"/robots/WH-P-r001/assignment?warehouse_id=WH-P&model={PICK}", role="robot").json()["version"] == v1

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from dreamops.fleet.simulator import (ApiError, BrokenController, RobotApi, add_fleet_arguments, config_from_args,
-                                      parse_fault_spec, parse_faults, with_fault)
+from dreamops.fleet.simulator import (ApiError, RobotApi, add_fleet_arguments, config_from_args, parse_fault_spec,
+                                      parse_faults)
 from dreamops.models.bundle import Architecture, VMCBundle
 from dreamops.settings import Settings
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.sim.carracing import CarRacing
 from dreamops.sim.rollout import count_off_track_events
-from dreamops.tasks.robot_episode import encode_episode, play_and_measure
+from dreamops.tasks.robot_episode import BrokenController, encode_episode, play_and_measure, with_fault
 
 MODEL = "carracing-vmc"
 TOKEN = "robot-token"
@@ -146,25 +146,25 @@ def test_connection_errors_are_retried_then_reported():
     api.close()
 
 
-def test_a_robot_retries_a_failed_episode_on_a_fresh_simulator():
+def test_a_robot_retries_a_failed_episode_on_a_fresh_simulator(bundle):
     """A failure mid-episode can leave the simulator unusable (a half-loaded renderer did once): the
-    robot drops it, so its next episode does not fail the same way for ever."""
+    robot drops its simulators, so its next episode does not fail the same way for ever."""
     import threading
 
-    from dreamops.fleet.simulator import FleetConfig, Robot
+    from dreamops.fleet.simulator import BundleCache, FleetConfig, Robot
 
     with socket.socket() as s:  # a port nobody listens on: the episode fails at its first request
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     stop = threading.Event()
     robot = Robot(0, FleetConfig(f"http://127.0.0.1:{port}", TOKEN, "WH-1", robots=1, max_steps=20,
-                                 poll_interval_s=0.01), bundles=None, stop=stop)
+                                 poll_interval_s=0.01), bundles=BundleCache(lambda version: bundle), stop=stop)
     robot.api.close()
     robot.api = RobotApi(f"http://127.0.0.1:{port}", TOKEN, retries=0, backoff_s=0.01)  # fail at once
-    broken = robot.env
+    broken = robot._simulator("1")   # the simulator an earlier episode of version 1 used
     failures = []
     robot.run(record=lambda result: None, failed=lambda: (failures.append(1), stop.set()))
-    assert failures == [1] and robot.env is not broken
-    frame = robot.env.reset(seed=0)
-    assert frame.shape == (64, 64, 3)
+    assert failures == [1] and robot._simulators == {}
+    fresh = robot._simulator("1")
+    assert fresh is not broken and fresh.env.reset(seed=0).shape == (64, 64, 3)
     robot.close()

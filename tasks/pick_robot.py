@@ -1,0 +1,90 @@
+"""pick-vla's robot in the simulated fleet: one PyBullet pick cell and the version's policy.
+
+What it reports per episode: success as the reward (1 or 0: the canary judges pick versions by a
+two-proportion test of success), the collision (0 or 1), the steps, the latency of each chunk
+generation in the playing thread's CPU time (simulated robots share a few cores), and a sample of
+the model's observation embeddings (the drift checks' latents). No episode upload: pick-vla does
+not train on fleet data yet.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
+from dreamops.sim.pick import PickCell, PickConfig
+from dreamops.tasks.robot_episode import EpisodeMeasures, MeasuredEpisode, RobotSetup, check_fault
+
+OBJECT_SETS = {"day": "seen", "novel": "novel"}   # scenario -> objects: "novel" is a shifted scene
+
+
+class BrokenGripper:
+    """Closes the gripper and drives straight down into the tray, whatever the model says: the
+    fingertips press on the floor within ~10 steps (a collision). The model still generates every
+    chunk, so the version's latency is what is reported."""
+
+    ACTION = np.array([0.0, 0.0, -1.0, 1.0], np.float32)
+
+    def __init__(self, policy: PickVLAPolicy):
+        self.policy = policy
+
+    @property
+    def queue(self) -> list:
+        return self.policy.queue
+
+    def reset(self, instruction: str, seed: int | None = None) -> None:
+        self.policy.reset(instruction, seed)
+
+    def act(self, obs: dict) -> np.ndarray:
+        self.policy.act(obs)
+        return self.ACTION.copy()
+
+
+FAULTS = {"broken_controller": BrokenGripper}
+
+
+class PickRobot:
+    SCENARIOS = tuple(OBJECT_SETS)
+    FAULTS = FAULTS
+
+    def __init__(self, model: PickVLA, setup: RobotSetup):
+        self.model, self.setup = model, setup
+        policy = PickVLAPolicy(model)
+        self.policy = FAULTS[check_fault(setup.fault, FAULTS)](policy) if setup.fault else policy
+        self.env = PickCell(PickConfig(object_set=OBJECT_SETS[setup.scenario], max_steps=setup.max_steps))
+
+    def play(self, seed: int) -> MeasuredEpisode:
+        obs, info = self.env.reset(seed=seed)
+        self.policy.reset(self.env.instruction, seed)
+        seconds, frames, done = [], [], False
+        while not done:
+            generating = not self.policy.queue   # this call generates a chunk; the others pop the queue
+            start = time.thread_time()
+            action = self.policy.act(obs)
+            if generating:
+                seconds.append(time.thread_time() - start)
+            frames.append(obs)
+            obs, _, terminated, truncated, info = self.env.step(action)
+            done = terminated or truncated
+        p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
+        measures = EpisodeMeasures(seed=seed, reward=float(info["success"]), collisions=int(info["collided"]),
+                                   steps=len(frames), latency_p50_ms=float(p50), latency_p99_ms=float(p99),
+                                   residual=None, ended_at=datetime.now(timezone.utc))
+        return MeasuredEpisode(None, measures, self._latents(frames))
+
+    @torch.no_grad()
+    def _latents(self, frames: list[dict]) -> np.ndarray:
+        """The model's observation embeddings (what its heads read) of frames spread over the episode."""
+        n = min(self.setup.latent_sample, len(frames))
+        if n == 0:
+            return np.zeros((0, self.model.arch.embed_dim), np.float32)
+        picked = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n).round().astype(int))]
+        embedded = self.model.embed(np.stack([f["rgb"] for f in picked]), np.stack([f["depth"] for f in picked]),
+                                    np.stack([f["proprio"] for f in picked]), [self.env.instruction] * len(picked))
+        return embedded.numpy().astype(np.float32)
+
+    def close(self) -> None:
+        self.env.close()
