@@ -25,6 +25,10 @@ def test_the_registry_lists_exactly_the_profiles_the_family_defines(fam):
 
 def test_every_entry_point_loads_and_every_profile_resolves_to_the_familys_config(fam):
     assert all(callable(fam.load(entry)) for entry in CALLABLES)
+    assert fam.canary_test in ("welch", "two_proportion")
+    if fam.supports("fleet"):   # the fleet builds the family's robot and validates scenarios and faults by it
+        robot = fam.load("robot")
+        assert callable(robot) and "day" in robot.SCENARIOS and robot.FAULTS
     for profile in fam.profiles:
         cfg = resolve_config(profile, agent=fam.name)
         assert isinstance(cfg, fam.load("config")) and cfg.agent == fam.name and cfg.profile == profile
