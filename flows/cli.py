@@ -67,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--no-cache", action="store_true",
                     help="replay every episode (default: reuse episodes played before, kept in $DREAMOPS_HOME/drift-eval)")
 
-    pr = sub.add_parser("profile", help="latency p50/p95/p99 of a version on one CPU thread (carracing-vmc: V, M, C "
-                                       "and the full step; pick-vla: one action chunk)")
+    pr = sub.add_parser("profile", help="latency p50/p95/p99 of a version's inference on one CPU thread, per part "
+                                       "(the family's: V, M, C and the full step; one action chunk)")
     pr.add_argument("--model", required=True, help="version number, alias or 'latest'")
     pr.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
     pr.add_argument("--iterations", type=int, default=1000)
@@ -95,8 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--api-port", type=int, default=8000)
 
-    fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in real simulators "
-                                      "(CarRacing, or pick cells with --model pick-vla) and report telemetry to the API")
+    fl = sub.add_parser("fleet", help="a simulated fleet: robots run their assigned versions in their family's real "
+                                      "simulator (--model) and report telemetry to the API")
     from dreamops.fleet.simulator import add_fleet_arguments
 
     add_fleet_arguments(fl)
