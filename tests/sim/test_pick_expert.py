@@ -23,6 +23,18 @@ def _labeller(env: PickCell, seed: int) -> ScriptedExpert:
     return expert
 
 
+def _execute_labels(env: PickCell, labeller: ScriptedExpert) -> dict:
+    """Play the episode out as the policy would: 4 actions of each labelled chunk, then ask again."""
+    done, info = False, {}
+    while not done:
+        for a in expert_chunk(env, 16, labeller)[:4]:
+            _, _, terminated, truncated, info = env.step(a)
+            done = terminated or truncated
+            if done:
+                break
+    return info
+
+
 def test_a_what_if_chunk_leaves_the_episode_where_it_was(env):
     twin = PickCell(PickConfig(render=False, max_steps=80))
     try:
@@ -52,13 +64,7 @@ def test_executing_the_labels_recovers_from_a_wandering_start(env, seed):
     for _ in range(15):
         env.step(rng.uniform(-1, 1, 4))
     labeller = _labeller(env, seed)
-    done, info = False, {}
-    while not done:
-        for a in expert_chunk(env, 16, labeller)[:4]:
-            _, _, terminated, truncated, info = env.step(a)
-            done = terminated or truncated
-            if done:
-                break
+    info = _execute_labels(env, labeller)
     assert info["success"] and not info["collided"]
 
 
@@ -101,11 +107,5 @@ def test_retreat_first_labels_still_lead_to_a_clean_pick(env, seed):
     _low_beside_the_target(env, seed)
     labeller = ScriptedExpert(ExpertConfig(noise=0.0, retreat_first=True))
     labeller.reset(env, seed)
-    done, info = False, {}
-    while not done:
-        for a in expert_chunk(env, 16, labeller)[:4]:
-            _, _, terminated, truncated, info = env.step(a)
-            done = terminated or truncated
-            if done:
-                break
+    info = _execute_labels(env, labeller)
     assert info["success"] and not info["collided"]
