@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run the train flow: collect, V, M, C in the dream, evaluate, register")
-    t.add_argument("--agent", default=DEFAULT_FAMILY, help=f"agent family ({', '.join(AGENTS)})")
+    t.add_argument("--agent", default=DEFAULT_FAMILY,
+                   help="agent family: " + "; ".join(f"{f.name} ({f.summary})" for f in FAMILIES.values()))
     t.add_argument("--profile", default="quick",
                    help="; ".join(f"{f.name}: {' | '.join(f.profiles)}" for f in FAMILIES.values()))
     t.add_argument("--warehouse", default="default", help="warehouse id tagged on the version")
