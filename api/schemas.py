@@ -87,6 +87,9 @@ class EpisodeReport(BaseModel):
     latency_p99_ms: float = Field(ge=0, le=MAX_ABS, allow_inf_nan=False)
     residual: float | None = Field(None, ge=0, le=MAX_ABS, allow_inf_nan=False,
                                    description="mean |M's predicted next z - encoded z| (drift)")
+    success_prob: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                       description="the success head's predicted probability that the episode "
+                                                   "succeeded, from what the robot saw (drift: calibration)")
     ended_at: datetime = Field(description="when the episode ended, on the robot's clock (UTC)")
 
 

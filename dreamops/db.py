@@ -114,6 +114,7 @@ class TelemetryEpisode(Base):
     latency_p50_ms: Mapped[float]
     latency_p99_ms: Mapped[float]
     residual: Mapped[float | None]
+    success_prob: Mapped[float | None]  # the success head's predicted probability (pick-vla; drift)
     ended_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     latents: Mapped[list | None]

@@ -43,6 +43,9 @@ class Family:
     baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
     robot: str = ""            # "module:Class" of its robot in the simulated fleet: (bundle, RobotSetup), .play(seed)
                                #   -> MeasuredEpisode, .close(), SCENARIOS and FAULTS; "" without a fleet
+    drift_signals: str = "dreamops.tasks.drift:residual_and_reward_signals"
+                               # "module:function" (baseline, window, min_reward) -> [SignalResult]: the drift
+                               #   decision's two signals next to the latents' MMD (tasks/drift.py)
     canary_test: str = "welch"  # the canary's statistic (api/stats.py): welch on episode reward, or
                                 # two_proportion on success (the family's robots report reward 1 or 0)
     warm_start: bool = False
@@ -94,7 +97,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            evaluator="dreamops.tasks.evaluate_pick:evaluate_version",
            profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
            robot="dreamops.tasks.pick_robot:PickRobot", fleet=True,
-           canary_test="two_proportion", warm_start=True, evaluate=True, profile=True),
+           drift_signals="dreamops.tasks.drift:calibration_and_success_signals",
+           canary_test="two_proportion", warm_start=True, evaluate=True, profile=True, drift_eval=True),
 )}
 
 DEFAULT_FAMILY = "carracing-vmc"

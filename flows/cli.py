@@ -59,8 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--window", type=int, default=20, help="episodes per drift-check window")
     de.add_argument("--holdout-windows", type=int, default=10)
     de.add_argument("--shifted-windows", type=int, default=5)
-    de.add_argument("--scenario", default="night", help="the shifted scenario (sim.carracing.SCENARIOS)")
-    de.add_argument("--max-steps", type=int, default=300, help="simulator frames per episode")
+    de.add_argument("--scenario", default=None, help="the shifted scenario, one of the family robot's SCENARIOS "
+                                                      "(default: the robot's, e.g. night or novel objects)")
+    de.add_argument("--max-steps", type=int, default=None,
+                    help="simulator frames or control steps per episode (default: the family robot's)")
     de.add_argument("--min-reward", type=float, default=0.0, help="the performance signal's rolling-mean floor")
     de.add_argument("--required", type=int, default=2, help="signals that must fire (the seed's rule: 2 of 3)")
     de.add_argument("--workers", type=int, default=2)
@@ -302,23 +304,27 @@ def _evaluate(args, settings) -> int:
 def _drift_eval(args, settings) -> int:
     import numpy as np
 
-    from dreamops.models.bundle import BundlePolicyFactory
     from dreamops.registry import store
-    from dreamops.sim.carracing import SCENARIOS
-    from dreamops.tasks.drift_eval import DriftEvalConfig, TelemetryCache, evaluate, format_summary
+    from dreamops.tasks.drift_eval import DriftEvalConfig, RobotFactory, TelemetryCache, evaluate, format_summary
 
-    if args.scenario not in SCENARIOS or args.scenario == "day":
-        raise ValueError(f"--scenario must be a shifted scenario: {', '.join(s for s in SCENARIOS if s != 'day')}")
+    fam = family(args.agent)
+    fam.require("drift_eval")
+    robot = fam.load("robot")
+    scenario = args.scenario or robot.SHIFTED_SCENARIO
+    shifted = [s for s in robot.SCENARIOS if s != "day"]
+    if scenario not in shifted:
+        raise ValueError(f"--scenario must be a shifted scenario of {fam.name}: {', '.join(shifted)}")
+    max_steps = args.max_steps or robot.EPISODE_STEPS
     config = DriftEvalConfig(args.baseline_episodes, args.window, args.holdout_windows, args.shifted_windows,
-                             args.scenario, args.max_steps, min_reward=args.min_reward,
+                             scenario, max_steps, min_reward=args.min_reward,
                              required_signals=args.required, workers=args.workers)
     mv, _, path = _load_version(args.agent, args.model, settings, "drift_eval")
     reference = np.load(store.download_version_artifact(args.agent, str(mv.version), "reference_latents.npy"))
     # keyed by the weights' hash: a version number alone names different models in different stores
-    weights = "".join(mv.tags.get(f"weights.{c}", str(mv.version))[:6] for c in ("vae", "mdnrnn", "controller"))
-    key = f"{args.agent}-{weights}-{args.max_steps}f-{config.latent_sample}z"
+    weights = "".join(v[:6] for k, v in sorted(mv.tags.items()) if k.startswith("weights.")) or str(mv.version)
+    key = f"{args.agent}-{weights}-{max_steps}f-{config.latent_sample}z"
     cache = TelemetryCache(None if args.no_cache else settings.resolved_home / "drift-eval", key)
-    summary = evaluate(BundlePolicyFactory(path), reference, config, cache)
+    summary = evaluate(RobotFactory(args.agent, path), reference, config, cache)
     summary["version"] = str(mv.version)
     print(f"{args.agent} v{mv.version}\n{format_summary(summary)}")
     if args.json:

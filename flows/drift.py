@@ -17,7 +17,7 @@ from prefect.events import emit_event
 
 from dreamops import generation
 from dreamops.db import DriftIncident, session_factory, utcnow
-from dreamops.families import DEFAULT_FAMILY
+from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.registry import store
 from dreamops.settings import get_settings
 from dreamops.tasks.drift import DriftWindow, Judgement, check
@@ -37,8 +37,10 @@ def warehouse_resource(warehouse_id: str) -> dict[str, str]:
 @flow(name="drift-check")
 def drift_check(warehouse_id: str, model: str = DEFAULT_FAMILY, window_hours: float | None = None,
                 baseline_days: float = 30.0, min_reward: float | None = None, required_signals: int = 2) -> dict:
-    """`required_signals` of the three must fire in the window (the seed's rule: two of three).
+    """`required_signals` of the three must fire in the window (the seed's rule: two of three);
+    which three is the family's (Family.drift_signals, next to the latents' MMD).
     window_hours and min_reward default to the settings drift_window_hours and drift_min_reward."""
+    signals = family(model).load("drift_signals")  # ValueError for an unknown family, before any work
     settings = get_settings()
     window_hours = settings.drift_window_hours if window_hours is None else window_hours
     min_reward = settings.drift_min_reward if min_reward is None else min_reward
@@ -49,7 +51,8 @@ def drift_check(warehouse_id: str, model: str = DEFAULT_FAMILY, window_hours: fl
     version = str(production.version)
     reference = np.load(store.download_version_artifact(model, version, "reference_latents.npy"))
     window = DriftWindow(warehouse_id, version, utcnow(), timedelta(hours=window_hours), timedelta(days=baseline_days))
-    judgement = check_task(window, settings.sql_url, reference, min_reward, required=required_signals)
+    judgement = check_task(window, settings.sql_url, reference, min_reward, required=required_signals,
+                           family_signals=signals)
     decision, facts = judgement.decision, judgement.facts
     summary = {"warehouse_id": warehouse_id, "version": version, **decision.to_dict(), **facts,
                "evidently": judgement.evidently.to_dict()}

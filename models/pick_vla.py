@@ -139,6 +139,19 @@ class PickVLA(nn.Module):
         """Batched observations -> action chunks float32 [B, horizon, action_dim] in [-1, 1]."""
         return self.head.sample(self.embed(rgb, depth, proprio, instructions), generator=generator).numpy()
 
+    @torch.no_grad()
+    def success_probability(self, embeds: torch.Tensor, actions: torch.Tensor) -> float:
+        """One episode as the robot saw it - embeddings of its T+1 observations [T+1, E] (the last one
+        after the last action) and its T actions [T, A] - -> the success head's probability that the
+        last action completed the task, read on the filtered state after it (RSSM.loss trains the
+        head on the states actions led to). The fleet reports it; drift compares it with the
+        observed success (calibration)."""
+        if len(embeds) != len(actions) + 1:
+            raise ValueError(f"{len(embeds)} observations for {len(actions)} actions: one more observation is needed")
+        padded = torch.cat([actions, actions.new_zeros(1, actions.shape[1])])  # the last observation's action is unused
+        last = self.rssm.observe(embeds[None], padded[None], sample=False)["last"]
+        return float(torch.sigmoid(self.rssm.success_head(self.rssm.feature(last))).squeeze())
+
     def component_hashes(self) -> dict[str, str]:
         return {name: module_hash(getattr(self, name)) for name in COMPONENTS}
 

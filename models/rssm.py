@@ -119,7 +119,7 @@ class RSSM(nn.Module):
             posts.append(post)
             priors.append(prior)
         return {"features": torch.stack(feats, 1), "post_logits": torch.stack(posts, 1),
-                "prior_logits": torch.stack(priors, 1)}
+                "prior_logits": torch.stack(priors, 1), "last": state}
 
     @torch.no_grad()
     def imagine(self, state: State, actions: torch.Tensor, sample: bool = False) -> torch.Tensor:
@@ -132,13 +132,20 @@ class RSSM(nn.Module):
 
     def loss(self, embeds: torch.Tensor, actions: torch.Tensor, success: torch.Tensor, dyn_scale: float = 0.5,
              rep_scale: float = 0.1, free_bits: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
-        """success [B, T]: 1 where the reward arrived on entering s_t. -> (loss, outputs of observe,
-        metrics). The embedding target is stopped: the encoder is shaped by the policy and the KL,
-        the decoder only has to follow it."""
+        """success [B, T]: 1 where action a_t completed the task (the reward arrived on entering
+        s_{t+1}). -> (loss, outputs of observe, metrics). The success head reads the state each action
+        led to: the posterior s_{t+1} inside the window and, for the window's last action, the prior
+        one step past its end. An episode ends on its success, so the state a success led to is never
+        observed: labels of the observed states alone would all be 0 and the head would learn
+        "never". The planners read it on imagined (prior) states, as the last step trains it.
+        The embedding target is stopped: the encoder is shaped by the policy and the KL, the decoder
+        only has to follow it."""
         out = self.observe(embeds, actions)
         kl_loss, dyn, rep = kl_balance(out["post_logits"], out["prior_logits"], dyn_scale, rep_scale, free_bits)
         recon = F.mse_loss(self.decoder(out["features"]), embeds.detach())
-        success_logit = self.success_head(out["features"]).squeeze(-1)
+        after_last, _ = self.img_step(out["last"], actions[:, -1])
+        led_to = torch.cat([out["features"][:, 1:], self.feature(after_last)[:, None]], dim=1)
+        success_logit = self.success_head(led_to).squeeze(-1)
         success_loss = F.binary_cross_entropy_with_logits(success_logit, success.float())
         loss = kl_loss + recon + success_loss
         metrics = {"wm/kl_dyn": float(dyn.detach()), "wm/kl_rep": float(rep.detach()), "wm/embed_recon": float(recon.detach()),

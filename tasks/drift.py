@@ -1,6 +1,11 @@
-"""drift: the fleet's telemetry of one warehouse -> the three signals -> the two-of-three decision."""
+"""drift: the fleet's telemetry of one warehouse -> the three signals -> the two-of-three decision.
+
+The latents' MMD test is every family's; the other two signals are the family's own
+(`Family.drift_signals`): the M residual and the reward for carracing-vmc, the success head's
+calibration and the success rate for pick-vla."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,8 +17,8 @@ import torch
 from dreamops.db import TelemetryEpisode, session_factory
 from dreamops.validation.drift.mmd import mmd_test
 from dreamops.validation.drift.report import evidently_report
-from dreamops.validation.drift.signals import (DriftDecision, SignalResult, decide, mmd_signal, performance_signal,
-                                               residual_signal)
+from dreamops.validation.drift.signals import (DriftDecision, SignalResult, calibration_signal, decide, mmd_signal,
+                                               performance_signal, residual_signal)
 
 MIN_REFERENCE_LATENTS = 200
 # measured with `dreamops drift-eval` (README): against 100 baseline episodes the reward CUSUM fired
@@ -22,6 +27,8 @@ MIN_BASELINE_EPISODES = 200
 MMD_MAX_EPISODES = 400  # per side: 3,200 latents (bench_mmd: 5,000 a side take 0.6-1.2 s)
 BASELINE_MAX_EPISODES = 5000  # the latest episodes of the baseline period that are read
 RECENT_MAX_EPISODES = 2000  # the latest episodes of the window (200 robots x 4 h are ~48,000)
+
+TELEMETRY_COLUMNS = ["ended_at", "reward", "residual", "success_prob", "collisions", "latents"]
 
 
 @dataclass
@@ -44,8 +51,26 @@ def telemetry(database_url: str, warehouse_id: str, version: str, since: datetim
             TelemetryEpisode.ended_at >= since, TelemetryEpisode.ended_at < until)
             .order_by(TelemetryEpisode.ended_at.desc()).limit(limit)))[::-1]
         return pd.DataFrame([{"ended_at": r.ended_at, "reward": r.reward, "residual": r.residual,
-                              "collisions": r.collisions, "latents": r.latents or []} for r in rows],
-                            columns=["ended_at", "reward", "residual", "collisions", "latents"])
+                              "success_prob": r.success_prob, "collisions": r.collisions, "latents": r.latents or []}
+                             for r in rows], columns=TELEMETRY_COLUMNS)
+
+
+
+def residual_and_reward_signals(base: pd.DataFrame, recent: pd.DataFrame, min_reward: float) -> list[SignalResult]:
+    """carracing-vmc's: M's residual and the episode return (rolling floor and CUSUM)."""
+    return [residual_signal(base["residual"].dropna().to_numpy(), recent["residual"].dropna().to_numpy()),
+            performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward)]
+
+
+def calibration_and_success_signals(base: pd.DataFrame, recent: pd.DataFrame, min_reward: float) -> list[SignalResult]:
+    """pick-vla's (reward is success, 1 or 0): the success head's calibration against the observed
+    success, and the success rate (rolling floor `min_reward` and CUSUM)."""
+    return [calibration_signal(base["success_prob"].to_numpy(float), base["reward"].to_numpy(float),
+                               recent["success_prob"].to_numpy(float), recent["reward"].to_numpy(float)),
+            performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward)]
+
+
+FamilySignals = Callable[[pd.DataFrame, pd.DataFrame, float], list[SignalResult]]
 
 
 def _latents(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +97,14 @@ def _sample_episodes(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarray, min_reward: float,
           alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2,
-          mmd_max_episodes: int = MMD_MAX_EPISODES, min_baseline_episodes: int = MIN_BASELINE_EPISODES
-          ) -> Judgement:
+          mmd_max_episodes: int = MMD_MAX_EPISODES, min_baseline_episodes: int = MIN_BASELINE_EPISODES,
+          family_signals: FamilySignals = residual_and_reward_signals) -> Judgement:
     """The decision on one window of telemetry (`recent`) against the time before it (`base`); both
     frames have telemetry()'s columns. The latent reference is the version's own fleet latents from
     the baseline period when there are enough: the reference stored with the version comes from
     exploration episodes, whose states differ from the deployed policy's. Fleet latents are tested
-    episode by episode (a block permutation test): frames of one drive are not independent."""
+    episode by episode (a block permutation test): frames of one drive are not independent. The
+    other two signals are `family_signals`' (the family's Family.drift_signals)."""
     fleet_reference, reference_episodes = _latents(_sample_episodes(base, mmd_max_episodes, seed))
     current, current_episodes = _latents(_sample_episodes(recent, mmd_max_episodes, seed + 1))
     if len(fleet_reference) >= MIN_REFERENCE_LATENTS:
@@ -92,12 +118,11 @@ def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarra
     if len(current) >= 2 and len(reference) >= 2:
         signals.append(mmd_signal(mmd_test(torch.from_numpy(reference), torch.from_numpy(current), permutations,
                                            seed, groups=torch.from_numpy(groups)), alpha))
-    if len(base) >= min_baseline_episodes:
-        signals.append(residual_signal(base["residual"].dropna().to_numpy(), recent["residual"].dropna().to_numpy()))
-        signals.append(performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward))
-    else:  # a short baseline misjudges the spread of rewards and residuals: no verdict rather than a false one
+    judged = family_signals(base, recent, min_reward)
+    if len(base) < min_baseline_episodes:  # a short baseline misjudges the spread: no verdict rather than a false one
         why = {"reason": f"baseline has {len(base)} episodes, fewer than {min_baseline_episodes}"}
-        signals += [SignalResult(name, False, None, None, why) for name in ("residual", "performance")]
+        judged = [SignalResult(s.name, False, None, None, why) for s in judged]
+    signals += judged
     evidently, snapshot = evidently_report(base, recent)
     facts = {"recent_episodes": len(recent), "baseline_episodes": len(base), "recent_latents": len(current),
              "reference_latents": len(reference), "reference_source": reference_source}
@@ -105,9 +130,11 @@ def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarra
 
 
 def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_reward: float,
-          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2) -> Judgement:
+          alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2,
+          family_signals: FamilySignals = residual_and_reward_signals) -> Judgement:
     """judge() on the warehouse's telemetry of the window and of the baseline period before it."""
     recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now, limit=RECENT_MAX_EPISODES)
     base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window,
                      limit=BASELINE_MAX_EPISODES)
-    return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required)
+    return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required,
+                 family_signals=family_signals)

@@ -1,11 +1,14 @@
 """How often the drift decision fires: on held-out windows of the simulator's normal (day) world,
-where every alarm is false, and on windows of a shifted world (night), where every window should
-fire. The telemetry is played for real (CarRacing with the registered version), episode by episode,
-exactly as the fleet reports it; the windows are then judged by the same `judge` the drift flow
-uses. Engineers run this before they trust a model's drift thresholds (`dreamops drift-eval`).
+where every alarm is false, and on windows of a shifted world (carracing-vmc's night, pick-vla's
+novel objects), where every window should fire. The telemetry is played for real by the family's
+fleet robot (Family.robot) with the registered version, episode by episode, exactly as the fleet
+reports it; the windows are then judged by the same `judge` and the family's signals that the
+drift flow uses. Engineers run this before they trust a model's drift thresholds
+(`dreamops drift-eval`).
 """
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,11 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
-from dreamops.sim.carracing import CarRacing
-from dreamops.tasks.drift import judge
+from dreamops.families import family
+from dreamops.tasks.drift import FamilySignals, judge
 from dreamops.tasks.parallel import map_jobs
-from dreamops.tasks.robot_episode import play_and_measure
+from dreamops.tasks.robot_episode import RobotSetup
 
 # seeds far from training collection's (which count up from the run's seed): held-out tracks
 DAY_SEED_BASE, SHIFTED_SEED_BASE = 7_000_000, 8_000_000
@@ -30,7 +32,7 @@ class DriftEvalConfig:
     holdout_windows: int = 10  # normal windows, after the baseline: any alarm is false
     shifted_windows: int = 5  # windows of the shifted scenario: every one should fire
     shifted_scenario: str = "night"
-    max_steps: int = 300  # simulator frames per episode, as the fleet plays them
+    max_steps: int = 300  # per episode, as the fleet plays them (simulator frames or control steps)
     latent_sample: int = 8
     min_reward: float = 0.0
     alpha: float = 0.05
@@ -47,22 +49,38 @@ class DriftEvalConfig:
             raise ValueError(f"required_signals must be 1, 2 or 3, got {self.required_signals}")
 
 
-_worker: tuple[VMCBundle, dict[str, CarRacing], int, int] | None = None
+class RobotFactory:
+    """Picklable: a family's fleet robot with one registered version (the weights file's bytes, so
+    a worker needs no access to this machine's files), built inside a worker per scenario."""
+
+    def __init__(self, agent: str, bundle_path: str | Path):
+        self.agent, self.data = agent, Path(bundle_path).read_bytes()
+        family(agent).require("drift_eval")
+
+    def robot(self, scenario: str, max_steps: int, latent_sample: int):
+        fam = family(self.agent)
+        return fam.load("robot")(fam.load("bundle").load(io.BytesIO(self.data)),
+                                 RobotSetup(max_steps, scenario, latent_sample))
 
 
-def _init_worker(factory: BundlePolicyFactory, max_steps: int, latent_sample: int) -> None:
+_worker: tuple[RobotFactory, dict, int, int] | None = None
+
+
+def _init_worker(factory: RobotFactory, max_steps: int, latent_sample: int) -> None:
     global _worker
     torch.set_num_threads(1)  # one episode per core
-    _worker = (factory.bundle(), {}, max_steps, latent_sample)
+    _worker = (factory, {}, max_steps, latent_sample)
 
 
 def _play(job: tuple[str, int]) -> dict:
     scenario, seed = job
-    bundle, envs, max_steps, latent_sample = _worker
-    env = envs.setdefault(scenario, CarRacing(max_steps=max_steps, scenario=scenario))
-    run = play_and_measure(env, bundle.policy(), bundle.vae, seed, latent_sample)
-    return {"seed": seed, "scenario": scenario, "reward": run.measures.reward, "residual": run.measures.residual,
-            "collisions": run.measures.collisions, "latents": run.latents.tolist()}
+    factory, robots, max_steps, latent_sample = _worker
+    if scenario not in robots:
+        robots[scenario] = factory.robot(scenario, max_steps, latent_sample)
+    run = robots[scenario].play(seed)
+    m = run.measures
+    return {"seed": seed, "scenario": scenario, "reward": m.reward, "residual": m.residual,
+            "success_prob": m.success_prob, "collisions": m.collisions, "latents": run.latents.tolist()}
 
 
 class TelemetryCache:
@@ -91,7 +109,7 @@ class TelemetryCache:
             self.frame.to_parquet(self.path)
 
 
-def play_telemetry(factory: BundlePolicyFactory, scenario: str, seeds: list[int], max_steps: int,
+def play_telemetry(factory: RobotFactory, scenario: str, seeds: list[int], max_steps: int,
                    latent_sample: int, workers: int, cache: TelemetryCache | None = None,
                    show_progress: bool = True) -> pd.DataFrame:
     """One telemetry row per episode (telemetry()'s columns), one episode per seed, played on
@@ -117,11 +135,11 @@ class WindowVerdict:
 
 
 def judge_windows(base: pd.DataFrame, windows: list[pd.DataFrame], kind: str, reference: np.ndarray,
-                  config: DriftEvalConfig) -> list[WindowVerdict]:
+                  config: DriftEvalConfig, family_signals: FamilySignals) -> list[WindowVerdict]:
     verdicts = []
     for i, window in enumerate(windows):
         judgement = judge(base, window, reference, config.min_reward, config.alpha, config.permutations, seed=i,
-                          required=config.required_signals)
+                          required=config.required_signals, family_signals=family_signals)
         decision, evidently = judgement.decision, judgement.evidently
         verdicts.append(WindowVerdict(kind, i, decision.drift, decision.fired + ["evidently"] * evidently.fired,
                                       {s.name: s.figure for s in [*decision.signals, evidently]}))
@@ -132,7 +150,7 @@ def split_windows(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     return [frame.iloc[i:i + size] for i in range(0, len(frame) - size + 1, size)]
 
 
-def evaluate(factory: BundlePolicyFactory, reference: np.ndarray, config: DriftEvalConfig,
+def evaluate(factory: RobotFactory, reference: np.ndarray, config: DriftEvalConfig,
              cache: TelemetryCache | None = None, show_progress: bool = True) -> dict:
     """Play the baseline, the held-out windows and the shifted windows; judge every window."""
     n_day = config.baseline_episodes + config.holdout_windows * config.window_episodes
@@ -143,9 +161,11 @@ def evaluate(factory: BundlePolicyFactory, reference: np.ndarray, config: DriftE
                              list(range(SHIFTED_SEED_BASE, SHIFTED_SEED_BASE + n_shifted)), config.max_steps,
                              config.latent_sample, config.workers, cache, show_progress)
     base = day.iloc[:config.baseline_episodes]
+    signals = family(factory.agent).load("drift_signals")
     verdicts = (judge_windows(base, split_windows(day.iloc[config.baseline_episodes:], config.window_episodes),
-                              "holdout", reference, config)
-                + judge_windows(base, split_windows(shifted, config.window_episodes), "shifted", reference, config))
+                              "holdout", reference, config, signals)
+                + judge_windows(base, split_windows(shifted, config.window_episodes), "shifted", reference, config,
+                                signals))
     return summarize(verdicts, day, shifted, config)
 
 
@@ -156,14 +176,18 @@ def _rate(verdicts: list[WindowVerdict], kind: str, signal: str | None = None) -
 
 
 def _describe(frame: pd.DataFrame) -> dict:
-    return {"episodes": len(frame), "reward_mean": float(frame["reward"].mean()),
-            "reward_std": float(frame["reward"].std()), "residual_mean": float(frame["residual"].mean()),
-            "residual_std": float(frame["residual"].std())}
+    """Mean and std of the reward and of what the family reports besides (residual, success_prob)."""
+    out: dict = {"episodes": len(frame)}
+    for name in ("reward", "residual", "success_prob"):
+        values = pd.to_numeric(frame[name], errors="coerce") if name in frame else pd.Series(dtype=float)
+        if values.notna().any():
+            out |= {f"{name}_mean": float(values.mean()), f"{name}_std": float(values.std())}
+    return out
 
 
 def summarize(verdicts: list[WindowVerdict], day: pd.DataFrame, shifted: pd.DataFrame,
               config: DriftEvalConfig) -> dict:
-    signals = ("latents", "residual", "performance", "evidently")
+    signals = [*dict.fromkeys(name for v in verdicts for name in v.figures)]  # the family's, in judge's order
     return {
         "config": asdict(config),
         "false_alarm_rate": _rate(verdicts, "holdout"),
@@ -183,12 +207,12 @@ def format_summary(summary: dict) -> str:
              f"held-out day windows: {c['holdout_windows']}, 2-of-3 fired in {summary['false_alarm_rate']:.0%} "
              f"(false alarms)",
              f"{c['shifted_scenario']} windows: {c['shifted_windows']}, fired in {summary['detection_rate']:.0%}",
-             "signal fired in          latents  residual  performance  (evidently)"]
+             "signal fired in        " + "".join(f"{s:>13}" for s in summary["signal_rates"]["holdout"])]
     for kind, rates in summary["signal_rates"].items():
-        lines.append(f"  {kind:<22} {rates['latents']:>7.0%} {rates['residual']:>9.0%} {rates['performance']:>12.0%}"
-                     f" {rates['evidently']:>12.0%}")
+        lines.append(f"  {kind:<21}" + "".join(f"{r:>13.0%}" for r in rates.values()))
     for name in ("day", "holdout", c["shifted_scenario"]):
         d = summary[name]
-        lines.append(f"{name:<8} reward {d['reward_mean']:7.1f} ± {d['reward_std']:5.1f}   "
-                     f"residual {d['residual_mean']:.3f} ± {d['residual_std']:.3f}   ({d['episodes']} episodes)")
+        figures = "   ".join(f"{k} {d[k + '_mean']:.3f} ± {d[k + '_std']:.3f}" for k in ("reward", "residual", "success_prob")
+                             if k + "_mean" in d)
+        lines.append(f"{name:<8} {figures}   ({d['episodes']} episodes)")
     return "\n".join(lines)

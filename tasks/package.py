@@ -35,11 +35,14 @@ def package_version(bundle: VMCBundle, config_yaml: str, report: dict, ref_laten
     return _with_config_and_report(paths, config_yaml, report, out_dir)
 
 
-def package_pick_version(model: PickVLA, config_yaml: str, report: dict, out_dir: Path) -> dict[str, str]:
+def package_pick_version(model: PickVLA, config_yaml: str, report: dict, ref_latents: np.ndarray,
+                         out_dir: Path) -> dict[str, str]:
     """-> pyfunc artifacts {name: path}: weights, the chunk graph (TorchScript, torch.export, ONNX), config,
-    evaluation report."""
+    evaluation report, reference embeddings (drift)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"bundle": model.save(out_dir / "pick_vla.pt"), **export_all(chunk_graph(model), out_dir)}
+    paths = {"bundle": model.save(out_dir / "pick_vla.pt"), **export_all(chunk_graph(model), out_dir),
+             "reference_latents": out_dir / "reference_latents.npy"}
+    np.save(paths["reference_latents"], ref_latents)
     return _with_config_and_report(paths, config_yaml, report, out_dir)
 
 

@@ -3,8 +3,8 @@
 What it reports per episode: success as the reward (1 or 0: the canary judges pick versions by a
 two-proportion test of success), the collision (0 or 1), the steps, the latency of each chunk
 generation in the playing thread's CPU time (simulated robots share a few cores), and a sample of
-the model's observation embeddings (the drift checks' latents). No episode upload: pick-vla does
-not train on fleet data yet.
+the model's observation embeddings (the drift checks' latents), and the success head's predicted
+probability that the episode succeeded (the drift checks compare it with the observed success).
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ FAULTS = {"broken_controller": BrokenGripper}
 
 class PickRobot:
     SCENARIOS = tuple(OBJECT_SETS)
+    SHIFTED_SCENARIO = "novel"          # what `dreamops drift-eval` plays as the shifted world by default
+    EPISODE_STEPS = PickConfig().max_steps   # control steps per episode in drift-eval, by default
     FAULTS = FAULTS
 
     def __init__(self, model: PickVLA, setup: RobotSetup):
@@ -59,7 +61,7 @@ class PickRobot:
     def play(self, seed: int) -> MeasuredEpisode:
         obs, info = self.env.reset(seed=seed)
         self.policy.reset(self.env.instruction, seed)
-        seconds, frames, done = [], [], False
+        seconds, frames, actions, done = [], [], [], False
         while not done:
             generating = not self.policy.queue   # this call generates a chunk; the others pop the queue
             start = time.thread_time()
@@ -67,24 +69,30 @@ class PickRobot:
             if generating:
                 seconds.append(time.thread_time() - start)
             frames.append(obs)
+            actions.append(action)
             obs, _, terminated, truncated, info = self.env.step(action)
             done = terminated or truncated
+        embeds = self._embed(frames + [obs])   # the observation after the last action too
         p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
+        success_prob = self.model.success_probability(embeds, torch.from_numpy(np.stack(actions).astype(np.float32)))
         measures = EpisodeMeasures(seed=seed, reward=float(info["success"]), collisions=int(info["collided"]),
                                    steps=len(frames), latency_p50_ms=float(p50), latency_p99_ms=float(p99),
-                                   residual=None, ended_at=datetime.now(timezone.utc))
-        return MeasuredEpisode(None, measures, self._latents(frames))
+                                   residual=None, ended_at=datetime.now(timezone.utc), success_prob=success_prob)
+        return MeasuredEpisode(None, measures, self._latent_sample(embeds[:-1]))
 
     @torch.no_grad()
-    def _latents(self, frames: list[dict]) -> np.ndarray:
-        """The model's observation embeddings (what its heads read) of frames spread over the episode."""
-        n = min(self.setup.latent_sample, len(frames))
-        if n == 0:
-            return np.zeros((0, self.model.arch.embed_dim), np.float32)
-        picked = [frames[i] for i in np.unique(np.linspace(0, len(frames) - 1, n).round().astype(int))]
-        embedded = self.model.embed(np.stack([f["rgb"] for f in picked]), np.stack([f["depth"] for f in picked]),
-                                    np.stack([f["proprio"] for f in picked]), [self.env.instruction] * len(picked))
-        return embedded.numpy().astype(np.float32)
+    def _embed(self, frames: list[dict]) -> torch.Tensor:
+        """The model's observation embeddings (what its heads read) of every frame, in batches."""
+        out = [self.model.embed(np.stack([f["rgb"] for f in part]), np.stack([f["depth"] for f in part]),
+                                np.stack([f["proprio"] for f in part]), [self.env.instruction] * len(part))
+               for part in (frames[i:i + 64] for i in range(0, len(frames), 64))]
+        return torch.cat(out)
+
+    def _latent_sample(self, embeds: torch.Tensor) -> np.ndarray:
+        """The embeddings of frames spread over the episode: the drift checks' latents."""
+        n = min(self.setup.latent_sample, len(embeds))
+        picked = np.unique(np.linspace(0, len(embeds) - 1, n).round().astype(int)) if n else np.zeros(0, int)
+        return embeds[picked].numpy().astype(np.float32).reshape(len(picked), self.model.arch.embed_dim)
 
     def close(self) -> None:
         self.env.close()

@@ -106,6 +106,7 @@ class EpisodeMeasures:
     latency_p99_ms: float
     residual: float | None     # mean |M's predicted next z - encoded z| after the zoom-in
     ended_at: datetime
+    success_prob: float | None = None  # the success head's probability that the episode succeeded
 
     def fields(self) -> dict:
         return asdict(self)
@@ -155,6 +156,8 @@ class CarRacingRobot:
     """carracing-vmc's robot in the simulated fleet: one CarRacing simulator and the version's V-M-C
     policy (with its fault, if one is injected)."""
     SCENARIOS = tuple(SCENARIOS)
+    SHIFTED_SCENARIO = "night"   # what `dreamops drift-eval` plays as the shifted world by default
+    EPISODE_STEPS = 300          # simulator frames per episode in drift-eval, by default
     FAULTS = FAULTS
 
     def __init__(self, bundle, setup: RobotSetup):

@@ -74,7 +74,8 @@ class Demos:
             else:
                 parts["chunks"].append(torch.from_numpy(chunk_targets(ep["actions"].astype(np.float32), horizon)))
                 labelled.append(np.ones(len(ep["actions"]), bool))
-            parts["success"].append(torch.from_numpy(state_labels(ep["rewards"] > 0)))
+            # per action (the RSSM's success head reads the state it led to); held is per state
+            parts["success"].append(torch.from_numpy((ep["rewards"] > 0).astype(np.float32)))
             parts["held"].append(torch.from_numpy(state_labels(ep["held"])))
             parts["target_uv"].append(torch.from_numpy(project_to_image(ep["target_pos"], camera)))
             instructions.append(str(ep["instruction"]))
@@ -109,6 +110,22 @@ class Demos:
         batch["depth"] = batch["depth"].float()
         batch["tokens"] = tokenizer.encode([self.instructions[e] for e, _ in windows])
         return batch
+
+
+@torch.no_grad()
+def reference_embeddings(model: PickVLA, data: Dataset, ids: list[str], max_rows: int = 2000,
+                         seed: int = 0) -> np.ndarray:
+    """The model's observation embeddings of a sample of frames from held-out episodes: the drift
+    checks' latent reference for this version (what the fleet's robots report as latents)."""
+    frames = [(ep["obs"][t], ep["depth"][t], ep["proprio"][t], str(ep["instruction"]))
+              for _, ep in data.iter_episodes(ids) for t in range(len(ep["actions"]))]
+    rows = np.sort(np.random.default_rng(seed).choice(len(frames), size=min(max_rows, len(frames)), replace=False))
+    out = []
+    for start in range(0, len(rows), 256):
+        part = [frames[i] for i in rows[start:start + 256]]
+        out.append(model.embed(np.stack([f[0] for f in part]), np.stack([f[1] for f in part]).astype(np.float32),
+                               np.stack([f[2] for f in part]).astype(np.float32), [f[3] for f in part]))
+    return torch.cat(out).numpy().astype(np.float32)
 
 
 def architecture(cfg: PickModelConfig, vocab: tuple[str, ...]) -> PickArchitecture:

@@ -114,7 +114,7 @@ async def telemetry(robot_id: RobotId, batch: TelemetryBatch, _: Principal = Dep
                         "deployment_id": batch.deployment_id, "arm": arm, "stage_index": stage, "seed": e.seed,
                         "reward": e.reward, "collisions": e.collisions, "steps": e.steps,
                         "latency_p50_ms": e.latency_p50_ms, "latency_p99_ms": e.latency_p99_ms,
-                        "residual": e.residual, "ended_at": e.ended_at, "latents": latents} for e in batch.episodes])
+                        "residual": e.residual, "success_prob": e.success_prob, "ended_at": e.ended_at, "latents": latents} for e in batch.episodes])
     if rollout is not None and (
             (arm == "canary" and canary.past_a_guardrail(rollout.policy, batch.episodes))
             or cache.evaluations.due(rollout.id, cfg.canary_eval_interval_s)):

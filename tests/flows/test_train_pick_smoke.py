@@ -49,6 +49,17 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     assert "seen   success 100%" in capsys.readouterr().out   # the expert, 80 steps, on seeds 100000-1
     assert main(["profile", "--agent", "pick-vla", "--model", "staging", "--iterations", "10"]) == 0
     assert "chunk" in capsys.readouterr().out
+    # drift-eval: the robot's episodes on seen (day) and novel objects, judged with pick's signals
+    assert main(["drift-eval", "--agent", "pick-vla", "--model", "1", "--baseline-episodes", "4", "--window", "2",
+                 "--holdout-windows", "1", "--shifted-windows", "1", "--max-steps", "8", "--workers", "1",
+                 "--json", str(dreamops_home / "drift.json")]) == 0
+    out = capsys.readouterr().out
+    assert "novel windows: 1" in out and "calibration" in out and "success_prob" in out
+    drift = json.loads((dreamops_home / "drift.json").read_text())
+    assert set(drift["signal_rates"]["shifted"]) == {"latents", "calibration", "performance", "evidently"}
+    assert drift["day"]["episodes"] == 4 and 0 <= drift["day"]["success_prob_mean"] <= 1
+    assert main(["drift-eval", "--agent", "pick-vla", "--scenario", "night"]) == 2
+    assert "--scenario must be a shifted scenario of pick-vla: novel" in capsys.readouterr().err
 
     # a warm start from version 1: checked against this config's architecture before any work
     assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--parent", "1", "--set", "model.embed_dim=24"]) == 2
@@ -81,9 +92,6 @@ def test_pick_vla_refuses_options_it_does_not_support(prefect_server, dreamops_h
     assert "model.execute" in capsys.readouterr().err
     assert main(["evaluate", "--agent", "pick-vla", "--baseline", "random"]) == 2
     assert "pick-vla has the baselines expert, no_language, not 'random'" in capsys.readouterr().err
-    assert main(["drift-eval", "--agent", "pick-vla"]) == 2
-    assert "`dreamops drift-eval` is not available for pick-vla yet (available for: carracing-vmc)" in \
-        capsys.readouterr().err
 
 
 def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curve(prefect_server, dreamops_home,

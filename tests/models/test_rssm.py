@@ -87,3 +87,28 @@ def test_observe_and_imagine_shapes_and_a_step_reduces_the_loss():
     assert float(after) < float(before)
     with pytest.raises(ValueError, match="share"):
         rssm.observe(embeds, actions[:, :3])
+
+
+def test_the_success_head_learns_the_state_the_last_action_led_to():
+    """Episodes end on their success: the rewarded action's next state is never observed. The head
+    must still learn it (from the prior one step past the window), where planners read it."""
+    torch.manual_seed(0)
+    rssm = RSSM(embed_dim=8, action_dim=2, deter=32, stoch=4, classes=4, hidden=32)
+    embeds = torch.randn(16, 6, 8)
+    actions = torch.zeros(16, 6, 2)
+    actions[:8, -1] = 1.0   # the first half ends with the "lift" that completes the pick
+    success = torch.zeros(16, 6)
+    success[:8, -1] = 1.0
+    opt = torch.optim.Adam(rssm.parameters(), 3e-3)
+    for _ in range(150):
+        loss, _, _ = rssm.loss(embeds, actions, success)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = rssm.observe(embeds, actions, sample=False)["last"]
+        led_to = rssm.imagine(last, actions[:, -1:])[:, 0]
+        p = torch.sigmoid(rssm.success_head(led_to).squeeze(-1))
+        observed = torch.sigmoid(rssm.success_head(rssm.observe(embeds, actions, sample=False)["features"]))
+    assert float(p[:8].min()) > 0.8 and float(p[8:].max()) < 0.2
+    assert float(observed.max()) < 0.2   # no observed state was a success

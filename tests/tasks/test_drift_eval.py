@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
-from dreamops.tasks.drift import judge
-from dreamops.tasks.drift_eval import DriftEvalConfig, TelemetryCache, play_telemetry, split_windows
+from dreamops.models.bundle import Architecture, VMCBundle
+from dreamops.tasks.drift import calibration_and_success_signals, judge
+from dreamops.tasks.drift_eval import DriftEvalConfig, RobotFactory, TelemetryCache, play_telemetry, split_windows
 from tests.validation.test_drift_report import _telemetry
 
 
@@ -47,7 +47,7 @@ def test_bad_config_is_refused():
 def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    factory = BundlePolicyFactory(VMCBundle.create(Architecture()).save(tmp_path / "bundle.pt"))
+    factory = RobotFactory("carracing-vmc", VMCBundle.create(Architecture()).save(tmp_path / "bundle.pt"))
     seeds = [11, 12, 13]
     one = play_telemetry(factory, "night", seeds, max_steps=60, latent_sample=4, workers=1)
     cache = TelemetryCache(tmp_path / "cache", "v1")
@@ -61,6 +61,26 @@ def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
     pd.testing.assert_frame_equal(again, one)
     assert again["latents"].tolist() == one["latents"].tolist()  # lists of vectors, as telemetry() gives them
     judge(again, one, np.zeros((2, 32), np.float32), min_reward=0.0)  # judged like live telemetry
+
+
+def test_pick_telemetry_reports_the_success_heads_probability(tmp_path):
+    """pick-vla's robot in drift-eval: novel objects, a success probability per episode, embeddings as
+    latents, the same rows on 1 or 2 workers, judged with pick's own signals."""
+    torch = pytest.importorskip("torch")
+    from dreamops.models.pick_vla import PickArchitecture, PickVLA
+
+    torch.manual_seed(0)
+    model = PickVLA(PickArchitecture(vocab=("pick", "up", "the", "red", "box"), embed_dim=32, text_dim=16, deter=32,
+                                     stoch=4, classes=4, horizon=4, execute=2, flow_steps=2, head_hidden=32))
+    factory = RobotFactory("pick-vla", model.save(tmp_path / "pick_vla.pt"))
+    one = play_telemetry(factory, "novel", [3, 4], max_steps=6, latent_sample=3, workers=1, show_progress=False)
+    two = play_telemetry(factory, "novel", [3, 4], max_steps=6, latent_sample=3, workers=2, show_progress=False)
+    pd.testing.assert_frame_equal(one, two)
+    assert one["success_prob"].between(0, 1).all() and one["residual"].isna().all()
+    assert np.asarray(one["latents"][0]).shape == (3, 32)
+    judgement = judge(one, two, np.zeros((2, 32), np.float32), 0.0, min_baseline_episodes=2,
+                      family_signals=calibration_and_success_signals)
+    assert [s.name for s in judgement.decision.signals] == ["latents", "calibration", "performance"]
 
 
 def test_telemetry_reads_the_window_in_time_order_and_at_most_the_latest_episodes(tmp_path):

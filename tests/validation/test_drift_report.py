@@ -19,8 +19,9 @@ def _telemetry(seed: int, episodes: int, shift: float = 0.0, dim: int = 6) -> pd
 
 def test_episode_table_has_one_row_per_episode():
     table = episode_table(_telemetry(0, 5))
-    assert table.shape == (5, 6 + 3)
+    assert table.shape == (5, 6 + 4)
     assert list(table.columns[:2]) == ["z0", "z1"] and {"reward", "residual", "collisions"} <= set(table.columns)
+    assert table["success_prob"].isna().all()   # a family that does not report it (carracing-vmc): empty
 
 
 def test_same_world_is_not_drift_and_a_shifted_world_is(tmp_path):

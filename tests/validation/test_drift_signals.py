@@ -1,7 +1,8 @@
-"""The residual, performance (rolling mean + CUSUM) signals and the two-of-three decision."""
+"""The residual, performance (rolling mean + CUSUM) and calibration signals and the two-of-three decision."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dreamops.validation.drift.mmd import mmd_test
 from dreamops.validation.drift.signals import (CUSUM_H, cusum_lower, cusum_threshold, decide, mmd_signal,
@@ -62,3 +63,35 @@ def test_cusum_limit_is_calibrated_on_heavy_tailed_rewards():
     assert np.mean(alarms) <= 0.03 < np.mean(textbook)
     # normal rewards: the calibrated limit stays at the textbook floor's order
     assert cusum_threshold(BASE_REWARD, 20) < 1.5 * CUSUM_H
+
+
+def test_expected_calibration_error_known_answers():
+    from dreamops.validation.drift.signals import expected_calibration_error
+
+    assert expected_calibration_error([0.25] * 4, [1, 0, 0, 0]) == pytest.approx(0.0)   # 25% said, 25% seen
+    # half the episodes said 0.9 and all failed, half said 0.1 and all failed: (0.9 * 0.5 + 0.1 * 0.5)
+    assert expected_calibration_error([0.9, 0.9, 0.1, 0.1], [0, 0, 0, 0]) == pytest.approx(0.5)
+
+
+def _calibrated(rng, n, success_rate):
+    """A head that knows: predictions near the truth, as a trained one on the scenes it saw."""
+    outcomes = (rng.random(n) < success_rate).astype(float)
+    probs = np.clip(np.where(outcomes == 1, 0.85, 0.15) + rng.normal(0, 0.05, n), 0, 1)
+    return probs, outcomes
+
+
+def test_calibration_fires_on_confident_misses_not_on_a_predicted_drop():
+    from dreamops.validation.drift.signals import calibration_signal
+
+    rng = np.random.default_rng(0)
+    base_p, base_y = _calibrated(rng, 400, 0.7)
+    alarms = sum(calibration_signal(base_p, base_y, *_calibrated(rng, 20, 0.7)).fired for _ in range(200))
+    assert alarms <= 8   # false_alarm 0.01: about 2 of 200
+    # success drops to 30% but the head still tells failures apart: performance's business, not this one's
+    assert not calibration_signal(base_p, base_y, *_calibrated(rng, 20, 0.3)).fired
+    # the head says "success" (0.85) on novel objects where most picks fail
+    outcomes = (rng.random(20) < 0.3).astype(float)
+    fired = calibration_signal(base_p, base_y, np.full(20, 0.85), outcomes)
+    assert fired.fired and fired.figure > fired.threshold and fired.detail["recent_ece"] > 0.4
+    short = calibration_signal(base_p, base_y, [0.5, np.nan], [1, 0])
+    assert not short.fired and short.figure is None and "not enough" in short.detail["reason"]

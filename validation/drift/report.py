@@ -1,7 +1,7 @@
 """Evidently 0.7 data-drift report on one window of fleet telemetry against its baseline.
 
 Rows are episodes, not frames: each row holds the episode's mean latent (z0..z{d-1}) and its
-reward, M residual and collisions. Frames of one drive are not independent, and Evidently's
+reward, M residual (carracing-vmc), collisions and success head's probability (pick-vla). Frames of one drive are not independent, and Evidently's
 per-column tests (K-S for samples this small) assume independent rows. The report's own test
 "share of drifted columns < drift_share" is the machine-readable verdict.
 """
@@ -14,7 +14,7 @@ import pandas as pd
 
 from dreamops.validation.drift.signals import SignalResult
 
-EPISODE_METRICS = ("reward", "residual", "collisions")
+EPISODE_METRICS = ("reward", "residual", "collisions", "success_prob")  # a family reports some
 
 
 def episode_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -24,7 +24,8 @@ def episode_table(frame: pd.DataFrame) -> pd.DataFrame:
     latents = np.array([m if m is not None else np.full(dim, np.nan) for m in means]).reshape(len(frame), dim)
     table = pd.DataFrame(latents, columns=[f"z{i}" for i in range(dim)])
     for name in EPISODE_METRICS:
-        table[name] = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+        table[name] = (pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64) if name in frame
+                       else np.full(len(frame), np.nan))
     return table
 
 

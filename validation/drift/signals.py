@@ -5,6 +5,11 @@
    standard deviations above the baseline mean for a sustained window;
 3. performance: the rolling mean reward of the last `window` episodes falls below a threshold, or
    a one-sided CUSUM on standardized reward signals a small sustained drop.
+
+Families choose their signals (dreamops.families, `drift_signals`): carracing-vmc takes the three
+above; pick-vla, whose world model has no per-frame residual, takes the latents, `calibration`
+(the success head's predicted probability against the observed success: the window's mean Brier
+score above what the baseline's calibration allows) and the performance CUSUM on success.
 """
 from __future__ import annotations
 
@@ -91,6 +96,50 @@ def performance_signal(baseline: np.ndarray, recent: np.ndarray, min_reward: flo
     return SignalResult("performance", rolling < min_reward or alarm, rolling, min_reward,
                         {"cusum_peak": peak, "cusum_h": cusum_h, "cusum_alarm": alarm, "rolling_window": window,
                          "baseline_mean": float(baseline.mean())})
+
+
+def expected_calibration_error(probs: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:
+    """ECE: the |mean predicted - observed| gap of equal-width probability bins, weighted by the
+    bin's share of episodes."""
+    probs, outcomes = np.asarray(probs, float), np.asarray(outcomes, float)
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    return float(sum(abs(probs[which == b].mean() - outcomes[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def brier_threshold(probs: np.ndarray, outcomes: np.ndarray, n: int, false_alarm: float = 0.01,
+                    resamples: int = 2000, seed: int = 0) -> float:
+    """The mean Brier score that a window of n episodes, calibrated as the baseline is, exceeds in
+    at most `false_alarm` of cases: windows resampled from the baseline's (prediction, outcome)
+    pairs. Per-episode Brier scores are far from normal (most near 0, a confident miss near 1), so
+    the limit is read off the resampled distribution, not from a normal approximation."""
+    scores = (np.asarray(probs, float) - np.asarray(outcomes, float)) ** 2
+    rng = np.random.default_rng(seed)
+    return float(np.quantile(rng.choice(scores, size=(resamples, n)).mean(1), 1 - false_alarm))
+
+
+def calibration_signal(base_probs: np.ndarray, base_outcomes: np.ndarray, recent_probs: np.ndarray,
+                       recent_outcomes: np.ndarray, false_alarm: float = 0.01, min_recent: int = 5) -> SignalResult:
+    """Fires when the window's mean Brier score (predicted success probability vs observed success)
+    is above brier_threshold() of the baseline: the model's judgement of its own outcomes no longer
+    holds. A drop in success that the head predicts (low probabilities on the failures) does not
+    fire it; the performance signal sees that."""
+    def finite(p, y):
+        p, y = np.asarray(p, float), np.asarray(y, float)
+        keep = np.isfinite(p) & np.isfinite(y)
+        return p[keep], y[keep]
+    base_p, base_y = finite(base_probs, base_outcomes)
+    p, y = finite(recent_probs, recent_outcomes)
+    if len(base_p) < 2 or len(p) < min_recent:
+        return SignalResult("calibration", False, None, None, {"reason": "not enough episodes with a prediction",
+                                                               "baseline_n": len(base_p), "recent_n": len(p)})
+    limit = brier_threshold(base_p, base_y, len(p), false_alarm)
+    figure = float(np.mean((p - y) ** 2))
+    return SignalResult("calibration", figure > limit, figure, limit,
+                        {"baseline_brier": float(np.mean((base_p - base_y) ** 2)),
+                         "baseline_ece": expected_calibration_error(base_p, base_y),
+                         "recent_ece": expected_calibration_error(p, y), "recent_n": len(p),
+                         "recent_success": float(y.mean()), "recent_mean_prob": float(p.mean())})
 
 
 def mmd_signal(result, alpha: float = 0.05) -> SignalResult:
