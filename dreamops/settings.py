@@ -51,6 +51,9 @@ class Settings(BaseSettings):
                                           "every canary_tick_s. 0: every batch.")
     warehouses: list[str] = Field(default_factory=lambda: ["default"], description="Warehouses with a weekly "
                                   "retrain and an hourly drift check (JSON list in the environment).")
+    served_agents: list[str] = Field(default_factory=lambda: ["carracing-vmc"], description="Agent families "
+                                     "each warehouse runs: a drift check and a weekly retrain per warehouse and "
+                                     "family, and a retrain-on-drift per family (JSON list in the environment).")
     retrain_profile: str = Field("quick", description="Profile of scheduled and drift-triggered retrains.")
     retrain_cron: str = Field("0 3 * * 1", description="Weekly retrain schedule (Monday 03:00).")
     retrain_timezone: str = Field("UTC", description="Time zone of the retrain schedule.")

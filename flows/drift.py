@@ -30,8 +30,11 @@ REPORT_FILE = "evidently_report.html"
 check_task = task(check, name="drift_signals", cache_policy=NONE)
 
 
-def warehouse_resource(warehouse_id: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"dreamops.warehouse.{warehouse_id}", "dreamops.warehouse": warehouse_id}
+def warehouse_resource(warehouse_id: str, model: str) -> dict[str, str]:
+    """The drift event's resource: the warehouse, labelled with the family whose model drifted (each
+    family's retrain-on-drift matches its own)."""
+    return {"prefect.resource.id": f"dreamops.warehouse.{warehouse_id}", "dreamops.warehouse": warehouse_id,
+            "dreamops.model": model}
 
 
 @flow(name="drift-check")
@@ -67,7 +70,7 @@ def drift_check(warehouse_id: str, model: str = DEFAULT_FAMILY, window_hours: fl
                                       signals=decision.to_dict()))
             generation.bump(session.connection())  # the warehouse's assignments change (API caches)
             session.commit()
-        emit_event(DRIFT_EVENT, resource=warehouse_resource(warehouse_id),
+        emit_event(DRIFT_EVENT, resource=warehouse_resource(warehouse_id, model),
                    payload={"model": model, "version": version, "fired": decision.fired})
     return summary
 

@@ -305,7 +305,27 @@ def test_prefect_yaml_matches_the_served_deployments():
     assert {"dreamops-train", "retrain-on-drift"} <= set(declared) & served
     trigger = declared["retrain-on-drift"]["triggers"][0]
     assert trigger["expect"] == ["dreamops.drift.detected"]
+    assert trigger["match"]["dreamops.model"] == trigger["parameters"]["agent"]   # its own family's drift only
     for d in spec["deployments"]:
         assert d["work_pool"]["name"] == "dreamops"  # the pool the compose and k8s workers poll
         path, name = d["entrypoint"].split(":")
         assert (ROOT / path).exists() and f"def {name}(" in (ROOT / path).read_text()
+
+
+def test_each_served_family_gets_its_drift_check_retrains_and_its_own_drift_trigger():
+    from dreamops.flows.serve import deployments
+    from dreamops.settings import Settings
+
+    served = {d.name: d for d in deployments(Settings(warehouses=["WH-1"], served_agents=["carracing-vmc", "pick-vla"]))}
+    assert set(served) == {"dreamops-train", "retrain-on-drift", "weekly-retrain-WH-1", "drift-check-WH-1",
+                           "retrain-on-drift-pick-vla", "weekly-retrain-WH-1-pick-vla", "drift-check-WH-1-pick-vla"}
+    assert served["drift-check-WH-1-pick-vla"].parameters == {"warehouse_id": "WH-1", "model": "pick-vla"}
+    vmc, pick = (served[n].triggers[0] for n in ("retrain-on-drift", "retrain-on-drift-pick-vla"))
+    # each retrain matches only its own family's drift events (flows/drift.py labels the resource)
+    assert vmc.match["dreamops.model"] == ["carracing-vmc"] and pick.match["dreamops.model"] == ["pick-vla"]
+    assert vmc.parameters["agent"] == "carracing-vmc" and vmc.parameters["data_window_hours"] == 24.0
+    # pick-vla does not train on fleet uploads (yet): its retrains add none instead of being refused
+    assert pick.parameters["agent"] == "pick-vla" and pick.parameters["data_window_hours"] is None
+    assert served["weekly-retrain-WH-1-pick-vla"].parameters["data_window_hours"] is None
+    with pytest.raises(ValueError, match="unknown agent 'humanoid'"):
+        deployments(Settings(served_agents=["humanoid"]))
