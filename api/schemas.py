@@ -95,6 +95,7 @@ class EpisodeReport(BaseModel):
 
 class TelemetryBatch(BaseModel):
     warehouse_id: WarehouseId
+    model: ModelName = Field(DEFAULT_FAMILY, description="the registered model the version belongs to")
     version: VersionRef
     deployment_id: DeploymentId | None = None
     episodes: list[EpisodeReport] = Field(min_length=1, max_length=1000)

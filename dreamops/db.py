@@ -103,6 +103,8 @@ class TelemetryEpisode(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     robot_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     warehouse_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    # the registered model (family) the episode's version belongs to: version numbers repeat across models
+    model: Mapped[str] = mapped_column(sa.String(256), default="carracing-vmc", server_default="carracing-vmc")
     version: Mapped[str] = mapped_column(sa.String(16))
     deployment_id: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     arm: Mapped[str | None] = mapped_column(sa.String(16))

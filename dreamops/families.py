@@ -43,6 +43,8 @@ class Family:
     baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
     robot: str = ""            # "module:Class" of its robot in the simulated fleet: (bundle, RobotSetup), .play(seed)
                                #   -> MeasuredEpisode, .close(), SCENARIOS and FAULTS; "" without a fleet
+    upload_schema: str = "dreamops.validation.data_gate:CARRACING_SCHEMA"
+                               # "module:NAME" of the DataSchema a fleet upload must meet (the API's upload route)
     drift_signals: str = "dreamops.tasks.drift:residual_and_reward_signals"
                                # "module:function" (baseline, window, min_reward) -> [SignalResult]: the drift
                                #   decision's two signals next to the latents' MMD (tasks/drift.py)
@@ -98,7 +100,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            profiler="dreamops.tasks.profile:profile_chunk_latency", baselines=("expert", "no_language"),
            robot="dreamops.tasks.pick_robot:PickRobot", fleet=True,
            drift_signals="dreamops.tasks.drift:calibration_and_success_signals",
-           canary_test="two_proportion", warm_start=True, evaluate=True, profile=True, drift_eval=True),
+           upload_schema="dreamops.validation.data_gate:PICK_UPLOAD_SCHEMA",
+           canary_test="two_proportion", warm_start=True, fleet_data=True, evaluate=True, profile=True, drift_eval=True),
 )}
 
 DEFAULT_FAMILY = "carracing-vmc"

@@ -22,7 +22,7 @@ import torch
 from dreamops.api.schemas import Assignment, EpisodeReport, EpisodeUploadAck, TelemetryAck, TelemetryBatch
 from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.settings import Settings
-from dreamops.tasks.robot_episode import FAULTS, RobotSetup, check_fault, encode_episode
+from dreamops.tasks.robot_episode import FAULTS, RobotSetup, check_fault
 
 log = logging.getLogger("dreamops.fleet")
 
@@ -183,9 +183,10 @@ class RobotApi:
         response = self._request("POST", f"{self._robot(robot_id)}/telemetry", json=batch.model_dump(mode="json"))
         return TelemetryAck.model_validate_json(response.content)
 
-    def upload_episode(self, robot_id: str, warehouse_id: str, version: str, npz: bytes) -> EpisodeUploadAck:
+    def upload_episode(self, robot_id: str, warehouse_id: str, version: str, npz: bytes,
+                       model: str = DEFAULT_FAMILY) -> EpisodeUploadAck:
         response = self._request("POST", f"{self._robot(robot_id)}/episodes",
-                                 params={"warehouse_id": warehouse_id, "version": version}, content=npz,
+                                 params={"warehouse_id": warehouse_id, "version": version, "model": model}, content=npz,
                                  headers={"Content-Type": "application/octet-stream"})
         return EpisodeUploadAck.model_validate_json(response.content)
 
@@ -268,10 +269,12 @@ class Robot:
         self.episodes_played += 1
         run = self._simulator(assignment.version).play(seed)
         ack = self.api.telemetry(self.robot_id, TelemetryBatch(
-            warehouse_id=cfg.warehouse_id, version=assignment.version, deployment_id=assignment.deployment_id,
+            warehouse_id=cfg.warehouse_id, model=cfg.model, version=assignment.version,
+            deployment_id=assignment.deployment_id,
             episodes=[EpisodeReport(**run.measures.fields())], latents=run.latents.tolist()))
-        if cfg.upload_episodes and run.episode is not None:   # a family without fleet data uploads nothing
-            self.api.upload_episode(self.robot_id, cfg.warehouse_id, assignment.version, encode_episode(run.episode))
+        body = run.upload_body() if cfg.upload_episodes else None
+        if body is not None:   # a family without fleet data uploads nothing
+            self.api.upload_episode(self.robot_id, cfg.warehouse_id, assignment.version, body, cfg.model)
         r = run.measures
         log.info("%s version %s reward %.1f collisions %d p99 %.2f ms", self.robot_id, assignment.version,
                  r.reward, r.collisions, r.latency_p99_ms)

@@ -53,7 +53,8 @@ def drift_check(warehouse_id: str, model: str = DEFAULT_FAMILY, window_hours: fl
         return {"warehouse_id": warehouse_id, "drift": False, "reason": "nothing in production"}
     version = str(production.version)
     reference = np.load(store.download_version_artifact(model, version, "reference_latents.npy"))
-    window = DriftWindow(warehouse_id, version, utcnow(), timedelta(hours=window_hours), timedelta(days=baseline_days))
+    window = DriftWindow(warehouse_id, version, utcnow(), timedelta(hours=window_hours), timedelta(days=baseline_days),
+                         model=model)
     judgement = check_task(window, settings.sql_url, reference, min_reward, required=required_signals,
                            family_signals=signals)
     decision, facts = judgement.decision, judgement.facts

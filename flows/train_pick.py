@@ -31,6 +31,7 @@ from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, eva
 from dreamops.tasks.package import package_pick_version
 from dreamops.tasks.pick_dagger import collect_dagger_round
 from dreamops.tasks.pick_data import collect_demos, validate_demos
+from dreamops.tasks.pick_fleet_data import fleet_dataset
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.register import Candidate, TrainResult, register_version
@@ -42,6 +43,7 @@ validate_demos_task = task(validate_demos, name="validate_data", cache_policy=NO
 train_pick_task = task(train_pick_vla, name="train_pick_vla", cache_policy=NONE)
 evaluate_pick_task = task(evaluate_pick, name="evaluate_pick", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 profile_chunk_task = task(profile_chunk_latency, name="profile_latency", cache_policy=NONE)
+fleet_dataset_task = task(fleet_dataset, name="fleet_dataset", cache_policy=NONE)
 collect_dagger_task = task(collect_dagger_round, name="collect_round", retries=2, retry_delay_seconds=5,
                            cache_policy=NONE)
 
@@ -49,10 +51,13 @@ SETS = ("seen", "novel")
 
 
 def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: str, dataset: str | None,
-               show_progress: bool, parent: str | None = None) -> TrainResult:
+               show_progress: bool, parent: str | None = None, data_window_hours: float | None = None) -> TrainResult:
     """Demonstrations (and DAgger rounds) -> encoder + RSSM + flow head; evaluated in the real cell.
     `parent`: round 0 fine-tunes that version's weights (its vocabulary and proprioception
-    statistics kept) instead of starting from scratch, and the lineage records it."""
+    statistics kept) instead of starting from scratch, and the lineage records it.
+    `data_window_hours`: the warehouse's fleet episodes of that window join the training data
+    (world model and success / grasp heads only: they carry no expert label); the held-out set
+    stays the demonstrations'."""
     settings = get_settings()
     cfg = resolve_config(profile, overrides, agent=agent)
     cfg.warehouse_id = warehouse_id
@@ -74,7 +79,21 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         mlflow.log_metric("data/expert_success", float(data.manifest["success"].mean()))
         train_ids, holdout_ids = data.split(cfg.train.holdout_fraction, cfg.seed)
 
-        parts = [data]  # the demonstrations, then every round's labelled on-policy episodes
+        parts = [data]  # the demonstrations, the fleet's episodes, then every round's labelled on-policy episodes
+        if data_window_hours:
+            fleet, skipped = fleet_dataset_task(objects, settings.datasets, warehouse_id, data_window_hours,
+                                           cfg.model.horizon, cfg.gate.data.min_episode_length)
+            mlflow.log_metrics({"data/fleet_episodes": fleet.n_episodes if fleet else 0,
+                                "data/fleet_skipped": len(skipped)})
+            if skipped:
+                store.log_json(skipped, "fleet_skipped.json")
+            if fleet is not None:
+                merged = merge_datasets([data, fleet], settings.datasets, {"fleet": [data.hash, fleet.hash]})
+                gate = validate_demos_task(merged.path, cfg.gate.data, out / "data_docs_fleet")
+                data, data_uri = gated_dataset(agent, gate, out / "data_docs_fleet", merged.path,
+                                               settings.datasets, objects)
+                parts.append(fleet)
+                train_ids = train_ids + list(fleet.manifest["episode_id"])
         curve: list[dict] = []
         steps_so_far = 0
         for k in range(cfg.rounds):

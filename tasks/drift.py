@@ -39,15 +39,17 @@ class DriftWindow:
     now: datetime
     window: timedelta
     baseline: timedelta
+    model: str = "carracing-vmc"   # the registered model `version` is of
 
 
 def telemetry(database_url: str, warehouse_id: str, version: str, since: datetime, until: datetime,
-              limit: int | None = None) -> pd.DataFrame:
+              limit: int | None = None, model: str = "carracing-vmc") -> pd.DataFrame:
     """Episodes of [since, until) in time order; with `limit`, only the latest `limit` of them (a
     30-day baseline of 200 robots is millions of episodes: the latest few thousand describe it)."""
     with session_factory(database_url)() as session:
         rows = list(session.scalars(sa.select(TelemetryEpisode).where(
-            TelemetryEpisode.warehouse_id == warehouse_id, TelemetryEpisode.version == version,
+            TelemetryEpisode.warehouse_id == warehouse_id, TelemetryEpisode.model == model,
+            TelemetryEpisode.version == version,
             TelemetryEpisode.ended_at >= since, TelemetryEpisode.ended_at < until)
             .order_by(TelemetryEpisode.ended_at.desc()).limit(limit)))[::-1]
         return pd.DataFrame([{"ended_at": r.ended_at, "reward": r.reward, "residual": r.residual,
@@ -133,8 +135,9 @@ def check(w: DriftWindow, database_url: str, version_reference: np.ndarray, min_
           alpha: float = 0.05, permutations: int = 100, seed: int = 0, required: int = 2,
           family_signals: FamilySignals = residual_and_reward_signals) -> Judgement:
     """judge() on the warehouse's telemetry of the window and of the baseline period before it."""
-    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now, limit=RECENT_MAX_EPISODES)
+    recent = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window, w.now, limit=RECENT_MAX_EPISODES,
+                       model=w.model)
     base = telemetry(database_url, w.warehouse_id, w.version, w.now - w.window - w.baseline, w.now - w.window,
-                     limit=BASELINE_MAX_EPISODES)
+                     limit=BASELINE_MAX_EPISODES, model=w.model)
     return judge(base, recent, version_reference, min_reward, alpha, permutations, seed, required,
                  family_signals=family_signals)

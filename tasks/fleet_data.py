@@ -26,18 +26,22 @@ import pandas as pd
 from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import ObjectStore
 from dreamops.tasks import dataset as ds
-from dreamops.uploads import upload_problem
+from dreamops.uploads import DEFAULT_UPLOADS, upload_prefix, upload_problem
 from dreamops.validation.data_gate import DataGateThresholds, frame_summaries
 
 
 log = logging.getLogger("dreamops.fleet_data")
-def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None) -> list[str]:
-    """Upload keys of a warehouse from the last `hours` (by the upload time in the key)."""
+def window_keys(objects: ObjectStore, warehouse_id: str, hours: float, now: float | None = None,
+                model: str = DEFAULT_UPLOADS) -> list[str]:
+    """Upload keys of one family's robots in a warehouse from the last `hours` (by the upload time
+    in the key); another family's uploads (in a folder below) are not listed."""
     since_ms = ((now or time.time()) - hours * 3600) * 1000
+    prefix = upload_prefix(warehouse_id, model)
     keys = []
-    for key in objects.list(f"uploads/{warehouse_id}/"):
-        stamp = key.rsplit("/", 1)[-1].split("-", 1)[0]
-        if key.endswith(".npz") and stamp.isdigit() and int(stamp) >= since_ms:
+    for key in objects.list(prefix):
+        name = key[len(prefix):]
+        stamp = name.split("-", 1)[0]
+        if "/" not in name and key.endswith(".npz") and stamp.isdigit() and int(stamp) >= since_ms:
             keys.append(key)
     return sorted(keys)
 
@@ -74,7 +78,7 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
     keys = window_keys(objects, warehouse_id, hours)
     accepted, skipped = [], {}
     for key in keys:
-        body = _read(objects, key, store_root)
+        body = read_upload(objects, key, store_root)
         why = upload_problem(key, body)
         if why is None:
             try:
@@ -112,7 +116,8 @@ def with_fleet_episodes(base: ds.Dataset, objects: ObjectStore, store_root, ware
     return merged, len(accepted), skipped
 
 
-def _read(objects: ObjectStore, key: str, scratch) -> bytes:
+def read_upload(objects: ObjectStore, key: str, scratch) -> bytes:
+    """The bytes of one upload, through a scratch file in `scratch` (the object store reads files)."""
     scratch.mkdir(parents=True, exist_ok=True)
     path = scratch / f".download-{uuid.uuid4().hex[:8]}.npz"
     objects.get_file(key, path)

@@ -5,6 +5,8 @@ two-proportion test of success), the collision (0 or 1), the steps, the latency 
 generation in the playing thread's CPU time (simulated robots share a few cores), and a sample of
 the model's observation embeddings (the drift checks' latents), and the success head's predicted
 probability that the episode succeeded (the drift checks compare it with the observed success).
+Its upload (validation.data_gate.PICK_UPLOAD_SCHEMA) is what the cell's sensors gave: camera,
+depth, proprioception, the gripper's grasp signal, the actions and the instruction.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class PickRobot:
     def play(self, seed: int) -> MeasuredEpisode:
         obs, info = self.env.reset(seed=seed)
         self.policy.reset(self.env.instruction, seed)
-        seconds, frames, actions, done = [], [], [], False
+        seconds, frames, actions, rewards, held, done = [], [], [], [], [], False
         while not done:
             generating = not self.policy.queue   # this call generates a chunk; the others pop the queue
             start = time.thread_time()
@@ -70,7 +72,9 @@ class PickRobot:
                 seconds.append(time.thread_time() - start)
             frames.append(obs)
             actions.append(action)
-            obs, _, terminated, truncated, info = self.env.step(action)
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            rewards.append(reward)
+            held.append(self.env.target_held())   # the gripper's grasp signal
             done = terminated or truncated
         embeds = self._embed(frames + [obs])   # the observation after the last action too
         p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
@@ -78,7 +82,14 @@ class PickRobot:
         measures = EpisodeMeasures(seed=seed, reward=float(info["success"]), collisions=int(info["collided"]),
                                    steps=len(frames), latency_p50_ms=float(p50), latency_p99_ms=float(p99),
                                    residual=None, ended_at=datetime.now(timezone.utc), success_prob=success_prob)
-        return MeasuredEpisode(None, measures, self._latent_sample(embeds[:-1]))
+        dones = np.zeros(len(actions), bool)
+        dones[-1] = True
+        upload = {"obs": np.stack([f["rgb"] for f in frames]), "depth": np.stack([f["depth"] for f in frames]),
+                  "proprio": np.stack([f["proprio"] for f in frames]).astype(np.float32),
+                  "actions": np.stack(actions).astype(np.float32), "rewards": np.asarray(rewards, np.float32),
+                  "dones": dones, "held": np.asarray(held, bool),
+                  "instruction": np.array(self.env.instruction, dtype=np.str_)}
+        return MeasuredEpisode(None, measures, self._latent_sample(embeds[:-1]), arrays=upload)
 
     @torch.no_grad()
     def _embed(self, frames: list[dict]) -> torch.Tensor:

@@ -114,9 +114,22 @@ class EpisodeMeasures:
 
 @dataclass
 class MeasuredEpisode:
-    episode: Episode | None      # the upload body's source; None for a family without fleet data
+    episode: Episode | None      # carracing-vmc's played episode (its upload body's source)
     measures: EpisodeMeasures
     latents: np.ndarray  # float32 [<= latent_sample, Z]: V's means of frames spread over the episode
+    arrays: dict[str, np.ndarray] | None = None   # another family's upload arrays (its upload_schema's)
+
+    def upload_body(self) -> bytes | None:
+        """What the robot uploads for retraining: an npz of the episode's arrays (None: nothing)."""
+        if self.arrays is not None:
+            return encode_arrays(self.arrays)
+        return encode_episode(self.episode) if self.episode is not None else None
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def sample_latents(vae: VAE, obs: np.ndarray, n: int) -> np.ndarray:
@@ -147,9 +160,7 @@ def encode_episode(episode: Episode) -> bytes:
     """The upload body: one compressed .npz holding exactly the dataset shard arrays."""
     if episode.obs.shape[0] != episode.length:
         raise ValueError(f"episode has {episode.obs.shape[0]} frames for {episode.length} steps; keep the frames")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{name: getattr(episode, name) for name in SHARD_ARRAYS})
-    return buffer.getvalue()
+    return encode_arrays({name: getattr(episode, name) for name in SHARD_ARRAYS})
 
 
 class CarRacingRobot:

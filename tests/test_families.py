@@ -43,13 +43,21 @@ def test_unknown_names_are_one_clear_error(fam):
         fam.supports("teleport")
 
 
-def test_a_missing_capability_says_which_families_have_it():
-    unable = [(f, c) for f in FAMILIES.values() for c in CAPABILITIES if not f.supports(c)]
-    assert unable, "every family supports everything: drop the capability flags"
-    f, capability = unable[0]
-    able = [g.name for g in FAMILIES.values() if g.supports(capability)]
-    with pytest.raises(ValueError, match=rf"not available for {f.name} yet \(available for: {', '.join(able)}\)"):
-        f.require(capability)
+def test_a_missing_capability_says_which_families_have_it(monkeypatch):
+    """Both families have every capability today; a new one may start without some (its flags off)."""
+    third = dataclasses.replace(FAMILIES[DEFAULT_FAMILY], name="third-family", fleet_data=False, drift_eval=False)
+    monkeypatch.setitem(FAMILIES, third.name, third)
+    able = [g.name for g in FAMILIES.values() if g.supports("fleet_data")]
+    assert able == [f for f in FAMILIES if f != "third-family"]
+    with pytest.raises(ValueError, match=rf"data_window_hours .* is not available for third-family yet "
+                                         rf"\(available for: {', '.join(able)}\)"):
+        third.require("fleet_data")
+
+
+def test_the_default_family_keeps_the_upload_layout_it_had():
+    from dreamops.uploads import DEFAULT_UPLOADS
+
+    assert DEFAULT_UPLOADS == DEFAULT_FAMILY   # its uploads stay directly under uploads/<warehouse>/
 
 
 def test_a_new_family_needs_only_a_registry_line(monkeypatch):

@@ -52,6 +52,11 @@ PICK_SCHEMA = DataSchema(
     extras=(("depth", (64, 64, 1), "float32"), ("proprio", (15,), "float32"), ("held", (), "bool"),
             ("target_pos", (3,), "float32")),
     instruction=True, extra_ranges=(("depth", 0.05, 2.0),))  # PickConfig's depth_near and depth_far
+# What a pick cell of the fleet uploads: what its sensors give (camera, depth, proprioception, the
+# gripper's grasp signal), not the demonstrations' privileged target position
+PICK_UPLOAD_SCHEMA = DataSchema("pick-upload", image_rows=PICK_SCHEMA.image_rows, actions=PICK_SCHEMA.actions,
+                                extras=tuple(e for e in PICK_SCHEMA.extras if e[0] != "target_pos"),
+                                instruction=True, extra_ranges=PICK_SCHEMA.extra_ranges)
 
 
 @dataclass
@@ -136,6 +141,34 @@ def _extras_problem(extras: dict[str, np.ndarray], length: int, schema: DataSche
             return f"{name} of dtype {a.dtype}, expected {dtype}"
         if np.issubdtype(a.dtype, np.number) and not np.isfinite(a).all():
             return f"NaN or inf in {name}"
+    return ""
+
+
+def episode_problem(arrays: dict[str, np.ndarray], schema: DataSchema) -> str:
+    """'' when one episode's arrays (an upload) hold what `schema` asks of a shard - obs uint8
+    [T, *frame_shape], actions float [T, A], rewards [T], dones [T] (finite numbers), the extras and
+    the instruction - else the first problem, in words. The gate judges whole datasets; this judges
+    one episode before it is stored."""
+    missing = [k for k in ("obs", "actions", "rewards", "dones") if k not in arrays]
+    if missing:
+        return f"lacks {missing}"
+    obs, actions, rewards, dones = (arrays[k] for k in ("obs", "actions", "rewards", "dones"))
+    n = len(actions) if actions.ndim else 0   # 0-d arrays have no length
+    shape = ", ".join(map(str, schema.frame_shape))
+    if n == 0 or obs.shape != (n, *schema.frame_shape) or obs.dtype != np.uint8 \
+            or actions.shape != (n, len(schema.actions)) or rewards.shape != (n,) or dones.shape != (n,):
+        return (f"arrays must be obs uint8 [T,{shape}], actions [T,{len(schema.actions)}], rewards [T], dones [T] "
+                f"with T >= 1")
+    for name, a in (("actions", actions), ("rewards", rewards), ("dones", dones)):
+        if a.dtype.kind not in "biuf" or not np.isfinite(a.astype(np.float64)).all():
+            return f"{name} must be finite numbers"
+    extras = _extras_problem(arrays, n, schema)
+    if extras:
+        return extras
+    instruction = arrays.get("instruction")
+    if schema.instruction and not (instruction is not None and instruction.ndim == 0 and instruction.dtype.kind == "U"
+                                   and str(instruction).strip()):
+        return "instruction must be a non-empty 0-d unicode array"
     return ""
 
 

@@ -16,19 +16,20 @@ from dreamops.api.auth import Principal
 from dreamops.api.deps import allowed, promotions, settings
 from dreamops.api.schemas import Assignment, EpisodeUploadAck, ModelName, TelemetryAck, TelemetryBatch
 from dreamops.db import Deployment, session_factory
-from dreamops.families import DEFAULT_FAMILY
+from dreamops.families import DEFAULT_FAMILY, family
 from dreamops.settings import Settings, get_settings
-from dreamops.shards import SHARD_ARRAYS
 from dreamops.storage import open_store
 from dreamops.uploads import upload_key
+from dreamops.validation.data_gate import episode_problem
 
 router = APIRouter(prefix="/robots", tags=["robots"])
 ID = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 # in the OpenAPI document too, so clients (and the fuzz test) see the constraint FastAPI enforces
 RobotId = Annotated[str, PathParam(pattern=ID, description="the robot's id (letters, digits, _ . -; at most 64)")]
-EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs uint8 [T,64,64,3], actions [T,3], "
-                                "rewards [T], dones [T] (T >= 1), at most 64 MiB",
+EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs uint8 [T,64,64,3], actions [T,A], "
+                                "rewards [T], dones [T] (T >= 1) and the family's further arrays (pick-vla: depth "
+                                "[T,64,64,1], proprio [T,15], held [T], instruction), at most 64 MiB",
                                 "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                     "format": "binary"}}}}}
 
@@ -110,7 +111,8 @@ async def telemetry(robot_id: RobotId, batch: TelemetryBatch, _: Principal = Dep
             status, stage, version, baseline = ended
         arm = {version: "canary", baseline: "baseline"}.get(batch.version)
     latents = batch.latents or None
-    await view.insert([{"robot_id": robot_id, "warehouse_id": batch.warehouse_id, "version": batch.version,
+    await view.insert([{"robot_id": robot_id, "warehouse_id": batch.warehouse_id, "model": batch.model,
+                        "version": batch.version,
                         "deployment_id": batch.deployment_id, "arm": arm, "stage_index": stage, "seed": e.seed,
                         "reward": e.reward, "collisions": e.collisions, "steps": e.steps,
                         "latency_p50_ms": e.latency_p50_ms, "latency_p99_ms": e.latency_p99_ms,
@@ -135,43 +137,44 @@ def _judge(url: str, deployment_id: str) -> str:
 
 @router.post("/{robot_id}/episodes", response_model=EpisodeUploadAck, status_code=201, openapi_extra=EPISODE_BODY)
 async def upload_episode(robot_id: RobotId, request: Request, warehouse_id: str = Query(..., pattern=ID),
-                         version: str = Query(..., pattern=ID), _: Principal = Depends(allowed("robot")),
+                         version: str = Query(..., pattern=ID), model: ModelName = DEFAULT_FAMILY,
+                         _: Principal = Depends(allowed("robot")),
                          cfg: Settings = Depends(settings)) -> EpisodeUploadAck:
-    """One episode as an npz of obs, actions, rewards, dones, kept for the next retrain."""
+    """One episode of the family `model` as an npz (obs, actions, rewards, dones and the family's
+    further arrays), kept for the family's next retrain of this warehouse."""
+    try:
+        family(model)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     body = await request.body()
     if not body or len(body) > MAX_UPLOAD_BYTES:
         raise HTTPException(413 if body else 422, f"episode must be 1 byte .. {MAX_UPLOAD_BYTES} bytes of npz")
     # reading the npz, hashing up to 64 MiB and the object store's client are work for a thread,
     # not for the event loop that serves every other request
-    return await run_in_threadpool(_store_episode, cfg, body, warehouse_id, robot_id, version)
+    return await run_in_threadpool(_store_episode, cfg, body, warehouse_id, robot_id, version, model)
 
 
-def _store_episode(cfg: Settings, body: bytes, warehouse_id: str, robot_id: str, version: str) -> EpisodeUploadAck:
-    frames = _check_episode(body)
-    key = upload_key(warehouse_id, robot_id, version, body)  # names its sha256: every read verifies it
+def _store_episode(cfg: Settings, body: bytes, warehouse_id: str, robot_id: str, version: str,
+                   model: str) -> EpisodeUploadAck:
+    frames = _check_episode(body, model)
+    key = upload_key(warehouse_id, robot_id, version, body, model=model)  # names its sha256: every read verifies it
     objects = open_store(cfg)
     _put(objects, body, key)
     return EpisodeUploadAck(key=key, uri=objects.uri(key), frames=frames, sha256=hashlib.sha256(body).hexdigest())
 
 
-def _check_episode(body: bytes) -> int:
+def _check_episode(body: bytes, model: str) -> int:
+    """The upload's frame count; 422 unless it is an npz of what the family's robots upload
+    (Family.upload_schema)."""
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception:
         raise HTTPException(422, "body is not a readable npz file") from None
-    missing = set(SHARD_ARRAYS) - set(arrays)
-    if missing:
-        raise HTTPException(422, f"episode npz lacks {sorted(missing)}")
-    obs, actions, rewards, dones = (arrays[k] for k in SHARD_ARRAYS)
-    n = len(actions) if actions.ndim else 0  # 0-d arrays have no length
-    if obs.shape != (n, 64, 64, 3) or obs.dtype != np.uint8 or actions.shape != (n, 3) or rewards.shape != (n,) \
-            or dones.shape != (n,) or n == 0:
-        raise HTTPException(422, "episode arrays must be obs uint8 [T,64,64,3], actions [T,3], rewards [T], dones [T]")
-    for name, a in (("actions", actions), ("rewards", rewards), ("dones", dones)):
-        if a.dtype.kind not in "biuf" or not np.isfinite(a.astype(np.float64)).all():
-            raise HTTPException(422, f"episode {name} must be finite numbers")
-    return n
+    problem = episode_problem(arrays, family(model).load("upload_schema"))
+    if problem:
+        raise HTTPException(422, f"episode {problem}")
+    return len(arrays["actions"])
 
 
 def _put(objects, body: bytes, key: str) -> None:

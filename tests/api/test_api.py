@@ -97,7 +97,7 @@ def test_malformed_and_invalid_bodies(api):
     assert raw.status_code == 422 and raw.json()["message"].startswith("invalid request")
     for body in ({"warehouse_id": ""}, {"warehouse_id": "WH 1"}, {"warehouse_id": "WH-1", "data_window_hours": -1},
                  {"warehouse_id": "WH-1", "profile": "huge"}, {"warehouse_id": "WH-1", "agent": "doom"},
-                 {"warehouse_id": "WH-1", "agent": "pick-vla", "data_window_hours": 24}):
+                 {"warehouse_id": "WH-1", "agent": "pick-vla", "profile": "standard"}):
         answer = api.post("/training/trigger", json=body)
         assert answer.status_code == 422, body
         assert answer.json()["message"]
@@ -134,6 +134,33 @@ def test_episode_upload_validates_and_stores(api):
     np.savez_compressed(buf, obs=arrays["obs"])
     lacking = api.post("/robots/r1/episodes?warehouse_id=WH-1&version=1", role="robot", content=buf.getvalue())
     assert lacking.status_code == 422 and "lacks" in lacking.json()["message"]
+
+
+def test_a_pick_cells_upload_is_checked_against_its_familys_schema_and_kept_apart(api):
+    import io
+
+    import numpy as np
+
+    t = 12
+    arrays = {"obs": np.zeros((t, 64, 64, 3), np.uint8), "depth": np.full((t, 64, 64, 1), 0.5, np.float32),
+              "proprio": np.zeros((t, 15), np.float32), "actions": np.zeros((t, 4), np.float32),
+              "rewards": np.zeros(t, np.float32), "dones": np.eye(1, t, t - 1, dtype=bool)[0],
+              "held": np.zeros(t, bool), "instruction": np.array("pick up the red box")}
+
+    def upload(model: str, **changed):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k: v for k, v in {**arrays, **changed}.items() if v is not None})
+        return api.post(f"/robots/c1/episodes?warehouse_id=WH-1&version=2&model={model}", role="robot",
+                        content=buf.getvalue())
+
+    ok = upload("pick-vla")
+    assert ok.status_code == 201 and ok.json()["frames"] == t and ok.json()["key"].startswith("uploads/WH-1/pick-vla/")
+    no_depth = upload("pick-vla", depth=None)
+    assert no_depth.status_code == 422 and "depth missing" in no_depth.json()["message"]
+    # a pick episode is not a carracing-vmc one (4 actions, not 3), and an unknown family is named
+    assert "actions [T,3]" in upload("carracing-vmc").json()["message"]
+    unknown = upload("humanoid")
+    assert unknown.status_code == 422 and "unknown agent 'humanoid'" in unknown.json()["message"]
 
 
 def _episode(**changes) -> dict:

@@ -127,13 +127,18 @@ def test_a_pick_fleet_plays_real_cells_and_rolls_back_a_broken_canary(live_api, 
     summary = run_fleet(cfg)
     assert summary.failed_episodes == 0 and summary.versions[v1].episodes == 4
     with sa.create_engine(api_db).connect() as conn:
-        rows = conn.execute(sa.text("select reward, collisions, steps, latency_p99_ms, latents from telemetry_episodes"
-                                    )).all()
+        rows = conn.execute(sa.text("select reward, collisions, steps, latency_p99_ms, latents, success_prob "
+                                    "from telemetry_episodes")).all()
     assert len(rows) == 4 and all(r.reward in (0.0, 1.0) and r.collisions in (0, 1) and r.latency_p99_ms > 0
-                                  for r in rows)
+                                  and 0.0 <= r.success_prob <= 1.0 for r in rows)
     latents = json.loads(rows[0].latents) if isinstance(rows[0].latents, str) else rows[0].latents
     assert len(latents) == 3 and len(latents[0]) == 32   # the model's observation embeddings
-    assert not (settings.resolved_home / "uploads" / "WH-P").exists()   # pick-vla does not train on fleet data
+    # every episode uploaded for pick retrains, in pick-vla's own folder of the warehouse
+    from dreamops.storage import open_store
+    from dreamops.tasks.fleet_data import window_keys
+
+    assert len(window_keys(open_store(settings), "WH-P", hours=1, model=PICK)) == 4
+    assert window_keys(open_store(settings), "WH-P", hours=1) == []
 
     answer = api.post(f"/models/{v2}/deploy?model={PICK}", json={"warehouse_id": "WH-P", "stages": [50, 100],
                                                                 "bake_seconds": 3600, "max_latency_p99_ms": 10_000})

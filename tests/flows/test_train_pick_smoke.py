@@ -69,6 +69,29 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
                  "--set", "eval.planner=false"]) == 0
     assert client.get_model_version("pick-vla", "2").tags["parent_version"] == "1"
 
+    # the fleet's episodes: two cells play version 1 and upload; a retrain with data_window_hours
+    # adds them (world-model data) to the demonstrations
+    from dreamops.flows.train import train
+    from dreamops.storage import open_store
+    from dreamops.tasks.pick_robot import PickRobot
+    from dreamops.tasks.robot_episode import RobotSetup
+    from dreamops.uploads import upload_key
+
+    _, bundle, _ = store.load_bundle("pick-vla", "1")
+    robot = PickRobot(bundle, RobotSetup(max_steps=30, scenario="day", latent_sample=2))
+    objects = open_store(get_settings())
+    for i, seed in enumerate((21, 22)):
+        body = robot.play(seed).upload_body()
+        path = dreamops_home / "upload.npz"
+        path.write_bytes(body)
+        objects.put_file(path, upload_key("WH-P", f"c{i}", "1", body, model="pick-vla"))
+    robot.close()
+    result = train(agent="pick-vla", profile="smoke", overrides={"eval.planner": False}, warehouse_id="WH-P",
+                   show_progress=False, data_window_hours=1)
+    fleet_run = client.get_run(result.run_id)
+    assert fleet_run.data.metrics["data/fleet_episodes"] == 2 and fleet_run.data.metrics["data/fleet_skipped"] == 0
+    assert result.data_hash != mv.tags["data_hash"]   # a new dataset: the demonstrations plus the fleet's
+
     model = mlflow.pyfunc.load_model("models:/pick-vla/1")
     env = PickCell(PickConfig(object_set="novel", max_steps=12))
     obs, info = env.reset(seed=7)

@@ -101,3 +101,12 @@ def test_telemetry_reads_the_window_in_time_order_and_at_most_the_latest_episode
     assert window["reward"].tolist() == [2, 3, 4, 5, 6, 7, 8]  # [since, until), oldest first, one warehouse
     assert telemetry(url, "WH-1", "3", t0, t0 + timedelta(hours=1), limit=3)["reward"].tolist() == [7, 8, 9]
     assert telemetry(url, "WH-1", "4", t0, t0 + timedelta(hours=1)).empty
+    # version numbers repeat across models: a pick cell's version 3 is not carracing-vmc's version 3
+    with session_factory(url)() as session:
+        session.add(TelemetryEpisode(robot_id="c1", warehouse_id="WH-1", model="pick-vla", version="3", seed=0,
+                                     reward=1.0, collisions=0, steps=40, latency_p50_ms=1.0, latency_p99_ms=2.0,
+                                     success_prob=0.9, ended_at=t0 + timedelta(minutes=5), latents=[[0.0, 1.0]]))
+        session.commit()
+    assert len(telemetry(url, "WH-1", "3", t0, t0 + timedelta(hours=1))) == 10
+    pick = telemetry(url, "WH-1", "3", t0, t0 + timedelta(hours=1), model="pick-vla")
+    assert pick["success_prob"].tolist() == [0.9] and pick["residual"].isna().all()

@@ -1,4 +1,9 @@
-"""telemetry success_prob: the success head's predicted probability, for pick-vla's calibration signal
+"""telemetry model and success_prob
+
+`model`: the family whose robot reported the episode (version numbers repeat across registered
+models: a drift check of one family must not read another's episodes); rows written before it
+were the default family's. `success_prob`: the success head's predicted probability, for
+pick-vla's calibration signal.
 
 Revision ID: 0005
 Revises: 0004
@@ -17,8 +22,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('telemetry_episodes', schema=None) as batch_op:
         batch_op.add_column(sa.Column('success_prob', sa.Double(), nullable=True))
+        batch_op.add_column(sa.Column('model', sa.String(length=256), nullable=False, server_default='carracing-vmc'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('telemetry_episodes', schema=None) as batch_op:
+        batch_op.drop_column('model')
         batch_op.drop_column('success_prob')
