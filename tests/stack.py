@@ -137,7 +137,8 @@ def production_stack(workdir: Path):
         cli = [sys.executable, "-m", "dreamops.flows.cli"]
         served_env = {**base_env, **client_env, "PREFECT_API_URL": prefect_api, "DREAMOPS_WORKERS": "2",
                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DREAMOPS_WAREHOUSES": f'["{DRIFT_WAREHOUSE}"]',
-                      "DREAMOPS_RETRAIN_PROFILE": "smoke"}
+                      "DREAMOPS_RETRAIN_PROFILE": "smoke",
+                      "DREAMOPS_SERVED_AGENTS": '["carracing-vmc", "pick-vla"]'}
         serve = stack.enter_context(process(cli + ["serve"], {**served_env, "DREAMOPS_HOME": str(workdir / "serve-home")},
                                             workdir / "serve.log"))
         # the serve process registers the deployment the training trigger starts
