@@ -312,7 +312,7 @@ def test_prefect_yaml_matches_the_served_deployments():
         assert (ROOT / path).exists() and f"def {name}(" in (ROOT / path).read_text()
 
 
-def test_each_served_family_gets_its_drift_check_retrains_and_its_own_drift_trigger():
+def test_each_served_family_gets_its_drift_check_retrains_and_its_own_drift_trigger(monkeypatch):
     from dreamops.flows.serve import deployments
     from dreamops.settings import Settings
 
@@ -324,8 +324,16 @@ def test_each_served_family_gets_its_drift_check_retrains_and_its_own_drift_trig
     # each retrain matches only its own family's drift events (flows/drift.py labels the resource)
     assert vmc.match["dreamops.model"] == ["carracing-vmc"] and pick.match["dreamops.model"] == ["pick-vla"]
     assert vmc.parameters["agent"] == "carracing-vmc" and vmc.parameters["data_window_hours"] == 24.0
-    # pick-vla does not train on fleet uploads (yet): its retrains add none instead of being refused
-    assert pick.parameters["agent"] == "pick-vla" and pick.parameters["data_window_hours"] is None
+    assert pick.parameters["agent"] == "pick-vla" and pick.parameters["data_window_hours"] == 24.0
+    assert served["weekly-retrain-WH-1-pick-vla"].parameters["data_window_hours"] == 7 * 24
+    # a family without fleet data retrains on its own data instead of being refused
+    import dataclasses
+
+    from dreamops.families import FAMILIES
+
+    monkeypatch.setitem(FAMILIES, "pick-vla", dataclasses.replace(FAMILIES["pick-vla"], fleet_data=False))
+    served = {d.name: d for d in deployments(Settings(warehouses=["WH-1"], served_agents=["pick-vla"]))}
+    assert served["retrain-on-drift-pick-vla"].triggers[0].parameters["data_window_hours"] is None
     assert served["weekly-retrain-WH-1-pick-vla"].parameters["data_window_hours"] is None
     with pytest.raises(ValueError, match="unknown agent 'humanoid'"):
         deployments(Settings(served_agents=["humanoid"]))
