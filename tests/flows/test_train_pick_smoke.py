@@ -92,6 +92,20 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     assert fleet_run.data.metrics["data/fleet_episodes"] == 2 and fleet_run.data.metrics["data/fleet_skipped"] == 0
     assert result.data_hash != mv.tags["data_hash"]   # a new dataset: the demonstrations plus the fleet's
 
+    # the registry's commands take the pick-vla model like any other
+    capsys.readouterr()
+    assert main(["versions", "pick-vla"]) == 0
+    assert "1.0.0" in capsys.readouterr().out
+    assert main(["lineage", "2", "--model", "pick-vla", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parent_version"] == "1"
+    assert main(["promote", "1", "--to", "production", "--model", "pick-vla"]) == 0
+    assert main(["promote", "2", "--to", "production", "--model", "pick-vla"]) == 0
+    assert main(["rollback", "pick-vla", "--reason", "smoke"]) == 0
+    assert store.aliases("pick-vla")["production"] == "1"
+    capsys.readouterr()
+    assert main(["history", "pick-vla", "--limit", "3"]) == 0
+    assert "smoke: the production holder before 1" in capsys.readouterr().out   # the rollback, newest first
+
     model = mlflow.pyfunc.load_model("models:/pick-vla/1")
     env = PickCell(PickConfig(object_set="novel", max_steps=12))
     obs, info = env.reset(seed=7)
