@@ -28,8 +28,8 @@ MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 # in the OpenAPI document too, so clients (and the fuzz test) see the constraint FastAPI enforces
 RobotId = Annotated[str, PathParam(pattern=ID, description="the robot's id (letters, digits, _ . -; at most 64)")]
 EPISODE_BODY = {"requestBody": {"required": True, "description": "an npz of obs uint8 [T,64,64,3], actions [T,A], "
-                                "rewards [T], dones [T] (T >= 1) and the family's further arrays (pick-vla: depth "
-                                "[T,64,64,1], proprio [T,15], held [T], instruction), at most 64 MiB",
+                                "rewards [T], dones [T] (T >= 1) and the further arrays of the family's upload "
+                                "schema (`?model=`), at most 64 MiB",
                                 "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                                     "format": "binary"}}}}}
 

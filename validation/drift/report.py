@@ -1,7 +1,8 @@
 """Evidently 0.7 data-drift report on one window of fleet telemetry against its baseline.
 
 Rows are episodes, not frames: each row holds the episode's mean latent (z0..z{d-1}) and its
-reward, M residual (carracing-vmc), collisions and success head's probability (pick-vla). Frames of one drive are not independent, and Evidently's
+reward, M residual (carracing-vmc), collisions and the success head's probability (pick-vla).
+Frames of one drive are not independent, and Evidently's
 per-column tests (K-S for samples this small) assume independent rows. The report's own test
 "share of drifted columns < drift_share" is the machine-readable verdict.
 """
