@@ -73,7 +73,7 @@ class FleetConfig:
     robot_prefix: str | None = None  # default: f"{warehouse_id}-r"
     mlflow_tracking_uri: str | None = None  # where versions are downloaded from; None: as configured
     mlflow_registry_uri: str | None = None
-    scenario: str = "day"  # the robot's SCENARIOS: "night" (carracing-vmc) or "novel" (pick-vla) shift the world
+    scenario: str = "day"  # the robot's SCENARIOS: "night" (carracing-vmc), "novel" or "dim" (pick-vla) shift the world
 
     @property
     def robot_class(self):
@@ -120,7 +120,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_FAMILY, help="the agent family the robots run (its registered model)")
     parser.add_argument("--scenario", default="day",
                         help="the world the robots work in: carracing-vmc day | night (darker: a drift to detect); "
-                             "pick-vla day | novel (objects it never trained on)")
+                             "pick-vla day | novel (objects it never trained on) | dim (the cell's light dimmed)")
     parser.add_argument("--seed", type=int, default=0, help="base episode seed")
     parser.add_argument("--latent-sample", type=int, default=8, help="latents reported per episode")
     parser.add_argument("--no-upload", action="store_true", help="report telemetry only, not the episodes")

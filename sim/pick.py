@@ -75,9 +75,18 @@ TRAY_FLOOR_Z = 0.015  # top of the traybox floor (a 2 cm slab centred 5 mm up)
 PROPRIO_DIM = 15     # 7 joint angles, 7 joint velocities, gripper width
 
 
+# The camera's light (PyBullet's TinyRenderer coefficients): `dim` is the cell at a night shift
+# with half the lamps off, a scene shift the fleet's drift checks should find.
+LIGHTING: dict[str, dict[str, float]] = {
+    "default": {},
+    "dim": {"lightAmbientCoeff": 0.25, "lightDiffuseCoeff": 0.25, "lightSpecularCoeff": 0.02},
+}
+
+
 @dataclass(frozen=True)
 class PickConfig:
     object_set: str = "seen"
+    lighting: str = "default"         # one of LIGHTING
     min_objects: int = 1
     max_objects: int = 6
     max_steps: int = 80               # control steps per episode (8 s at 10 Hz)
@@ -106,6 +115,8 @@ class PickConfig:
     def __post_init__(self):
         if self.object_set not in OBJECT_SETS:
             raise ValueError(f"object_set must be one of {sorted(OBJECT_SETS)}, got {self.object_set!r}")
+        if self.lighting not in LIGHTING:
+            raise ValueError(f"lighting must be one of {sorted(LIGHTING)}, got {self.lighting!r}")
         if not 1 <= self.min_objects <= self.max_objects <= 6:
             raise ValueError(f"need 1 <= min_objects <= max_objects <= 6, got {self.min_objects}, {self.max_objects}")
         if self.sim_hz % self.control_hz:
@@ -405,7 +416,7 @@ class PickCell(gym.Env):
             return np.zeros((n, n, 3), np.uint8), np.zeros((n, n, 1), np.float32)
         _, _, rgba, zbuf, _ = p.getCameraImage(n, n, self._view, self._proj, shadow=0,
                                                flags=p.ER_NO_SEGMENTATION_MASK, renderer=p.ER_TINY_RENDERER,
-                                               physicsClientId=self._client)
+                                               physicsClientId=self._client, **LIGHTING[cfg.lighting])
         rgb = np.asarray(rgba, np.uint8).reshape(n, n, 4)[..., :3]
         z = np.asarray(zbuf, np.float64).reshape(n, n, 1)
         # OpenGL depth buffer -> metric distance along the optical axis

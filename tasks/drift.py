@@ -18,7 +18,7 @@ from dreamops.db import TelemetryEpisode, session_factory
 from dreamops.validation.drift.mmd import mmd_test
 from dreamops.validation.drift.report import evidently_report
 from dreamops.validation.drift.signals import (DriftDecision, SignalResult, calibration_signal, decide, mmd_signal,
-                                               performance_signal, residual_signal)
+                                               performance_signal, residual_signal, success_signal)
 
 MIN_REFERENCE_LATENTS = 200
 # measured with `dreamops drift-eval` (README): against 100 baseline episodes the reward CUSUM fired
@@ -66,10 +66,10 @@ def residual_and_reward_signals(base: pd.DataFrame, recent: pd.DataFrame, min_re
 
 def calibration_and_success_signals(base: pd.DataFrame, recent: pd.DataFrame, min_reward: float) -> list[SignalResult]:
     """pick-vla's (reward is success, 1 or 0): the success head's calibration against the observed
-    success, and the success rate (rolling floor `min_reward` and CUSUM)."""
+    success, and the success rate (floor `min_reward`, Bernoulli CUSUM)."""
     return [calibration_signal(base["success_prob"].to_numpy(float), base["reward"].to_numpy(float),
                                recent["success_prob"].to_numpy(float), recent["reward"].to_numpy(float)),
-            performance_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward)]
+            success_signal(base["reward"].to_numpy(), recent["reward"].to_numpy(), min_reward)]
 
 
 FamilySignals = Callable[[pd.DataFrame, pd.DataFrame, float], list[SignalResult]]

@@ -20,7 +20,8 @@ from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
 from dreamops.sim.pick import PickCell, PickConfig
 from dreamops.tasks.robot_episode import EpisodeMeasures, MeasuredEpisode, RobotSetup, check_fault
 
-OBJECT_SETS = {"day": "seen", "novel": "novel"}   # scenario -> objects: "novel" is a shifted scene
+# scenario -> (objects, light): "novel" objects and "dim" light are the shifted scenes
+SCENES = {"day": ("seen", "default"), "novel": ("novel", "default"), "dim": ("seen", "dim")}
 
 
 class BrokenGripper:
@@ -49,7 +50,7 @@ FAULTS = {"broken_controller": BrokenGripper}
 
 
 class PickRobot:
-    SCENARIOS = tuple(OBJECT_SETS)
+    SCENARIOS = tuple(SCENES)
     SHIFTED_SCENARIO = "novel"          # what `dreamops drift-eval` plays as the shifted world by default
     EPISODE_STEPS = PickConfig().max_steps   # control steps per episode in drift-eval, by default
     FAULTS = FAULTS
@@ -58,7 +59,8 @@ class PickRobot:
         self.model, self.setup = model, setup
         policy = PickVLAPolicy(model)
         self.policy = FAULTS[check_fault(setup.fault, FAULTS)](policy) if setup.fault else policy
-        self.env = PickCell(PickConfig(object_set=OBJECT_SETS[setup.scenario], max_steps=setup.max_steps))
+        objects, light = SCENES[setup.scenario]
+        self.env = PickCell(PickConfig(object_set=objects, lighting=light, max_steps=setup.max_steps))
 
     def play(self, seed: int) -> MeasuredEpisode:
         obs, info = self.env.reset(seed=seed)

@@ -59,7 +59,7 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     assert set(drift["signal_rates"]["shifted"]) == {"latents", "calibration", "performance", "evidently"}
     assert drift["day"]["episodes"] == 4 and 0 <= drift["day"]["success_prob_mean"] <= 1
     assert main(["drift-eval", "--agent", "pick-vla", "--scenario", "night"]) == 2
-    assert "--scenario must be a shifted scenario of pick-vla: novel" in capsys.readouterr().err
+    assert "--scenario must be a shifted scenario of pick-vla: novel, dim" in capsys.readouterr().err
 
     # a warm start from version 1: checked against this config's architecture before any work
     assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--parent", "1", "--set", "model.embed_dim=24"]) == 2

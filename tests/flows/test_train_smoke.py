@@ -199,7 +199,7 @@ def _ui_lists_the_model(home):
     (["train", "--profile", "enormous"], "unknown profile 'enormous'"),
     (["train", "--profile", "smoke", "--set", "cma.population=1"], "cma.population must be >= 2"),
     (["evaluate", "--model", "99"], "no version '99' of model 'carracing-vmc'"),
-    (["drift-eval", "--scenario", "day"], "--scenario must be a shifted scenario: night"),
+    (["drift-eval", "--scenario", "day"], "--scenario must be a shifted scenario of carracing-vmc: night"),
     (["drift-eval", "--window", "0"], "window_episodes must be >= 1"),
     (["drift-eval", "--model", "99"], "no version '99' of model 'carracing-vmc'"),
 ])

@@ -138,3 +138,19 @@ def test_recorded_demonstrations_hold_one_frame_per_action():
     assert r.frames["proprio"].shape == (T, 15) and r.success
     assert r.held.shape == (T,) and r.held[-1] and r.rewards.shape == (T,) and r.rewards[-1] == 1.0
     assert r.rewards[:-1].sum() == 0 and (r.target_colour, r.target_shape) != ("", "")
+
+
+def test_dim_light_darkens_the_camera_and_changes_nothing_else():
+    """The `dim` lighting (a drift scenario): the same scene, half as bright, the same depth."""
+    frames = {}
+    for light in ("default", "dim"):
+        env = PickCell(PickConfig(lighting=light))
+        obs, info = env.reset(seed=3)
+        frames[light] = (obs, env.instruction)
+        env.close()
+    (day, said), (dim, said_dim) = frames["default"], frames["dim"]
+    assert said == said_dim
+    np.testing.assert_array_equal(day["depth"], dim["depth"])
+    assert dim["rgb"].mean() < 0.6 * day["rgb"].mean()
+    with pytest.raises(ValueError, match="lighting must be one of"):
+        PickConfig(lighting="disco")

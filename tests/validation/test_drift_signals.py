@@ -95,3 +95,26 @@ def test_calibration_fires_on_confident_misses_not_on_a_predicted_drop():
     assert fired.fired and fired.figure > fired.threshold and fired.detail["recent_ece"] > 0.4
     short = calibration_signal(base_p, base_y, [0.5, np.nan], [1, 0])
     assert not short.fired and short.figure is None and "not enough" in short.detail["reason"]
+
+
+def test_bernoulli_cusum_known_answers():
+    from dreamops.validation.drift.signals import bernoulli_cusum
+
+    up, down = np.log(0.8 / 0.6), np.log(0.2 / 0.4)   # p0 0.4 -> p1 0.2: a failure adds up, a success down
+    assert bernoulli_cusum([0, 0, 0], 0.4, 0.2) == pytest.approx(3 * up)
+    assert bernoulli_cusum([0, 1, 1, 0], 0.4, 0.2) == pytest.approx(up)   # reset to 0 by the successes
+    assert down < 0 < up
+
+
+def test_success_signal_fires_on_a_collapsed_success_rate_not_on_the_baselines():
+    """pick-vla's windows are 20 binary outcomes: the standardized CUSUM (limit >= 7) cannot fire
+    there even at 0% success, the Bernoulli CUSUM does, within its false-alarm rate."""
+    from dreamops.validation.drift.signals import success_signal
+
+    rng = np.random.default_rng(1)
+    base = (rng.random(200) < 0.42).astype(float)
+    same = sum(success_signal(base, (rng.random(20) < 0.42).astype(float), seed=i).fired for i in range(100))
+    collapsed = sum(success_signal(base, (rng.random(20) < 0.05).astype(float), seed=i).fired for i in range(20))
+    assert same <= 4 and collapsed >= 15
+    assert not performance_signal(base, np.zeros(20), min_reward=0.0).fired   # why the old one did not do
+    assert success_signal(base, np.zeros(20)).detail["cusum"] == "bernoulli"

@@ -98,6 +98,46 @@ def performance_signal(baseline: np.ndarray, recent: np.ndarray, min_reward: flo
                          "baseline_mean": float(baseline.mean())})
 
 
+def bernoulli_cusum(outcomes: np.ndarray, p0: float, p1: float) -> float:
+    """The largest value of the log-likelihood-ratio CUSUM for a success rate falling from p0 to p1
+    (Page's CUSUM for Bernoulli data): S_t = max(0, S_{t-1} + log(P1(x_t) / P0(x_t)))."""
+    p0, p1 = min(max(p0, 1e-3), 1 - 1e-3), min(max(p1, 1e-3), 1 - 1e-3)
+    up, down = np.log((1 - p1) / (1 - p0)), np.log(p1 / p0)   # a failure adds up > 0, a success down < 0
+    s, peak = 0.0, 0.0
+    for x in np.asarray(outcomes, float):
+        s = max(0.0, s + (down if x > 0.5 else up))
+        peak = max(peak, s)
+    return peak
+
+
+def success_signal(baseline: np.ndarray, recent: np.ndarray, min_rate: float = 0.0, relative_drop: float = 0.5,
+                   false_alarm: float = 0.01, resamples: int = 2000, seed: int = 0) -> SignalResult:
+    """For a family whose episode reward is success (1 or 0): fires when the window's success rate
+    is below `min_rate`, or when a Bernoulli CUSUM tuned to a fall from the baseline's rate p0 to
+    p0 * (1 - relative_drop) passes the limit that windows of the same size, drawn from the
+    baseline (with a baseline redrawn too: p0 is an estimate), pass in at most `false_alarm` of
+    cases. The standardized CUSUM of `performance_signal` cannot fire on 20 binary outcomes: its
+    limit of at least 7 needs more than 20 failures in a row at p0 = 0.42 (measured in drift-eval:
+    success 42% -> 5% under dim light, no alarm)."""
+    baseline, recent = np.asarray(baseline, float), np.asarray(recent, float)
+    if len(recent) == 0 or len(baseline) < 2:
+        return SignalResult("performance", False, None, min_rate, {"reason": "not enough episodes"})
+    p0 = float(baseline.mean())
+    rng = np.random.default_rng(seed)
+    peaks = []
+    for _ in range(resamples):
+        rate = rng.choice(baseline, size=len(baseline)).mean()
+        window = rng.random(len(recent)) < p0   # a window as the baseline's world gives it
+        peaks.append(bernoulli_cusum(window, rate, rate * (1 - relative_drop)))
+    limit = float(np.quantile(peaks, 1 - false_alarm))
+    peak = bernoulli_cusum(recent, p0, p0 * (1 - relative_drop))
+    rate = float(recent.mean())
+    alarm = peak > limit
+    return SignalResult("performance", rate < min_rate or alarm, rate, min_rate,
+                        {"cusum_peak": peak, "cusum_h": limit, "cusum_alarm": alarm, "baseline_success": p0,
+                         "cusum": "bernoulli", "relative_drop": relative_drop})
+
+
 def expected_calibration_error(probs: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:
     """ECE: the |mean predicted - observed| gap of equal-width probability bins, weighted by the
     bin's share of episodes."""
