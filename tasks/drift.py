@@ -57,7 +57,6 @@ def telemetry(database_url: str, warehouse_id: str, version: str, since: datetim
                              for r in rows], columns=TELEMETRY_COLUMNS)
 
 
-
 def residual_and_reward_signals(base: pd.DataFrame, recent: pd.DataFrame, min_reward: float) -> list[SignalResult]:
     """carracing-vmc's: M's residual and the episode return (rolling floor and CUSUM)."""
     return [residual_signal(base["residual"].dropna().to_numpy(), recent["residual"].dropna().to_numpy()),
