@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -21,20 +22,14 @@ def drift_stack(stack):
     """The stack with a production and a last-known-good version and tokens, settings in this process.
     The versions the fleet e2e registered serve (conftest runs this module after it); run alone, it
     trains two smoke versions through the trigger first."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from dreamops.api.auth import create_token
-    from dreamops.db import session_factory
     from dreamops.flows.cli import main
     from dreamops.registry import store
-    from dreamops.settings import get_settings
 
-    saved = dict(os.environ)
-    os.environ.update(stack.env)
-    get_settings.cache_clear()
-    store.configure(get_settings())
-    with session_factory(stack.env["DREAMOPS_DATABASE_URL"])() as session:
-        tokens = {role: create_token(session, f"drift-{role}", role) for role in ("engineer", "robot")}
+    with on_the_stack(stack, "drift") as tokens:
+        yield from _with_versions(stack, tokens, main, store)
+
+
+def _with_versions(stack, tokens, main, store):
     api = _client(stack, tokens["engineer"])
     def passed() -> list[str]:  # other modules on the stack also register versions that failed their gates
         return [v.version for v in store.list_versions("carracing-vmc") if v.validation_status == "passed"] \
@@ -47,9 +42,29 @@ def drift_stack(stack):
     if store.find_alias("carracing-vmc", "last-known-good") is None:
         assert main(["promote", versions[1], "--to", "production"]) == 0
         assert main(["promote", versions[0], "--to", "production"]) == 0
+    yield stack, tokens
+
+
+@contextmanager
+def on_the_stack(stack, name: str):
+    """This process configured for the stack (settings, registry, Prefect API) with an engineer's and
+    the robots' tokens named `<name>-<role>`; the environment is put back afterwards."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from dreamops.api.auth import create_token
+    from dreamops.db import session_factory
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    get_settings.cache_clear()
+    store.configure(get_settings())
+    with session_factory(stack.env["DREAMOPS_DATABASE_URL"])() as session:
+        tokens = {role: create_token(session, f"{name}-{role}", role) for role in ("engineer", "robot")}
     try:
         with temporary_settings({PREFECT_API_URL: stack.prefect_api}):
-            yield stack, tokens
+            yield tokens
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -6,13 +6,12 @@ measured); then the cells' light is dimmed and the served pick drift check judge
 telemetry with pick's signals (whether it fires is not asserted: see the end of the test)."""
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from tests.api.test_e2e_fleet import Fleet, _client, _ended, _finished_job
-from tests.api.test_e2e_drift import _latest_drift_summary
+from tests.api.test_e2e_drift import _latest_drift_summary, on_the_stack
 from tests.stack import DRIFT_WAREHOUSE as WH
 
 pytestmark = pytest.mark.e2e
@@ -22,26 +21,8 @@ STEPS = 40   # control steps per episode (4 s at 10 Hz): a smoke model rarely fi
 
 @pytest.fixture(scope="module")
 def pick_stack(stack):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from dreamops.api.auth import create_token
-    from dreamops.db import session_factory
-    from dreamops.registry import store
-    from dreamops.settings import get_settings
-
-    saved = dict(os.environ)
-    os.environ.update(stack.env)
-    get_settings.cache_clear()
-    store.configure(get_settings())
-    with session_factory(stack.env["DREAMOPS_DATABASE_URL"])() as session:
-        tokens = {role: create_token(session, f"pick-{role}", role) for role in ("engineer", "robot")}
-    try:
-        with temporary_settings({PREFECT_API_URL: stack.prefect_api}):
-            yield stack, tokens
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        get_settings.cache_clear()
+    with on_the_stack(stack, "pick") as tokens:
+        yield stack, tokens
 
 
 def _deploy(api, version: str, **policy) -> dict:
