@@ -128,7 +128,10 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
                 "data_hash": mv.tags["data_hash"], "validation_status": mv.tags.get("validation_status"),
                 "wm_cosine": report["candidate"]["wm_cosine"], "rounds": json.loads(rounds) if rounds else None}
     rewards = report["evaluation"]["vmc"]["rewards"]
-    return {"train_seed": seed, **stats(rewards), "real_frames": int(run.data.metrics["data/real_frames"]),
+    m = run.data.metrics  # total: every real frame the run played (data and validation, counted once)
+    total = m.get("data/total_frames", m["data/real_frames"] + m.get("data/validation_frames", 0))
+    return {"train_seed": seed, **stats(rewards), "real_frames": int(total),
+            "data_frames": int(m["data/real_frames"]), "validation_frames": int(m.get("data/validation_frames", 0)),
             "wall_s": round(wall, 1), "version": mv.version, "data_hash": mv.tags["data_hash"],
             "validation_status": mv.tags.get("validation_status"),
             "dream_return": round(report["dream"]["final_return"], 2),

@@ -24,12 +24,12 @@ from dreamops.registry.semver import Fingerprint
 from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks import plots
-from dreamops.tasks.collect import collect, collect_round
+from dreamops.tasks.collect import collect, collect_round, collect_validation
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
 from dreamops.tasks.device import Compute
 from dreamops.tasks.encode import encode
-from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline
+from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline, report_from_episodes
 from dreamops.tasks.evolve import evolve_checkpoints
 from dreamops.tasks.failures import analyze_failures
 from dreamops.tasks.fleet_data import with_fleet_episodes
@@ -45,6 +45,8 @@ from dreamops.validation.data_gate import DataGateError, DataGateReport
 # Simulator work can fail transiently (a worker process killed); training is deterministic.
 collect_task = task(collect, name="collect", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 collect_round_task = task(collect_round, name="collect_round", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+collect_validation_task = task(collect_validation, name="validate_as_data", retries=2, retry_delay_seconds=5,
+                               cache_policy=NONE)
 merge_datasets = task(merge, name="merge_datasets", cache_policy=NONE)
 validate_data_task = task(validate_data, name="validate_data", cache_policy=NONE)
 production_task = task(production_metrics, name="production_metrics", cache_policy=NONE)
@@ -126,25 +128,31 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
             {"vae": parent_bundle.vae, "mdnrnn": parent_bundle.mdnrnn, "controller": parent_bundle.controller}
         curve: list[RoundPoint] = []
         seeds = list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
-        validation_seeds = list(range(cfg.eval.validation_seed, cfg.eval.validation_seed + cfg.eval.round_episodes))
+        recorded: list = []  # a round's validation episodes that join the next round's data
+        validation_in_data = 0  # frames of validation episodes that joined the data (counted once in the total)
         best: RoundModels | None = None  # the champion on the validation episodes: what ships
         validation_frames = 0  # real interaction too, that chose the rounds: counted apart from the data
         encoded = None  # the last encoding and its V: a round whose V did not move encodes only new episodes
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # the flywheel: the starting round's controller drives, its episodes join the data
-                    new = clock.run("collect", collect_round_task, cfg.collect, k, start.bundle_path.read_bytes(),
-                                    settings.datasets, workers, show_progress=show_progress,
-                                    ray_address=settings.ray_address)
-                    merged = clock.run("data", merge_datasets, parts + [new], settings.datasets,
-                                       {"rounds": [p.hash for p in parts + [new]]})
+                    new_parts = recorded  # the last round's validation episodes, when they are data
+                    if cfg.collect.episodes_per_round > 0:
+                        new_parts = [clock.run("collect", collect_round_task, cfg.collect, k,
+                                               start.bundle_path.read_bytes(), settings.datasets, workers,
+                                               show_progress=show_progress, ray_address=settings.ray_address),
+                                     *new_parts]
+                    merged = clock.run("data", merge_datasets, parts + new_parts, settings.datasets,
+                                       {"rounds": [p.hash for p in parts + new_parts]})
                     gate = clock.run("data", validate_data_task, merged.path, cfg.gate, cfg.collect.action_repeat,
                                      out / f"data_docs_{k}")
                     data, data_uri = clock.run("data", gated_dataset, agent, gate, out / f"data_docs_{k}",
                                                merged.path, settings.datasets, objects)
-                    parts.append(new)
-                    new_train, new_holdout = new.split(cfg.vae.holdout_fraction, cfg.seed + k)
-                    train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
+                    validation_in_data += sum(int(p.manifest["env_frames"].sum()) for p in recorded)
+                    for i, new in enumerate(new_parts):
+                        parts.append(new)
+                        new_train, new_holdout = new.split(cfg.vae.holdout_fraction, cfg.seed + k + 7_919 * i)
+                        train_ids, holdout_ids = train_ids + new_train, holdout_ids + new_holdout
                 r = cfg.for_round(k)
                 vae, vae_report = clock.run("vae", train_vae_task, data, train_ids, holdout_ids, r.vae,
                                             cfg.seed + k, log, show_progress, init=models["vae"], compute=compute)
@@ -166,14 +174,23 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                     b = VMCBundle(_architecture(cfg), vae, mdnrnn, c)
                     path = b.save(out / f"round_{k}" / (f"generation_{g}" if named else "") / "vmc_bundle.pt")
                     challengers.append(RoundModels(k, b, path, vae_report, mdn_report, history, latents))
+                recorded = []  # validation episodes recorded as data (collect.validation_as_data): next round's
+                validation_seeds = cfg.validation_seeds(k)
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
                     for c, g in zip(challengers, generations):
                         label = f"vmc round {k}" + (f" generation {g}" if named else "")
-                        c.validation = clock.run(
-                            "validate", evaluate_task, BundlePolicyFactory(str(c.bundle_path)),
-                            f"{label} (validation)", validation_seeds, cfg.eval.max_steps, workers, show_progress,
-                            settings.ray_address)
-                        validation_frames += sum(e.env_frames or e.length for e in c.validation.episodes)
+                        if cfg.collect.validation_as_data:
+                            played = clock.run("validate", collect_validation_task, cfg.collect, k, f"g{g:03d}",
+                                               c.bundle_path.read_bytes(), validation_seeds, settings.datasets,
+                                               workers, show_progress=show_progress, ray_address=settings.ray_address)
+                            recorded.append(played)
+                            c.validation = report_from_episodes(f"{label} (validation)", played)
+                        else:
+                            c.validation = clock.run(
+                                "validate", evaluate_task, BundlePolicyFactory(str(c.bundle_path)),
+                                f"{label} (validation)", validation_seeds, cfg.eval.max_steps, workers,
+                                show_progress, settings.ray_address)
+                        validation_frames += sum(c.validation.lengths)
                 chosen = _choose_checkpoint(challengers)
                 history["chosen_generation"] = [float(generations[chosen])]
                 history["final_dream_return"] = [history["checkpoint_dream_return"][chosen]]
@@ -212,6 +229,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
         evals = {"vmc": clock.run("evaluate", evaluate_task, BundlePolicyFactory(str(best.bundle_path)), "vmc",
                                   seeds, cfg.eval.max_steps, workers, show_progress, settings.ray_address)}
         real_frames = int(data.manifest["env_frames"].sum())
+        total_frames = real_frames + validation_frames - validation_in_data  # every real frame the run played
         if cfg.rounds > 1:
             for point in curve:  # the learning curve on the parent run too, one step per round
                 mlflow.log_metrics(point.metrics(), step=point.round)
@@ -219,7 +237,8 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                                                          score="validation return")), "plots")
             store.log_json([asdict(p) for p in curve], "rounds.json")
             mlflow.set_tag("shipped_round", str(best.round))
-        mlflow.log_metrics({"data/real_frames": real_frames, "data/validation_frames": validation_frames})
+        mlflow.log_metrics({"data/real_frames": real_frames, "data/validation_frames": validation_frames,
+                            "data/total_frames": total_frames})
         if cfg.eval.compare_baselines:
             for name in ("random", "rule_based"):  # deterministic per seed: cached across runs
                 evals[name] = clock.run("baselines", baseline_task, name, seeds, cfg.eval.max_steps, workers,
@@ -255,7 +274,8 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
             artifacts, store.frame_signature(), Fingerprint.of(asdict(bundle.arch), data.hash, cfg.to_dict()),
             data.hash, data_uri, bundle.component_hashes(),
             extra_tags={"eval.mean_reward": f"{evals['vmc'].mean:.1f}", "real_frames": str(real_frames),
-                        "validation_frames": str(validation_frames), "rounds": str(cfg.rounds),
+                        "validation_frames": str(validation_frames), "total_frames": str(total_frames),
+                        "rounds": str(cfg.rounds),
                         "shipped_round": str(best.round), "round_data_hashes": ",".join(p.hash for p in parts)},
             extra_packages=("gymnasium",), parent_version=parent_version)
         registration = clock.run("register", register_version, to_register, gates)
@@ -272,7 +292,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
         return TrainResult.of(to_register, registration, gates, {
             "mean_reward": evals["vmc"].mean, "baselines": {k: v.mean for k, v in evals.items() if k != "vmc"},
             "latency_p99_ms": latency["full_step"]["p99_ms"], "dream_return": history["final_dream_return"][0],
-            "real_frames": real_frames, "validation_frames": validation_frames,
+            "real_frames": real_frames, "validation_frames": validation_frames, "total_frames": total_frames,
             "rounds": [asdict(p) for p in curve], "shipped_round": best.round}, clock.totals(), clock.elapsed())
 
 
@@ -396,4 +416,5 @@ def summary_lines(result: TrainResult) -> list[str]:
                                  + ("" if p["kept"] else f", below round {p['champion_round']}")
                                  for p in r["rounds"])
             + (f"\n    shipped: round {r['shipped_round']}; validation episodes played "
-               f"{r['validation_frames']:,} more real frames" if r["rounds"] else "")]
+               f"{r['validation_frames']:,} real frames" if r["rounds"] else "")
+            + f"\nreal simulator frames played in all: {r.get('total_frames', r['real_frames']):,}"]

@@ -146,15 +146,38 @@ def collect_round(cfg: CollectConfig, round_index: int, bundle_bytes: bytes, sto
     controller (`bundle_bytes`, a saved VMCBundle) and the round's exploration policies, as a
     dataset of their own; `dataset.merge` adds them to the data so far. Cached by spec, which
     includes the controller's weights."""
-    import hashlib
-
     if round_index < 1:
         raise ValueError(f"round 0 collects with the exploration policies (collect); got round {round_index}")
-    spec = {**collection_spec(cfg), "episodes": cfg.episodes_per_round, "round": round_index,
-            "policy_mix": dict(sorted(cfg.round_policy_mix.items())), "controller_noise": cfg.controller_noise,
-            "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest()}
-    dataset, nodes = ds.collect_jobs(_collect_one, round_jobs(cfg, round_index), store, spec, workers,
-                                     f"collect round {round_index} (on-policy)", use_cache, show_progress,
+    spec = {"episodes": cfg.episodes_per_round, "round": round_index,
+            "policy_mix": dict(sorted(cfg.round_policy_mix.items())), "controller_noise": cfg.controller_noise}
+    return _collect_on_policy(cfg, round_jobs(cfg, round_index), spec, bundle_bytes, cfg.controller_noise, store,
+                              workers, f"collect round {round_index} (on-policy)", use_cache, show_progress,
+                              ray_address)
+
+
+def collect_validation(cfg: CollectConfig, round_index: int, tag: str, bundle_bytes: bytes, seeds: list[int],
+                       store: Path, workers: int, use_cache: bool = True, show_progress: bool = True,
+                       ray_address: str | None = None) -> Collected:
+    """A controller's validation episodes recorded as data (collect.validation_as_data): the
+    bundle drives without noise, one episode per seed, in the collectors' format (one row per agent
+    step), ids `r<round>_v<tag>_...` so they merge into later rounds. Each episode's total_reward
+    is its real return over the same frames as `evaluate` plays."""
+    spec = {"episodes": len(seeds), "round": round_index, "validation": tag, "seeds": list(seeds),
+            "policy_mix": {ON_POLICY: 1.0}, "controller_noise": 0.0}
+    jobs = [EpisodeJob(f"r{round_index:02d}_v{tag}_ep_{i:06d}", s, ON_POLICY, cfg.max_steps, cfg.action_repeat)
+            for i, s in enumerate(seeds)]
+    return _collect_on_policy(cfg, jobs, spec, bundle_bytes, 0.0, store, workers,
+                              f"validate round {round_index} {tag} (recorded as data)", use_cache, show_progress,
+                              ray_address)
+
+
+def _collect_on_policy(cfg: CollectConfig, jobs: list[EpisodeJob], spec: dict, bundle_bytes: bytes, noise: float,
+                       store: Path, workers: int, label: str, use_cache: bool, show_progress: bool,
+                       ray_address: str | None) -> Collected:
+    import hashlib
+
+    spec = {**collection_spec(cfg), **spec, "bundle_sha256": hashlib.sha256(bundle_bytes).hexdigest()}
+    dataset, nodes = ds.collect_jobs(_collect_one, jobs, store, spec, workers, label, use_cache, show_progress,
                                      ray_address, initializer=_init_on_policy,
-                                     initargs=(OnPolicyFactory(bundle_bytes, cfg.controller_noise),))
+                                     initargs=(OnPolicyFactory(bundle_bytes, noise),))
     return Collected(**vars(dataset), nodes=nodes)

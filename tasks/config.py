@@ -51,11 +51,20 @@ class CollectConfig:
     controller_noise: float = 0.3
     """Upper end of the per-episode Ornstein-Uhlenbeck noise scale on the controller's steering and
     throttle in on-policy rounds (each episode draws its scale uniformly from [0, this])."""
+    validation_as_data: bool = False
+    """Record each round's validation episodes (every checkpoint's, played without noise) as data
+    that joins the next round's dataset, so no real frame is spent only on choosing. Each round
+    then validates on fresh seeds (eval.validation_seed + k * eval.round_episodes on), because a
+    round must not be judged on tracks it trained on. Needs episodes of eval.max_steps frames
+    (max_steps x action_repeat). episodes_per_round may then be 0."""
 
     def validate(self) -> None:
         from dreamops.sim.policies import EXPLORATION_POLICIES
 
-        _positive(self, "episodes", "max_steps", "action_repeat", "episodes_per_round")
+        _positive(self, "episodes", "max_steps", "action_repeat")
+        if self.episodes_per_round < 0 or (self.episodes_per_round == 0 and not self.validation_as_data):
+            raise ValueError(f"collect.episodes_per_round must be positive (or 0 with collect.validation_as_data), "
+                             f"got {self.episodes_per_round}")
         for key, mix, allowed in (("policy_mix", self.policy_mix, set(EXPLORATION_POLICIES)),
                                   ("round_policy_mix", self.round_policy_mix,
                                    set(EXPLORATION_POLICIES) | {ON_POLICY})):
@@ -325,15 +334,25 @@ class CarRacingConfig(RunConfig):
                                     temperature=self.cma.round_temperature or self.cma.temperature))
 
     def max_real_frames(self) -> int:
-        """The most simulator frames the run's training data can hold: every round's episodes at
-        full length (episodes that end early use fewer)."""
+        """The most simulator frames the collectors can play (exploration and noisy on-policy
+        episodes at full length; episodes that end early use fewer). Validation episodes apart."""
         c = self.collect
         return (c.episodes + (self.rounds - 1) * c.episodes_per_round) * c.max_steps * c.action_repeat
 
     def max_validation_frames(self) -> int:
-        """The most simulator frames the rounds' validation episodes can play (none in one round)."""
+        """The most simulator frames the rounds' validation episodes can play (none in one round),
+        whether or not they become data (collect.validation_as_data)."""
         per_round = self.cma.checkpoints * self.eval.round_episodes * self.eval.max_steps
         return self.rounds * per_round if self.rounds > 1 else 0
+
+    def max_total_frames(self) -> int:
+        """Every real simulator frame a training run may play: the budget a profile is held to."""
+        return self.max_real_frames() + self.max_validation_frames()
+
+    def validation_seeds(self, k: int) -> list[int]:
+        """Round k's validation seeds: the same every round, or fresh ones when they become data."""
+        first = self.eval.validation_seed + (k * self.eval.round_episodes if self.collect.validation_as_data else 0)
+        return list(range(first, first + self.eval.round_episodes))
 
     def validate(self) -> "CarRacingConfig":
         if self.rounds < 1:
@@ -344,9 +363,18 @@ class CarRacingConfig(RunConfig):
         for part in (self.collect, self.vae, self.mdn, self.cma, self.eval, self.gate):
             part.validate()
         c, e = self.collect, self.eval
+        if c.validation_as_data and c.max_steps * c.action_repeat != e.max_steps:
+            raise ValueError(f"collect.validation_as_data: validation episodes become data, so collect.max_steps x "
+                             f"collect.action_repeat ({c.max_steps * c.action_repeat}) must equal eval.max_steps "
+                             f"({e.max_steps})")
         collected = range(c.seed, c.seed + c.episodes + (self.rounds - 1) * c.episodes_per_round)
+        n_validation = e.round_episodes * (self.rounds if c.validation_as_data else 1)
+        validation = range(e.validation_seed, e.validation_seed + n_validation)
+        if validation.start < e.seed + e.episodes and e.seed < validation.stop:
+            raise ValueError(f"eval.validation_seed: validation seeds {validation.start}-{validation.stop - 1} overlap "
+                             f"the evaluation seeds {e.seed}-{e.seed + e.episodes - 1}")
         for name, first, n in (("eval.seed", e.seed, e.episodes), ("eval.validation_seed", e.validation_seed,
-                                                                    e.round_episodes)):
+                                                                    n_validation)):
             if first < collected.stop and collected.start < first + n:
                 raise ValueError(f"{name}: seeds {first}-{first + n - 1} overlap the collection seeds "
                                  f"{collected.start}-{collected.stop - 1}")
@@ -377,11 +405,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     # machine, other draws) for half the validation time (about 28 s a round instead of 55).
     # V keeps its 4 epochs: with 3, seed 0 reached 377 where 4 epochs reached 752 (30 episodes).
     "quick": {"rounds": 8, "eval.round_episodes": 8, "cma.checkpoints": 3},
-    # At most 90 minutes and 200k real frames on 2 cores, validation episodes included: the quick
-    # round 0 (the same cached data), then 5 on-policy rounds of 24 episodes (152k frames at most)
-    # and 8 validation episodes per round (48k at most); measured on 100 episodes.
+    # At most 90 minutes and 200k real frames on 2 cores, validation episodes included: quick's
+    # round 0 (the same cached data, 32k frames), then quick's loop (3 checkpoints per round judged
+    # on 8 validation episodes, the best round ships) where every validation episode is recorded
+    # and joins the next round's data instead of a separate noisy collection: 7 rounds x 24
+    # episodes = 168k frames, 200k in all at most. Measured in docs/results/flywheel.md.
     "standard": {
-        "rounds": 6, "collect.episodes_per_round": 24,
+        "rounds": 7, "collect.episodes_per_round": 0, "collect.validation_as_data": True,
+        "cma.checkpoints": 3, "eval.round_episodes": 8,
         "eval.episodes": 100, "eval.latency_iterations": 1000,
         "gate.model.real_reward_min": 700.0,
     },

@@ -69,6 +69,15 @@ def evaluate(factory: Callable[[], Policy], name: str, seeds: list[int], max_ste
                       [count_off_track_events(e.on_track) for e in episodes], episodes, [d.node for d in done])
 
 
+def report_from_episodes(name: str, data) -> EvalReport:
+    """The evaluation report of recorded on-policy episodes (tasks.collect.collect_validation): each
+    manifest row's total_reward is the episode's real return. No per-step episodes and no
+    off-track counts (the manifest keeps the off-track fraction only)."""
+    m = data.manifest
+    return EvalReport(name, [int(s) for s in m["seed"]], [float(r) for r in m["total_reward"]],
+                      [int(f) for f in m["env_frames"]], [], [], ["data"] * len(m))
+
+
 def baseline_code_hash() -> str:
     """What a baseline's returns depend on: the simulator wrapper, the policies and the rollout."""
     import dreamops.sim.carracing
