@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality  # noqa: E402
 
+from dreamops.tasks.plots import played_frames  # noqa: E402
+
 ROOT, RESULTS = quality.ROOT, quality.RESULTS
 THRESHOLDS = (300.0, 500.0, 800.0)
 
@@ -41,7 +43,7 @@ def reached(rounds: list[dict], threshold: float) -> dict | None:
         if p["real_return"] >= threshold:
             return {"round": p["round"], "wall_s": p["wall_s"], "validation_return": round(p["real_return"], 1),
                     "data_frames": p["real_frames"], "validation_frames": p["validation_frames"],
-                    "real_frames": p["real_frames"] + p["validation_frames"], "stage_s": stages}
+                    "real_frames": played_frames(p), "stage_s": stages}
     return None
 
 
@@ -55,7 +57,7 @@ def seed_report(row: dict, thresholds: list[float]) -> dict:
             "stage_s_total": {k: round(sum(p["stage_s"].get(k, 0.0) for p in rounds), 1)
                               for k in dict.fromkeys(k for p in rounds for k in p["stage_s"])},
             "curve": [{"round": p["round"], "wall_s": p["wall_s"], "validation_return": round(p["real_return"], 1),
-                       "real_frames": p["real_frames"] + p["validation_frames"]} for p in rounds]}
+                       "real_frames": played_frames(p)} for p in rounds]}
 
 
 def print_table(reports: list[dict], thresholds: list[float]) -> None:

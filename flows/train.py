@@ -203,12 +203,14 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                 stage_s = clock.lap()
                 mlflow.log_metrics({f"time/{name}_s": s for name, s in stage_s.items()})
                 if cfg.rounds > 1:
-                    curve.append(RoundPoint(k, data.hash, int(data.manifest["env_frames"].sum()), data.n_episodes,
+                    data_frames = int(data.manifest["env_frames"].sum())
+                    curve.append(RoundPoint(k, data.hash, data_frames, data.n_episodes,
                                             history["final_dream_return"][0], challenger.validation.mean,
                                             challenger.validation.std, len(validation_seeds), kept, best.round,
                                             validation_frames, clock.elapsed(), stage_s,
                                             generations[chosen],
-                                            {str(g): c.validation.mean for c, g in zip(challengers, generations)}))
+                                            {str(g): c.validation.mean for c, g in zip(challengers, generations)},
+                                            data_frames + validation_frames - validation_in_data))
                     mlflow.log_metrics(curve[-1].metrics())
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
@@ -315,13 +317,18 @@ class RoundPoint:
     stage_s: dict[str, float] = field(default_factory=dict)  # this round's seconds per stage (tasks/timing.py)
     chosen_generation: int = -1  # the CMA-ES generation whose mean became the round's controller (cma.checkpoints)
     checkpoint_returns: dict[str, float] = field(default_factory=dict)  # validation return per kept generation
+    total_frames: int = 0  # every real frame played so far: data and validation, each counted once
+
+    def frames_played(self) -> int:
+        return self.total_frames or self.real_frames + self.validation_frames
 
     def metrics(self) -> dict[str, float]:
         return {"round/real_return": self.real_return, "round/dream_return": self.dream_return,
                 "round/real_frames": float(self.real_frames), "round/episodes": float(self.episodes),
                 "round/kept": float(self.kept), "round/champion_round": float(self.champion_round),
                 "round/validation_frames": float(self.validation_frames), "round/wall_s": self.wall_s,
-                "round/chosen_generation": float(self.chosen_generation)}
+                "round/chosen_generation": float(self.chosen_generation),
+                "round/total_frames": float(self.frames_played())}
 
 
 @dataclass

@@ -80,11 +80,18 @@ def reward_curves(history: dict[str, list[float]], eval_rewards: dict[str, list[
     return path
 
 
+def played_frames(point: dict) -> int:
+    """Real frames a round point says were played so far: `total_frames` (data and validation,
+    counted once), else the data's frames plus the validation frames, else the data's frames."""
+    return point.get("total_frames") or point["real_frames"] + point.get("validation_frames", 0)
+
+
 def learning_curve(points: list[dict], path: Path, score: str = "real return", target: float | None = 900.0) -> Path:
     """The data flywheel: per round, the real score (mean +/- std over its evaluation episodes) and
-    the dream score, against the real simulator frames in the training data so far."""
+    the dream score, against the real simulator frames played so far (data and validation episodes,
+    each frame counted once; the data alone for points that do not say)."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    frames = np.array([p["real_frames"] for p in points], dtype=float) / 1000.0
+    frames = np.array([played_frames(p) for p in points], dtype=float) / 1000.0
     real = np.array([p["real_return"] for p in points])
     std = np.array([p["real_std"] for p in points])
     ax.errorbar(frames, real, yerr=std, marker="o", capsize=3, label=f"{score} (real simulator)")
@@ -95,7 +102,7 @@ def learning_curve(points: list[dict], path: Path, score: str = "real return", t
                     xytext=(4, 6), fontsize=7)
     if target is not None:
         ax.axhline(target, ls=":", c="grey", lw=1)
-    ax.set(xlabel="real simulator frames in the training data (thousands)", ylabel="return",
+    ax.set(xlabel="real simulator frames played so far (thousands)", ylabel="return",
            title="learning curve over data rounds")
     ax.legend(loc="lower right")
     fig.tight_layout()

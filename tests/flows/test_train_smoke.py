@@ -147,6 +147,35 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
     assert f"models shipped from round {shipped} (best on the validation seeds)" in out
 
 
+def test_validation_episodes_join_the_next_rounds_data_and_frames_count_once(prefect_server, dreamops_home, capsys):
+    """collect.validation_as_data: each checkpoint's validation episode is recorded and becomes
+    round 1's new data (no separate collection); round 1 validates on fresh seeds; the total of real
+    frames counts a recorded validation frame once."""
+    sets = ["rounds=2", "collect.episodes_per_round=0", "collect.validation_as_data=true", "eval.max_steps=240",
+            "eval.round_episodes=1", "cma.checkpoints=2"]
+    assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "real simulator frames played in all" in capsys.readouterr().out
+    from dreamops.settings import get_settings
+    from dreamops.tasks.dataset import open_dataset
+
+    mv = mlflow.MlflowClient().search_model_versions("name='carracing-vmc'")[0]
+    round_hashes = mv.tags["round_data_hashes"].split(",")
+    assert len(round_hashes) == 3  # round 0's collection and round 0's two recorded checkpoints
+    recorded = [open_dataset(get_settings().datasets, h).manifest for h in round_hashes[1:]]
+    assert all(m["episode_id"].str.startswith("r00_v").all() and list(m["seed"]) == [50_000] for m in recorded)
+    curve = json.loads(store.read_run_artifact(mv.run_id, "rounds.json"))
+    in_data = sum(int(m["env_frames"].sum()) for m in recorded)
+    assert curve[1]["real_frames"] == curve[0]["real_frames"] + in_data
+    assert curve[1]["validation_frames"] == 4 * 240 and in_data == 2 * 240  # 2 rounds x 2 checkpoints x 1 episode
+    total = curve[1]["real_frames"] + curve[1]["validation_frames"] - in_data
+    assert curve[1]["total_frames"] == total == int(mv.tags["total_frames"])
+    # round 1 was judged on a fresh track: its recorded episodes (the last round's, in no training data)
+    datasets = get_settings().datasets
+    manifests = [open_dataset(datasets, p.name).manifest for p in datasets.iterdir() if (p / "manifest.parquet").exists()]
+    round1 = [m for m in manifests if m["episode_id"].str.startswith("r01_v").all()]
+    assert len(round1) == 2 and all(list(m["seed"]) == [50_001] for m in round1)
+
+
 def _bench_module(name: str):
     import importlib.util
     from pathlib import Path

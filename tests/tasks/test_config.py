@@ -91,3 +91,18 @@ def test_validation_seeds_may_not_overlap_evaluation_or_collection_seeds():
     with pytest.raises(ValueError, match="eval.seed: seeds 10-17 overlap the collection seeds"):
         resolve_config("quick", {"eval.seed": 10})
     assert resolve_config("quick", {"eval.validation_seed": 60_000}).eval.validation_seed == 60_000
+
+
+def test_validation_as_data_validates_on_fresh_seeds_each_round_within_the_budget():
+    std = resolve_config("standard")
+    assert std.collect.validation_as_data and std.max_total_frames() <= 200_000
+    seen = [s for k in range(std.rounds) for s in std.validation_seeds(k)]
+    assert len(seen) == len(set(seen)) == std.rounds * std.eval.round_episodes  # no round judged on trained tracks
+    quick = resolve_config("quick")
+    assert quick.validation_seeds(0) == quick.validation_seeds(5)  # without it every round meets the same tracks
+    with pytest.raises(ValueError, match="eval.max_steps"):
+        resolve_config("standard", {"eval.max_steps": 500})
+    with pytest.raises(ValueError, match="collect.episodes_per_round"):
+        resolve_config("quick", {"collect.episodes_per_round": 0})
+    with pytest.raises(ValueError, match="overlap the evaluation seeds"):  # round 6's seeds reach the eval seeds
+        resolve_config("standard", {"eval.validation_seed": 100_000 - 50})

@@ -191,3 +191,34 @@ def test_a_dataset_given_by_path_is_published_and_fetched_back_by_its_content_ha
     with pytest.raises(ds.DatasetIntegrityError, match="episode ep_000000"):
         ds.fetch(objects, tmp_path / "third-machine", d.hash)
     assert not [p for p in (tmp_path / "third-machine").iterdir()]  # nothing half-fetched left behind
+
+
+def test_validation_recorded_as_data_scores_what_evaluate_scores(tmp_path):
+    """collect.validation_as_data: a checkpoint's validation episodes, played in the collectors'
+    format (one row per agent step), give the same real return per seed as `evaluate` playing the
+    same bundle frame by frame, so the round's choice does not change when its episodes become data."""
+    import io
+
+    import torch
+
+    from dreamops.models.bundle import Architecture, BundlePolicyFactory, VMCBundle
+    from dreamops.tasks.collect import collect_validation
+    from dreamops.tasks.evaluate import evaluate, report_from_episodes
+
+    torch.manual_seed(3)
+    bundle = VMCBundle.create(Architecture(action_repeat=4))
+    with torch.no_grad():  # throttle on, steering from the latents: a policy that earns tiles and varies by seed
+        bundle.controller.fc.bias.copy_(torch.tensor([0.0, 2.0, -3.0]))
+    path = bundle.save(tmp_path / "b" / "vmc_bundle.pt")
+    cfg = CollectConfig(episodes=2, max_steps=40)
+    seeds = [50_000, 50_001]
+    played = collect_validation(cfg, 2, "g015", path.read_bytes(), seeds, tmp_path / "data", workers=1,
+                                show_progress=False)
+    assert list(played.manifest["episode_id"]) == ["r02_vg015_ep_000000", "r02_vg015_ep_000001"]
+    assert list(played.manifest["policy"]) == ["controller", "controller"]
+    recorded = report_from_episodes("validation", played)
+    played_frame_by_frame = evaluate(BundlePolicyFactory(str(path)), "eval", seeds, 160, workers=1,
+                                     show_progress=False)
+    assert recorded.seeds == seeds and recorded.lengths == [160, 160]
+    np.testing.assert_allclose(recorded.rewards, played_frame_by_frame.rewards, atol=1e-3)
+    assert max(recorded.rewards) > 0  # it drove over tiles: the equality is not two zeros
