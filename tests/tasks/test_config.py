@@ -105,4 +105,4 @@ def test_validation_as_data_validates_on_fresh_seeds_each_round_within_the_budge
     with pytest.raises(ValueError, match="collect.episodes_per_round"):
         resolve_config("quick", {"collect.episodes_per_round": 0})
     with pytest.raises(ValueError, match="overlap the evaluation seeds"):  # round 6's seeds reach the eval seeds
-        resolve_config("standard", {"eval.validation_seed": 100_000 - 50})
+        resolve_config("standard", {"eval.validation_seed": 100_000 - std.eval.round_episodes * 2})
