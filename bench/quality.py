@@ -138,6 +138,27 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
             "rounds": json.loads(rounds) if rounds else None, "rewards": rewards}
 
 
+def profile_config(agent: str, profile: str, overrides: list[str]) -> dict:
+    """The resolved config every seed trains with, but for its seed: what the profile meant at this commit."""
+    from dreamops.tasks.config import parse_override, resolve_config
+
+    cfg = resolve_config(profile, dict(parse_override(o) for o in overrides), agent=agent).to_dict()
+    cfg.pop("seed", None)
+    return cfg
+
+
+def resumed(earlier: dict, now: dict) -> None:
+    """--resume continues a measurement, never mixes two: the same agent, profile, overrides,
+    resolved config (where the earlier file recorded it) and evaluation seeds, else a ValueError
+    naming what differs."""
+    for key in ("agent", "profile", "overrides", "config", "eval_seeds"):
+        if key == "config" and key not in earlier:
+            continue  # written before the config was recorded: its commit is kept in earlier_runs
+        if earlier.get(key) != now[key]:
+            raise ValueError(f"--resume: the results file has {key}={earlier.get(key)!r}, this run {now[key]!r}; "
+                             "use another --tag")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--agent", default="carracing-vmc")
@@ -149,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", help="suffix of the results file, for ablations")
     p.add_argument("--home", type=Path, default=ROOT / ".dreamops" / "bench-quality")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the seeds already in the results file (same agent, profile, overrides and "
+                        "evaluation episodes) and train only the missing ones")
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading each seed's report
     if args.agent not in ("carracing-vmc", "pick-vla"):
@@ -159,7 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     out_path = RESULTS / name
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     result = {"agent": args.agent, "profile": args.profile, "overrides": args.overrides,
+              "config": profile_config(args.agent, args.profile, args.overrides),
               **run_header("bench/quality.py", argv), "eval_seeds": [seeds[0], seeds[-1]], "seeds": [], "baselines": {}}
+
+    if args.resume and out_path.exists():
+        earlier = json.loads(out_path.read_text())
+        resumed(earlier, result)
+        result["seeds"] = [s for s in earlier["seeds"] if s["train_seed"] in args.train_seeds]
+        result["earlier_runs"] = [*earlier.get("earlier_runs", []), {k: earlier[k] for k in ("commit", "dirty",
+                                                                                              "date", "command")}]
+        print(f"resuming {out_path.name}: seeds {[s['train_seed'] for s in result['seeds']]} kept", flush=True)
 
     def write() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
     if args.agent == "pick-vla":
         return pick_main(args, result, write, workers, home, out_path)
-    for seed in args.train_seeds:  # seeds first: a run that stops mid-way keeps the versions' figures
+    done = {s["train_seed"] for s in result["seeds"]}
+    for seed in [s for s in args.train_seeds if s not in done]:  # seeds first: a stopped run keeps its figures
         row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
         result["seeds"].append(row)
         write()
@@ -201,7 +235,8 @@ def pick_main(args, result: dict, write, workers: int, home: Path, out_path: Pat
     """pick-vla: per seed success on --episodes seen and --episodes novel evaluation episodes, next
     to the expert and the no-language baseline on the same seeds."""
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
-    for seed in args.train_seeds:
+    done = {s["train_seed"] for s in result["seeds"]}
+    for seed in [s for s in args.train_seeds if s not in done]:
         row = train_seed(args.agent, args.profile, seed, args.episodes, args.overrides, home)
         result["seeds"].append(row)
         write()

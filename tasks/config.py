@@ -406,14 +406,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     # V keeps its 4 epochs: with 3, seed 0 reached 377 where 4 epochs reached 752 (30 episodes).
     "quick": {"rounds": 8, "eval.round_episodes": 8, "cma.checkpoints": 3},
     # At most 90 minutes and 200k real frames on 2 cores, validation episodes included: quick's
-    # round 0 (the same cached data, 32k frames), then 6 on-policy rounds of 20 noisy episodes
-    # (120k) and 6 validation episodes per round on fresh seeds, recorded as data
-    # (collect.validation_as_data; 42k): 194k at most. Spending the budget on selection instead
-    # (2-3 checkpoints x 8 validation episodes per round as data, 0 or 8 noisy episodes) shipped
-    # round 0 on seed 0 (419.2, 466.2): docs/results/flywheel.md.
+    # round 0 (the same cached data, 32k frames), then quick's loop with every validation episode
+    # recorded as data (collect.validation_as_data) and a smaller noisy on-policy collection: 7
+    # rounds x 2 checkpoints x 8 validation episodes (112k) + 6 x 8 noisy episodes (48k) = 192k at
+    # most. The best of three ways measured to spend 200k frames (docs/results/flywheel.md): with
+    # validation alone as data (3 checkpoints, no noisy episodes) the flywheel collapsed (419.2 on
+    # seed 0); with 20 noisy episodes and 6 validation episodes per round on one checkpoint it
+    # fell from 261.7 to 166.5 and 174.0 in two rounds (stopped). None reaches the bar of 800.
     "standard": {
-        "rounds": 7, "collect.episodes_per_round": 20, "collect.validation_as_data": True,
-        "eval.round_episodes": 6,
+        "rounds": 7, "collect.episodes_per_round": 8, "collect.validation_as_data": True,
+        "cma.checkpoints": 2, "eval.round_episodes": 8,
         "eval.episodes": 100, "eval.latency_iterations": 1000,
         "gate.model.real_reward_min": 700.0,
     },
