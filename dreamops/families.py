@@ -42,7 +42,8 @@ class Family:
     profiler: str              # "module:function" (bundle, iterations) -> {part: {p50_ms, p95_ms, p99_ms}}
     baselines: tuple[str, ...] = ()   # what `dreamops evaluate --baseline` accepts
     robot: str = ""            # "module:Class" of its robot in the simulated fleet: (bundle, RobotSetup), .play(seed)
-                               #   -> MeasuredEpisode, .close(), SCENARIOS and FAULTS; "" without a fleet
+                               #   -> MeasuredEpisode, .close(), SCENARIOS, FAULTS and LATENTS (what its
+                               #   latents are: drift-eval's cache key names it); "" without a fleet
     upload_schema: str = "dreamops.validation.data_gate:CARRACING_SCHEMA"
                                # "module:NAME" of the DataSchema a fleet upload must meet (the API's upload route)
     drift_signals: str = "dreamops.tasks.drift:residual_and_reward_signals"

@@ -322,7 +322,7 @@ def _drift_eval(args, settings) -> int:
     reference = np.load(store.download_version_artifact(args.agent, str(mv.version), "reference_latents.npy"))
     # keyed by the weights' hash: a version number alone names different models in different stores
     weights = "".join(v[:6] for k, v in sorted(mv.tags.items()) if k.startswith("weights.")) or str(mv.version)
-    key = f"{args.agent}-{weights}-{max_steps}f-{config.latent_sample}z"
+    key = f"{args.agent}-{weights}-{max_steps}f-{config.latent_sample}z-{robot.LATENTS}"
     cache = TelemetryCache(None if args.no_cache else settings.resolved_home / "drift-eval", key)
     summary = evaluate(RobotFactory(args.agent, path), reference, config, cache)
     summary["version"] = str(mv.version)

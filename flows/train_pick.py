@@ -35,7 +35,7 @@ from dreamops.tasks.pick_fleet_data import fleet_dataset
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.register import Candidate, TrainResult, register_version
-from dreamops.tasks.train_pick import architecture, reference_embeddings, train_pick_vla
+from dreamops.tasks.train_pick import architecture, reference_scene_features, train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
 
 collect_demos_task = task(collect_demos, name="collect_demos", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -161,7 +161,7 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         store.log_json(report, "evaluation_report.json")
 
         artifacts = package_pick_version(model, cfg.to_yaml(), report,
-                                         reference_embeddings(model, data, holdout_ids), out / "package")
+                                         reference_scene_features(model, data, holdout_ids), out / "package")
         to_register = Candidate(
             agent, profile, warehouse_id, run.info.run_id, str(prefect_runtime.flow_run.id), PickVLAPyfuncModel(),
             artifacts, store.pick_signature(model.arch.horizon, model.arch.action_dim, model.arch.proprio_dim),

@@ -134,6 +134,14 @@ class PickVLA(nn.Module):
                             self.tokenizer.encode(instructions))
 
     @torch.no_grad()
+    def embed_and_scene(self, rgb: np.ndarray, depth: np.ndarray, proprio: np.ndarray, instructions: list[str]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame per instruction (numpy, batched) -> (embeddings [B, E], scene features [B, S]):
+        ObservationEncoder.embed_and_scene, the drift checks' latents beside what the heads read."""
+        return self.encoder.embed_and_scene(torch.as_tensor(rgb), torch.as_tensor(depth), torch.as_tensor(proprio),
+                                            self.tokenizer.encode(instructions))
+
+    @torch.no_grad()
     def generate(self, rgb: np.ndarray, depth: np.ndarray, proprio: np.ndarray, instructions: list[str],
                  generator: torch.Generator | None = None) -> np.ndarray:
         """Batched observations -> action chunks float32 [B, horizon, action_dim] in [-1, 1]."""

@@ -116,7 +116,13 @@ def judge(base: pd.DataFrame, recent: pd.DataFrame, version_reference: np.ndarra
         reference, reference_source = version_reference, "model version"
         groups = np.concatenate([np.arange(len(reference)), current_episodes + len(reference)])
     signals = []
-    if len(current) >= 2 and len(reference) >= 2:
+    if len(current) >= 2 and len(reference) >= 2 and reference.shape[1] != current.shape[1]:
+        # a version registered before its family's robots reported other latents (pick-vla's stored
+        # observation embeddings; its robots now report scene features): nothing to compare with
+        signals.append(SignalResult("latents", False, None, alpha, {
+            "reason": f"the {reference_source} reference has {reference.shape[1]} dimensions, the window's latents "
+                      f"{current.shape[1]}"}))
+    elif len(current) >= 2 and len(reference) >= 2:
         signals.append(mmd_signal(mmd_test(torch.from_numpy(reference), torch.from_numpy(current), permutations,
                                            seed, groups=torch.from_numpy(groups)), alpha))
     judged = family_signals(base, recent, min_reward)

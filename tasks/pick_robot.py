@@ -2,9 +2,11 @@
 
 What it reports per episode: success as the reward (1 or 0: the canary judges pick versions by a
 two-proportion test of success), the collision (0 or 1), the steps, the latency of each chunk
-generation in the playing thread's CPU time (simulated robots share a few cores), and a sample of
-the model's observation embeddings (the drift checks' latents), and the success head's predicted
-probability that the episode succeeded (the drift checks compare it with the observed success).
+generation in the playing thread's CPU time (simulated robots share a few cores), a sample of the
+model's scene features (what its image path read from the camera, before the arm's joint angles and
+the instruction join it: the drift checks' latents, ObservationEncoder.embed_and_scene), and the
+success head's predicted probability that the episode succeeded (the drift checks compare it with
+the observed success).
 Its upload (validation.data_gate.PICK_UPLOAD_SCHEMA) is what the cell's sensors gave: camera,
 depth, proprioception, the gripper's grasp signal, the actions and the instruction.
 """
@@ -53,6 +55,7 @@ class PickRobot:
     SCENARIOS = tuple(SCENES)
     SHIFTED_SCENARIO = "novel"          # what `dreamops drift-eval` plays as the shifted world by default
     EPISODE_STEPS = PickConfig().max_steps   # control steps per episode in drift-eval, by default
+    LATENTS = "scene"                   # what the latents are: the encoder's scene features
     FAULTS = FAULTS
 
     def __init__(self, model: PickVLA, setup: RobotSetup):
@@ -78,7 +81,7 @@ class PickRobot:
             rewards.append(reward)
             held.append(self.env.target_held())   # the gripper's grasp signal
             done = terminated or truncated
-        embeds = self._embed(frames + [obs])   # the observation after the last action too
+        embeds, scene = self._embed(frames + [obs])   # the observation after the last action too
         p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
         success_prob = self.model.success_probability(embeds, torch.from_numpy(np.stack(actions).astype(np.float32)))
         measures = EpisodeMeasures(seed=seed, reward=float(info["success"]), collisions=int(info["collided"]),
@@ -91,21 +94,22 @@ class PickRobot:
                   "actions": np.stack(actions).astype(np.float32), "rewards": np.asarray(rewards, np.float32),
                   "dones": dones, "held": np.asarray(held, bool),
                   "instruction": np.array(self.env.instruction, dtype=np.str_)}
-        return MeasuredEpisode(None, measures, self._latent_sample(embeds[:-1]), arrays=upload)
+        return MeasuredEpisode(None, measures, self._latent_sample(scene[:-1]), arrays=upload)
 
     @torch.no_grad()
-    def _embed(self, frames: list[dict]) -> torch.Tensor:
-        """The model's observation embeddings (what its heads read) of every frame, in batches."""
-        out = [self.model.embed(np.stack([f["rgb"] for f in part]), np.stack([f["depth"] for f in part]),
-                                np.stack([f["proprio"] for f in part]), [self.env.instruction] * len(part))
-               for part in (frames[i:i + 64] for i in range(0, len(frames), 64))]
-        return torch.cat(out)
+    def _embed(self, frames: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's observation embeddings (what its heads read) and scene features of every
+        frame, in batches."""
+        parts = [self.model.embed_and_scene(np.stack([f["rgb"] for f in part]), np.stack([f["depth"] for f in part]),
+                                            np.stack([f["proprio"] for f in part]), [self.env.instruction] * len(part))
+                 for part in (frames[i:i + 64] for i in range(0, len(frames), 64))]
+        return torch.cat([e for e, _ in parts]), torch.cat([s for _, s in parts])
 
-    def _latent_sample(self, embeds: torch.Tensor) -> np.ndarray:
-        """The embeddings of frames spread over the episode: the drift checks' latents."""
-        n = min(self.setup.latent_sample, len(embeds))
-        picked = np.unique(np.linspace(0, len(embeds) - 1, n).round().astype(int)) if n else np.zeros(0, int)
-        return embeds[picked].numpy().astype(np.float32).reshape(len(picked), self.model.arch.embed_dim)
+    def _latent_sample(self, scene: torch.Tensor) -> np.ndarray:
+        """The scene features of frames spread over the episode: the drift checks' latents."""
+        n = min(self.setup.latent_sample, len(scene))
+        picked = np.unique(np.linspace(0, len(scene) - 1, n).round().astype(int)) if n else np.zeros(0, int)
+        return scene[picked].numpy().astype(np.float32).reshape(len(picked), self.model.encoder.scene_dim)
 
     def close(self) -> None:
         self.env.close()

@@ -169,6 +169,7 @@ class CarRacingRobot:
     SCENARIOS = tuple(SCENARIOS)
     SHIFTED_SCENARIO = "night"   # what `dreamops drift-eval` plays as the shifted world by default
     EPISODE_STEPS = 300          # simulator frames per episode in drift-eval, by default
+    LATENTS = "vae-mean"         # what the latents are: V's latent means
     FAULTS = FAULTS
 
     def __init__(self, bundle, setup: RobotSetup):

@@ -113,18 +113,20 @@ class Demos:
 
 
 @torch.no_grad()
-def reference_embeddings(model: PickVLA, data: Dataset, ids: list[str], max_rows: int = 2000,
-                         seed: int = 0) -> np.ndarray:
-    """The model's observation embeddings of a sample of frames from held-out episodes: the drift
-    checks' latent reference for this version (what the fleet's robots report as latents)."""
+def reference_scene_features(model: PickVLA, data: Dataset, ids: list[str], max_rows: int = 2000,
+                             seed: int = 0) -> np.ndarray:
+    """The model's scene features (ObservationEncoder.embed_and_scene) of a sample of frames from
+    held-out episodes: the drift checks' latent reference for this version (what the fleet's robots
+    report as latents)."""
     frames = [(ep["obs"][t], ep["depth"][t], ep["proprio"][t], str(ep["instruction"]))
               for _, ep in data.iter_episodes(ids) for t in range(len(ep["actions"]))]
     rows = np.sort(np.random.default_rng(seed).choice(len(frames), size=min(max_rows, len(frames)), replace=False))
     out = []
     for start in range(0, len(rows), 256):
         part = [frames[i] for i in rows[start:start + 256]]
-        out.append(model.embed(np.stack([f[0] for f in part]), np.stack([f[1] for f in part]).astype(np.float32),
-                               np.stack([f[2] for f in part]).astype(np.float32), [f[3] for f in part]))
+        out.append(model.embed_and_scene(np.stack([f[0] for f in part]),
+                                         np.stack([f[1] for f in part]).astype(np.float32),
+                                         np.stack([f[2] for f in part]).astype(np.float32), [f[3] for f in part])[1])
     return torch.cat(out).numpy().astype(np.float32)
 
 

@@ -64,10 +64,11 @@ class Fleet:
     """The simulated fleet in background threads, stopped on exit."""
 
     def __init__(self, stack, token: str, faults: dict | None = None, robots: int = 4, warehouse: str = WH,
-                 scenario: str = "day", model: str = "carracing-vmc", max_steps: int = 150):
+                 scenario: str = "day", model: str = "carracing-vmc", max_steps: int = 150, latent_sample: int = 4,
+                 seed: int = 0):
         self.config = FleetConfig(api_url=stack.api_url, token=token, warehouse_id=warehouse, robots=robots,
                                   model=model, max_steps=max_steps, faults=faults or {}, poll_interval_s=1.0,
-                                  latent_sample=4, scenario=scenario,
+                                  latent_sample=latent_sample, seed=seed, scenario=scenario,
                                   mlflow_tracking_uri=stack.tracking_uri, mlflow_registry_uri=stack.tracking_uri)
         self.stop, self.summary = threading.Event(), None
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -110,7 +110,7 @@ PICK = "pick-vla"
 
 def test_a_pick_fleet_plays_real_cells_and_rolls_back_a_broken_canary(live_api, registry, tmp_path, api_db):
     """pick-vla robots: the assigned version in a PyBullet cell, success as the reward, the
-    collision, chunk latency and observation embeddings reported; a canary whose gripper drives
+    collision, chunk latency and the encoder's scene features reported; a canary whose gripper drives
     into the tray is rolled back by the collision guardrail, and the fleet is back on production."""
     import sqlalchemy as sa
 
@@ -132,7 +132,7 @@ def test_a_pick_fleet_plays_real_cells_and_rolls_back_a_broken_canary(live_api, 
     assert len(rows) == 4 and all(r.reward in (0.0, 1.0) and r.collisions in (0, 1) and r.latency_p99_ms > 0
                                   and 0.0 <= r.success_prob <= 1.0 for r in rows)
     latents = json.loads(rows[0].latents) if isinstance(rows[0].latents, str) else rows[0].latents
-    assert len(latents) == 3 and len(latents[0]) == 32   # the model's observation embeddings
+    assert len(latents) == 3 and len(latents[0]) == 130   # the encoder's scene features (ObservationEncoder.scene_dim)
     # every episode uploaded for pick retrains, in pick-vla's own folder of the warehouse
     from dreamops.storage import open_store
     from dreamops.tasks.fleet_data import window_keys

@@ -151,7 +151,7 @@ class PickVLA:
     def package(self, model, out_dir):
         from dreamops.tasks.package import package_pick_version
 
-        return package_pick_version(model, "{}\n", {}, np.zeros((4, model.arch.embed_dim), np.float32), out_dir)
+        return package_pick_version(model, "{}\n", {}, np.zeros((4, model.encoder.scene_dim), np.float32), out_dir)
 
 
 FAMILIES = {f.name: f for f in (CarRacingVMC(), PickVLA())}

@@ -30,6 +30,19 @@ def test_judge_finds_drift_when_latents_shift_and_reward_drops():
     assert "fewer than 200" in short.decision.signals[2].detail["reason"]
 
 
+def test_a_stored_reference_of_other_latents_is_not_compared():
+    """A version registered before its family's robots reported other latents (pick-vla's stored
+    observation embeddings, 64 wide; its cells now report scene features): with a short fleet
+    baseline the latents are not judged, and say why, rather than the MMD failing on the shapes."""
+    shifted = _telemetry(2, 20, shift=1.5)
+    judgement = judge(_telemetry(0, 20), shifted, np.zeros((50, 64), np.float32), min_reward=0.0)
+    latents = judgement.decision.signals[0]
+    assert judgement.facts["reference_source"] == "model version" and not latents.fired and latents.figure is None
+    assert latents.detail["reason"] == "the model version reference has 64 dimensions, the window's latents 6"
+    # the same window against a reference of its own width is judged (and differs)
+    assert judge(_telemetry(0, 20), shifted, np.zeros((50, 6), np.float32), min_reward=0.0).decision.fired == ["latents"]
+
+
 def test_windows_are_disjoint_and_whole():
     frame = pd.DataFrame({"seed": range(45)})
     windows = split_windows(frame, 20)
@@ -64,8 +77,8 @@ def test_telemetry_does_not_depend_on_the_number_of_workers(tmp_path):
 
 
 def test_pick_telemetry_reports_the_success_heads_probability(tmp_path):
-    """pick-vla's robot in drift-eval: novel objects, a success probability per episode, embeddings as
-    latents, the same rows on 1 or 2 workers, judged with pick's own signals."""
+    """pick-vla's robot in drift-eval: novel objects, a success probability per episode, the encoder's
+    scene features as latents, the same rows on 1 or 2 workers, judged with pick's own signals."""
     torch = pytest.importorskip("torch")
     from dreamops.models.pick_vla import PickArchitecture, PickVLA
 
@@ -77,10 +90,37 @@ def test_pick_telemetry_reports_the_success_heads_probability(tmp_path):
     two = play_telemetry(factory, "novel", [3, 4], max_steps=6, latent_sample=3, workers=2, show_progress=False)
     pd.testing.assert_frame_equal(one, two)
     assert one["success_prob"].between(0, 1).all() and one["residual"].isna().all()
-    assert np.asarray(one["latents"][0]).shape == (3, 32)
-    judgement = judge(one, two, np.zeros((2, 32), np.float32), 0.0, min_baseline_episodes=2,
+    scene = model.encoder.scene_dim
+    assert np.asarray(one["latents"][0]).shape == (3, scene)
+    judgement = judge(one, two, np.zeros((2, scene), np.float32), 0.0, min_baseline_episodes=2,
                       family_signals=calibration_and_success_signals)
     assert [s.name for s in judgement.decision.signals] == ["latents", "calibration", "performance"]
+
+
+def test_pick_scene_features_find_dim_light_and_not_a_new_day(tmp_path):
+    """Real cells, a barely trained (here: untrained) encoder: against 20 day episodes, a window of 8
+    dim-light episodes fires the latents' MMD and a window of 8 more day episodes (other seeds) does
+    not. drift-eval measures the rates (docs/results/drift.md: a smoke model, 1 false alarm in 20
+    day windows, 5 of 5 dim windows found); this pins one of each."""
+    torch = pytest.importorskip("torch")
+    from dreamops.models.pick_vla import PickArchitecture, PickVLA
+
+    torch.manual_seed(0)
+    model = PickVLA(PickArchitecture(vocab=("pick", "up", "the", "red", "box"), embed_dim=32, text_dim=16, deter=32,
+                                     stoch=4, classes=4, horizon=4, execute=2, flow_steps=2, head_hidden=32))
+    factory = RobotFactory("pick-vla", model.save(tmp_path / "pick_vla.pt"))
+    # 10 latents an episode: the baseline's 200 make the fleet's own reference
+    day = play_telemetry(factory, "day", list(range(28)), max_steps=10, latent_sample=10, workers=1,
+                         show_progress=False)
+    dim = play_telemetry(factory, "dim", list(range(1000, 1008)), max_steps=10, latent_sample=10, workers=1,
+                         show_progress=False)
+    stored = np.zeros((2, model.encoder.scene_dim), np.float32)
+    verdicts = {name: judge(day.iloc[:20], window, stored, 0.0, family_signals=calibration_and_success_signals)
+                for name, window in (("day", day.iloc[20:]), ("dim", dim))}
+    assert all(v.facts["reference_source"] == "fleet baseline" for v in verdicts.values())
+    latents = {name: v.decision.signals[0] for name, v in verdicts.items()}
+    assert latents["dim"].fired and latents["dim"].figure < 0.05, latents["dim"]
+    assert not latents["day"].fired and latents["day"].figure > 0.05, latents["day"]
 
 
 def test_telemetry_reads_the_window_in_time_order_and_at_most_the_latest_episodes(tmp_path):
