@@ -128,9 +128,8 @@ def train_seed(agent: str, profile: str, seed: int, episodes: int, overrides: li
                 "data_hash": mv.tags["data_hash"], "validation_status": mv.tags.get("validation_status"),
                 "wm_cosine": report["candidate"]["wm_cosine"], "rounds": json.loads(rounds) if rounds else None}
     rewards = report["evaluation"]["vmc"]["rewards"]
-    m = run.data.metrics  # total: every real frame the run played (data and validation, counted once)
-    total = m.get("data/total_frames", m["data/real_frames"] + m.get("data/validation_frames", 0))
-    return {"train_seed": seed, **stats(rewards), "real_frames": int(total),
+    m = run.data.metrics  # real_frames: every real frame the run played (data and validation, counted once)
+    return {"train_seed": seed, **stats(rewards), "real_frames": int(m["data/total_frames"]),
             "data_frames": int(m["data/real_frames"]), "validation_frames": int(m.get("data/validation_frames", 0)),
             "wall_s": round(wall, 1), "version": mv.version, "data_hash": mv.tags["data_hash"],
             "validation_status": mv.tags.get("validation_status"),
@@ -171,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=ROOT / ".dreamops" / "bench-quality")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--resume", action="store_true",
-                   help="keep the seeds already in the results file (same agent, profile, overrides and "
-                        "evaluation episodes) and train only the missing ones")
+                   help="keep the seeds already in the results file (same agent, profile, overrides, resolved "
+                        "config and evaluation episodes) and train only the missing ones")
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading each seed's report
     if args.agent not in ("carracing-vmc", "pick-vla"):

@@ -1,28 +1,13 @@
 """bench/quality.py --resume continues one measurement and refuses to mix two."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _quality():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("quality", BENCH / "quality.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+from tests.bench import bench_module
 
 
 def test_resume_refuses_another_profile_meaning_and_accepts_the_same():
-    q = _quality()
+    q = bench_module("quality")
     header = {"agent": "carracing-vmc", "profile": "standard", "overrides": [], "eval_seeds": [100_000, 100_099]}
     now = {**header, "config": q.profile_config("carracing-vmc", "standard", [])}
     assert "seed" not in now["config"] and now["config"]["rounds"] > 1

@@ -3,7 +3,6 @@ a real CarRacing episode; evaluate/profile work on it; bad input gives one-line 
 from __future__ import annotations
 
 import json
-import sys
 
 import mlflow
 import numpy as np
@@ -13,6 +12,7 @@ from dreamops.flows.cli import main
 from dreamops.flows.up import stop_process
 from dreamops.registry import store
 from dreamops.sim.carracing import CarRacing
+from tests.bench import bench_module
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_rounds_collect_with_the_controller_and_register_only_the_final_round(pr
         assert p["chosen_generation"] == max(g for g, v in returns.items() if v == max(returns.values()))
     assert "0" in curve[1]["checkpoint_returns"]  # a warm round's first checkpoint: its starting controller
     assert parent.data.metrics["time/total_s"] >= curve[1]["wall_s"] and "time/final_evaluate_s" in parent.data.metrics
-    ttq = _bench_module("time_to_quality")
+    ttq = bench_module("time_to_quality")
     low, high = min(p["real_return"] for p in curve) - 1, max(p["real_return"] for p in curve) + 1
     report = ttq.seed_report({"train_seed": 0, "mean": 0.0, "episodes": 2, "wall_s": 1.0, "rounds": curve}, [low, high])
     first = report["reached"][str(low)]
@@ -174,21 +174,6 @@ def test_validation_episodes_join_the_next_rounds_data_and_frames_count_once(pre
     manifests = [open_dataset(datasets, p.name).manifest for p in datasets.iterdir() if (p / "manifest.parquet").exists()]
     round1 = [m for m in manifests if m["episode_id"].str.startswith("r01_v").all()]
     assert len(round1) == 2 and all(list(m["seed"]) == [50_001] for m in round1)
-
-
-def _bench_module(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    sys.path.insert(0, str(bench))
-    try:
-        spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(bench))
 
 
 def _ui_lists_the_model(home):
