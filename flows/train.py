@@ -174,7 +174,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                     b = VMCBundle(_architecture(cfg), vae, mdnrnn, c)
                     path = b.save(out / f"round_{k}" / (f"generation_{g}" if named else "") / "vmc_bundle.pt")
                     challengers.append(RoundModels(k, b, path, vae_report, mdn_report, history, latents))
-                recorded = []  # validation episodes recorded as data (collect.validation_as_data): next round's
+                recorded = []  # this round's validation episodes, data for the next round (validation_as_data)
                 validation_seeds = cfg.validation_seeds(k)
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
                     for c, g in zip(challengers, generations):
