@@ -8,7 +8,10 @@ need the same dreamops installed (the same image or virtual environment).
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import socket
+import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,7 +36,8 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], workers: int, desc: str,
               show_progress: bool = True, ray_address: str | None = None) -> Iterator[Done[R]]:
     """Yields each job's result as it finishes (any order), so callers can write results away
     instead of holding them all. Locally: `workers` spawned processes (in-process when 1), each
-    running `initializer(*initargs)` once. On Ray (`ray_address` set): one task per job, 1 CPU
+    running `initializer(*initargs)` once per call (the processes are kept for the next call:
+    `shutdown_pool`). On Ray (`ray_address` set): one task per job, 1 CPU
     each, as many at once as the cluster has CPUs; `workers` is ignored. A failing job raises here
     and the jobs not yet started are cancelled."""
     items = list(items)
@@ -66,17 +70,76 @@ def _in_process(fn, items, initializer, initargs) -> Iterator[Done]:
         yield Done(i, fn(item), LOCAL_NODE)
 
 
+# --- local processes: one pool per process, kept between map calls ---
+#
+# Starting a pool of spawned processes costs ~1.5 s a worker here (each imports torch, gymnasium and
+# dreamops), and a training run maps dozens of times (every round collects and validates each
+# checkpoint): the pool is started once and kept. Each map call is a "call" (fn, initializer,
+# initargs) pickled once to a file; a worker runs the initializer of a call the first time it meets
+# one of its jobs, as a Ray worker does (_run_on_node). Jobs are seeded, so which worker runs them
+# does not change their results.
+
+_local_pool: ProcessPoolExecutor | None = None
+_local_workers = 0
+_pool_lock = threading.Lock()
+_worker_call: tuple[str, Callable] | None = None  # in a pool worker: the call whose initializer ran here
+
+
+def _shared_pool(workers: int) -> ProcessPoolExecutor:
+    """The process's pool, with at least `workers` processes (a bigger request replaces it)."""
+    global _local_pool, _local_workers
+    with _pool_lock:
+        if _local_pool is not None and (_local_workers < workers or _broken(_local_pool)):
+            _local_pool.shutdown(wait=True, cancel_futures=True)
+            _local_pool = None
+        if _local_pool is None:
+            _local_pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+            _local_workers = workers
+        return _local_pool
+
+
+def _broken(pool: ProcessPoolExecutor) -> bool:
+    return bool(getattr(pool, "_broken", False))
+
+
+def shutdown_pool() -> None:
+    """Stop the kept worker processes (they also stop when this process exits)."""
+    global _local_pool
+    with _pool_lock:
+        if _local_pool is not None:
+            _local_pool.shutdown(wait=True, cancel_futures=True)
+            _local_pool = None
+
+
+def _run_local(key: str, call_file: str, item):
+    """Runs in a pool worker: the call's initializer once per worker and call, then the job."""
+    global _worker_call
+    if _worker_call is None or _worker_call[0] != key:
+        with open(call_file, "rb") as f:
+            fn, initializer, initargs = pickle.load(f)
+        _worker_call = None
+        if initializer:
+            initializer(*initargs)
+        _worker_call = (key, fn)
+    return _worker_call[1](item)
+
+
 def _pool(fn, items, workers, initializer, initargs) -> Iterator[Done]:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                               initializer=initializer, initargs=initargs)
-    try:
-        pending = {pool.submit(fn, item): i for i, item in enumerate(items)}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                yield Done(pending.pop(fut), fut.result(), LOCAL_NODE)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on failure: do not run the queued jobs
+    pool = _shared_pool(workers)
+    key = uuid.uuid4().hex
+    with tempfile.NamedTemporaryFile(prefix="dreamops-call-", suffix=".pkl") as call_file:
+        pickle.dump((fn, initializer, initargs), call_file, protocol=pickle.HIGHEST_PROTOCOL)
+        call_file.flush()
+        pending = {pool.submit(_run_local, key, call_file.name, item): i for i, item in enumerate(items)}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    yield Done(pending.pop(fut), fut.result(), LOCAL_NODE)
+        finally:  # on failure (or a caller that stops early): do not run the queued jobs, wait for the running
+            for fut in pending:
+                fut.cancel()
+            wait(pending)
 
 
 # --- Ray ---
