@@ -10,7 +10,7 @@ from torch import nn
 from dreamops.models.controller import Controller
 from dreamops.models.export import RobotGraph, to_torchscript
 from dreamops.models.mdnrnn import MDNRNN
-from dreamops.models.vae import VAE
+from dreamops.models.vae import VAE, for_cpu_inference
 
 
 class VMCStep(nn.Module):
@@ -57,7 +57,8 @@ class VMCPolicy:
     def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller, action_repeat: int = 1):
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
-        self.vae, self.mdnrnn, self.controller = vae.eval(), mdnrnn.eval(), controller.eval()
+        # V reads each frame through a channels_last copy (the same bits, faster at batch 1)
+        self.vae, self.mdnrnn, self.controller = for_cpu_inference(vae), mdnrnn.eval(), controller.eval()
         self.action_repeat = action_repeat
         self.reset(0)
 

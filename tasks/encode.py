@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from dreamops.models.bundle import module_hash
-from dreamops.models.vae import VAE
+from dreamops.models.vae import VAE, for_cpu_inference
 from dreamops.tasks.dataset import Dataset
 from dreamops.tasks.device import CPU, Compute
 
@@ -29,7 +29,7 @@ def encode(vae: VAE, dataset: Dataset, batch_size: int = 512, use_cache: bool = 
             return _unflatten({k: data[k] for k in data.files})
     reusable = known[1] if known is not None and known[0] == v_hash else {}
     vae.eval()
-    model = compute.module(vae)
+    model = for_cpu_inference(vae) if compute.is_cpu else compute.module(vae)
     out: Latents = {}
     for eid in dataset.manifest["episode_id"]:
         if eid in reusable:

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from dreamops.models.vae import VAE, vae_kl
+from dreamops.models.vae import VAE, for_cpu_inference, vae_kl
 
 
 def test_kl_matches_torch_distributions():
@@ -45,3 +46,26 @@ def test_bad_frame_shape_is_rejected():
 
     with pytest.raises(ValueError, match="64, 64, 3"):
         VAE.to_input(torch.zeros(2, 96, 96, 3, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_cpu_inference_copy_reads_frames_to_the_same_bits(threads):
+    """Encoding (M's training data) and the policy read frames through for_cpu_inference: a layout
+    change for speed only, so the latents must be V's own, bit for bit, at batch 1 and in batches."""
+    torch.manual_seed(0)
+    vae = VAE()
+    with torch.no_grad():  # trained-looking weights: a little off the initialisation
+        for p in vae.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    fast = for_cpu_inference(vae)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for batch in (1, 7, 512):
+            frames = torch.randint(0, 256, (batch, 64, 64, 3), dtype=torch.uint8)
+            assert torch.equal(fast.encode(frames), vae.eval().encode(frames))
+            mu, logvar = fast.encode_params(VAE.to_input(frames))
+            assert torch.equal(logvar, vae.encode_params(VAE.to_input(frames))[1])
+    finally:
+        torch.set_num_threads(previous)
+    assert not fast.training and vae.encoder[0].weight.is_contiguous()  # the caller's V is left as it was

@@ -1,0 +1,49 @@
+"""The local worker pool: kept between map calls, each call's initializer run where its jobs run."""
+import os
+
+import pytest
+
+from dreamops.tasks import parallel
+
+_tag = None
+
+
+def _set_tag(tag):
+    global _tag
+    _tag = tag
+
+
+def _job(x):
+    return _tag, x * x, os.getpid()
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise ValueError("job 3 failed")
+    return x
+
+
+def test_the_pool_is_kept_and_each_call_runs_its_own_initializer():
+    first = parallel.map_jobs(_job, range(6), 2, "first", initializer=_set_tag, initargs=("a",), show_progress=False)
+    second = parallel.map_jobs(_job, range(6), 2, "second", initializer=_set_tag, initargs=("b",), show_progress=False)
+    assert [d.result[:2] for d in first] == [("a", x * x) for x in range(6)]
+    assert [d.result[:2] for d in second] == [("b", x * x) for x in range(6)]  # not the first call's state
+    pids = {d.result[2] for d in first + second}
+    assert os.getpid() not in pids and len(pids) <= 2  # the same two processes served both calls
+
+
+def test_a_failing_job_raises_and_the_pool_serves_the_next_call():
+    with pytest.raises(ValueError, match="job 3 failed"):
+        parallel.map_jobs(_fail_on_three, range(8), 2, "fails", show_progress=False)
+    assert [d.result for d in parallel.map_jobs(_fail_on_three, [1, 2], 2, "after", show_progress=False)] == [1, 2]
+
+
+def test_a_broken_pool_is_replaced():
+    parallel.map_jobs(_job, range(2), 2, "warm", initializer=_set_tag, initargs=("c",), show_progress=False)
+    pool = parallel._shared_pool(2)
+    for pid in list(pool._processes):
+        os.kill(pid, 9)
+    with pytest.raises(Exception):  # the jobs in flight on the killed processes
+        parallel.map_jobs(_job, range(4), 2, "killed", show_progress=False)
+    again = parallel.map_jobs(_job, range(4), 2, "again", initializer=_set_tag, initargs=("d",), show_progress=False)
+    assert [d.result[:2] for d in again] == [("d", x * x) for x in range(4)]
