@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
           "workers); for the data loader, the share of V's training time it would take.")
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
               "command": " ".join(["python", "bench/bench_roofline.py", *(argv if argv is not None else sys.argv[1:])]),
               "machine": {"start": start, "end": _machine()}, "workers": args.workers, "limits": limits,
               "stages": stages}
