@@ -9,8 +9,8 @@ same value (the keys added since only act in later rounds), so both collect the 
 same policies (the data hash is compared), train for the same epochs and CMA-ES generations and
 evaluate on the same 8 seeds.
 
-    python bench/bench_end_to_end.py                   # -> bench/results/end-to-end.json
-    python bench/bench_end_to_end.py --before <commit> --set rounds=1 --set ...
+    python bench/bench_end_to_end.py                   # -> bench/results/end-to-end.json (+ the two logs)
+    python bench/bench_end_to_end.py --before <commit> --set rounds=8 --json bench/results/end-to-end-quick8.json
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             home = root / f"home-{name}"
             home.mkdir()
             rows.append(run_train(name, home, path, sets, root / f"{name}.log"))
-            (args.json.parent / f"end-to-end-{name}.log").write_text((root / f"{name}.log").read_text())
+            (args.json.parent / f"{args.json.stem}-{name}.log").write_text((root / f"{name}.log").read_text())
     before, after = rows
     ratio = before["wall_s"] / after["wall_s"] if after["wall_s"] else None
     same_data = before["data_hash"] is not None and before["data_hash"] == after["data_hash"]
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"start": start, "end": _machine()}, "speedup": round(ratio, 3) if ratio else None,
               "same_data": same_data, "runs": rows}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"-> {args.json.relative_to(ROOT)}")
+    print(f"-> {args.json}")
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
 

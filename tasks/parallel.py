@@ -7,6 +7,7 @@ need the same dreamops installed (the same image or virtual environment).
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import pickle
 import socket
@@ -81,21 +82,42 @@ def _in_process(fn, items, initializer, initargs) -> Iterator[Done]:
 
 _local_pool: ProcessPoolExecutor | None = None
 _local_workers = 0
+_local_users: dict[int, int] = {}  # id of a kept pool -> map calls using it now
 _pool_lock = threading.Lock()
 _worker_call: tuple[str, Callable] | None = None  # in a pool worker: the call whose initializer ran here
 
 
-def _shared_pool(workers: int) -> ProcessPoolExecutor:
-    """The process's pool, with at least `workers` processes (a bigger request replaces it)."""
+@contextlib.contextmanager
+def _pool_for(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """The kept pool, with at least `workers` processes: a bigger request replaces it when no other
+    call is using it, else gets a pool of its own for this call (another thread's map keeps its jobs)."""
     global _local_pool, _local_workers
     with _pool_lock:
-        if _local_pool is not None and (_local_workers < workers or _broken(_local_pool)):
-            _local_pool.shutdown(wait=True, cancel_futures=True)
+        if _local_pool is not None and _broken(_local_pool):
+            _local_pool = None  # its processes are gone; a call still using it gets its error
+        if _local_pool is not None and _local_workers < workers and not _local_users.get(id(_local_pool)):
+            _local_pool.shutdown(wait=True)
             _local_pool = None
         if _local_pool is None:
             _local_pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
             _local_workers = workers
-        return _local_pool
+        pool = _local_pool if _local_workers >= workers else None
+        if pool is not None:
+            _local_users[id(pool)] = _local_users.get(id(pool), 0) + 1
+    if pool is not None:
+        try:
+            yield pool
+        finally:
+            with _pool_lock:
+                _local_users[id(pool)] -= 1
+                if not _local_users[id(pool)]:
+                    del _local_users[id(pool)]
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _broken(pool: ProcessPoolExecutor) -> bool:
@@ -125,9 +147,8 @@ def _run_local(key: str, call_file: str, item):
 
 
 def _pool(fn, items, workers, initializer, initargs) -> Iterator[Done]:
-    pool = _shared_pool(workers)
     key = uuid.uuid4().hex
-    with tempfile.NamedTemporaryFile(prefix="dreamops-call-", suffix=".pkl") as call_file:
+    with _pool_for(workers) as pool, tempfile.NamedTemporaryFile(prefix="dreamops-call-", suffix=".pkl") as call_file:
         pickle.dump((fn, initializer, initargs), call_file, protocol=pickle.HIGHEST_PROTOCOL)
         call_file.flush()
         pending = {pool.submit(_run_local, key, call_file.name, item): i for i, item in enumerate(items)}

@@ -40,10 +40,31 @@ def test_a_failing_job_raises_and_the_pool_serves_the_next_call():
 
 def test_a_broken_pool_is_replaced():
     parallel.map_jobs(_job, range(2), 2, "warm", initializer=_set_tag, initargs=("c",), show_progress=False)
-    pool = parallel._shared_pool(2)
-    for pid in list(pool._processes):
+    for pid in list(parallel._local_pool._processes):
         os.kill(pid, 9)
     with pytest.raises(Exception):  # the jobs in flight on the killed processes
         parallel.map_jobs(_job, range(4), 2, "killed", show_progress=False)
     again = parallel.map_jobs(_job, range(4), 2, "again", initializer=_set_tag, initargs=("d",), show_progress=False)
     assert [d.result[:2] for d in again] == [("d", x * x) for x in range(4)]
+
+
+def test_a_call_needing_more_workers_while_the_pool_is_in_use_gets_its_own():
+    """Another thread's map keeps the kept pool (and its jobs); the bigger call runs beside it."""
+    first = parallel.imap_jobs(_job, range(4), 2, "in use", initializer=_set_tag, initargs=("e",), show_progress=False)
+    done = [next(first)]  # the first call now holds the kept pool
+    kept = parallel._local_pool
+    bigger = parallel.map_jobs(_job, range(6), 3, "bigger", initializer=_set_tag, initargs=("f",), show_progress=False)
+    assert [d.result[:2] for d in bigger] == [("f", x * x) for x in range(6)]
+    done += list(first)
+    assert sorted(d.result[:2] for d in done) == [("e", x * x) for x in range(4)]
+    assert parallel._local_pool is kept  # not replaced under the first call
+
+
+def test_shutdown_stops_the_kept_processes_and_the_next_call_starts_new_ones():
+    before = {d.result[2] for d in parallel.map_jobs(_job, range(4), 2, "a", initializer=_set_tag, initargs=("g",),
+                                                     show_progress=False)}
+    parallel.shutdown_pool()
+    assert parallel._local_pool is None
+    after = {d.result[2] for d in parallel.map_jobs(_job, range(4), 2, "b", initializer=_set_tag, initargs=("h",),
+                                                    show_progress=False)}
+    assert not before & after
