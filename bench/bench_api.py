@@ -177,10 +177,10 @@ def archive_code(commit: str, dest: Path) -> Path:
     # The stores are prepared (and stamped) by this tree's migrations; the old code must know every
     # revision to start on them. Later revisions only add nullable or defaulted columns, which the
     # old code's inserts leave to the database.
-    old_versions = next(pkg.glob("**/migrations/versions"))
-    for revision in (REPO / "dreamops" / "migrations" / "versions").glob("0*.py"):
-        if not any(old_versions.glob(revision.name[:4] + "_*.py")):
-            shutil.copy(revision, old_versions / revision.name)
+    for old_versions in pkg.glob("**/migrations/versions"):  # none in code older than the API
+        for revision in (REPO / "dreamops" / "migrations" / "versions").glob("0*.py"):
+            if not any(old_versions.glob(revision.name[:4] + "_*.py")):
+                shutil.copy(revision, old_versions / revision.name)
     return pkg
 
 

@@ -15,7 +15,6 @@ evaluate on the same 8 seeds.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -65,12 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     from bench_api import _machine, archive_code
+    from quality import run_header
 
     overrides = args.overrides or ["rounds=1"]
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    start = _machine()
-    print(f"end-to-end bench: {args.before} vs {commit}; {start['uptime']}", flush=True)
+    header, start = run_header("bench/bench_end_to_end.py", argv), _machine()
+    print(f"end-to-end bench: {args.before} vs {header['commit'][:7]}; {start['uptime']}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="dreamops-e2e-bench-") as tmp:
         root = Path(tmp)
@@ -81,17 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_train(name, home, path, sets, root / f"{name}.log"))
             (args.json.parent / f"{args.json.stem}-{name}.log").write_text((root / f"{name}.log").read_text())
     before, after = rows
-    ratio = before["wall_s"] / after["wall_s"] if after["wall_s"] else None
+    ratio = before["wall_s"] / after["wall_s"]
     same_data = before["data_hash"] is not None and before["data_hash"] == after["data_hash"]
     print(f"\n{'code':<8}{'wall min':>10}{'data':>20}{'mean return (8 eps)':>22}")
     for r in rows:
         print(f"{r['code']:<8}{r['wall_s'] / 60:>10.2f}{str(r['data_hash']):>20}{str(r['mean_return']):>22}")
     print(f"after is {ratio:.2f}x faster end to end; same data: {same_data}")
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-              "before_commit": args.before,
-              "command": " ".join(["python", "bench/bench_end_to_end.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": {"start": start, "end": _machine()}, "speedup": round(ratio, 3) if ratio else None,
-              "same_data": same_data, "runs": rows}
+    result = {**header, "before_commit": args.before, "load": {"start": start, "end": _machine()},
+              "speedup": round(ratio, 3), "same_data": same_data, "runs": rows}
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"-> {args.json}")
     return 0 if all(r["rc"] == 0 for r in rows) else 1

@@ -6,11 +6,13 @@ the same process and the same minutes as the stages, because the machines are sh
 - torch stages (V training, encoding, M training, the CMA-ES dream) against the best fp32 matmul
   and convolution throughput torch reaches on this machine at the same thread count (a large GEMM
   and a large 3x3 convolution: the roofline). A stage's FLOPs are counted by torch itself
-  (`torch.utils.flop_counter.FlopCounterMode` over one step), not estimated by hand.
+  (`torch.utils.flop_counter.FlopCounterMode` over one step), but for nn.LSTM's fused kernel, which
+  the counter cannot see: its matmuls by hand.
 - the data loader (shards -> shuffled uint8 batches) in frames/s next to what V consumes.
 - the simulator stages (collection, validation/evaluation with the V-M-C policy) against the
   simulator's own single-core speed on the same frames (the same seeds, actions and drawn frames,
-  without a policy or worker pool) times the workers.
+  without a policy or worker pool) times the workers. The stage's time includes starting the
+  worker pool, as a training run pays it once.
 
     python bench/bench_roofline.py                    # -> bench/results/roofline.json
     python bench/bench_roofline.py --quick            # smaller sizes: a check that it runs
@@ -21,7 +23,6 @@ and the fraction of it.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -189,11 +190,8 @@ def simulator_stages(episodes: int, workers: int, store: Path) -> dict:
     return out, data
 
 
-def _machine() -> dict:
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "")
-    return {"cores": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(), "uptime": uptime}
+def _load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,26 +202,30 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_gpu import MemoryDataset
+    from quality import run_header
+
+    from dreamops.tasks.train_vae import frame_batches
 
     n_train, sim_episodes, gemm_n, reps = (2, 2, 512, 2) if args.quick else (16, 8, 2048, 5)
-    start = _machine()
-    print(f"roofline bench: {start['cpu']}, {start['cores']} cores, torch {torch.__version__} on "
-          f"{start['torch_threads']} threads; {start['uptime']}", flush=True)
+    header, load_start = run_header("bench/bench_roofline.py", argv), _load()
+    m = header["machine"]
+    print(f"roofline bench: {m['cpu']}, {m['cores']} cores, torch {m['torch']} on {m['torch_threads']} threads; "
+          f"{load_start}", flush=True)
     limits = {"gemm_gflops": gemm_gflops(gemm_n, reps), "conv_gflops": conv_gflops(32, 64, 32, reps)}
     print(f"  limits: fp32 GEMM {gemm_n}^3 {limits['gemm_gflops']:.1f} GFLOP/s, 3x3 convolution 64 ch "
           f"{limits['conv_gflops']:.1f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="dreamops-roofline-") as tmp:
         stages = torch_stages(MemoryDataset(n_train + 1, Path(tmp)), n_train, 32, 8, 50 if args.quick else 250)
         for name, row in stages.items():
-            limit = limits["conv_gflops"] if name in ("V training", "encoding") else limits["gemm_gflops"]
-            row.update(limit=f"{'convolution' if limit == limits['conv_gflops'] else 'GEMM'} roofline",
-                       limit_gflops=limit, fraction=row["gflops"] / limit)
+            kind = "convolution" if name in ("V training", "encoding") else "GEMM"
+            limit = limits["conv_gflops" if kind == "convolution" else "gemm_gflops"]
+            row.update(limit=f"{kind} roofline", limit_gflops=limit, fraction=row["gflops"] / limit)
         sims, data = simulator_stages(sim_episodes, args.workers, Path(tmp) / "store")
         for row in sims.values():
             row["fraction"] = row["per_s"] / row["limit_per_s"]
         stages.update(sims)
         ids = list(data.manifest["episode_id"])
-        t = _best_of(lambda: sum(len(b) for b in _frame_batches(data, ids)), 3)
+        t = _best_of(lambda: sum(len(b) for b in frame_batches(data, ids, 64, np.random.default_rng(0))), 3)
         loader = {"unit": "frame (batch 64, from compressed shards)", "per_s": int(data.manifest["length"].sum()) / t}
         loader.update(limit="V training's consumption", limit_per_s=stages["V training"]["per_s"])
         loader["fraction"] = loader["limit_per_s"] / loader["per_s"]  # the share of V's time spent waiting for data
@@ -235,23 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}{row['per_s']:>12.1f}  {row['unit']:<38}{gf:>9}{lim:>12}  {row['fraction']:>8.2f}")
     print("fraction: of the limit (GFLOP/s against the roofline, frames/s against the simulator alone x "
           "workers); for the data loader, the share of V's training time it would take.")
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
-              "command": " ".join(["python", "bench/bench_roofline.py", *(argv if argv is not None else sys.argv[1:])]),
-              "machine": {"start": start, "end": _machine()}, "workers": args.workers, "limits": limits,
+    result = {**header, "load": {"start": load_start, "end": _load()}, "workers": args.workers, "limits": limits,
               "stages": stages}
     if not args.quick:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"-> {args.json.relative_to(ROOT)}")
+        print(f"-> {args.json}")
     return 0
-
-
-def _frame_batches(data, ids):
-    from dreamops.tasks.train_vae import frame_batches
-    return frame_batches(data, ids, 64, np.random.default_rng(0))
 
 
 if __name__ == "__main__":
