@@ -188,7 +188,9 @@ def _parent(agent: str, ref: str | None, cfg) -> tuple[object | None, str | None
     if ref is None:
         return None, None
     mv, model, _ = store.load_bundle(agent, ref)
-    wanted = architecture(cfg.model, model.arch.vocab)
+    # the vocabulary and the proprioception's width are the parent's (a 15-entry parent reads the first
+    # 15 of a newer cell's 21)
+    wanted = architecture(cfg.model, model.arch.vocab, model.arch.proprio_dim)
     if model.arch != wanted:
         theirs, ours = model.arch.to_dict(), wanted.to_dict()
         differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}

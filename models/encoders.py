@@ -94,15 +94,24 @@ def spatial_softmax(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([ex, ey], dim=-1)
 
 
+def proprio_inputs(proprio_dim: int) -> tuple[int, ...]:
+    """The proprioception entries the encoder reads by default (sim.pick's layout): the 7 joint angles
+    and the gripper width, and in the 21-entry layout the end effector's measured and commanded
+    positions too. Joint velocities are left out."""
+    if proprio_dim not in (15, 21):
+        raise ValueError(f"proprio_dim must be 15 (joints and gripper) or 21 (and the end effector), got {proprio_dim}")
+    return (0, 1, 2, 3, 4, 5, 6, 14) + (tuple(range(15, 21)) if proprio_dim == 21 else ())
+
+
 class ObservationEncoder(nn.Module):
     """(rgb uint8 [B,64,64,3], depth float [B,64,64,1], proprio [B,P], tokens [B,L]) -> [B, embed_dim]."""
 
     def __init__(self, vocab_size: int, proprio_dim: int = 15, embed_dim: int = 256, text_dim: int = 64,
                  channels: tuple[int, int, int] = (16, 32, 32), image_size: int = 64,
-                 proprio_used: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 14)):
+                 proprio_used: tuple[int, ...] | None = None):
         super().__init__()
         self.image_size, self.proprio_dim = image_size, proprio_dim
-        self.proprio_used = list(proprio_used)   # default: the 7 joint angles and the gripper width
+        self.proprio_used = list(proprio_inputs(proprio_dim) if proprio_used is None else proprio_used)
         c1, c2, c3 = channels
         self.text = InstructionEncoder(vocab_size, text_dim)
         self.conv1 = nn.Conv2d(4 + 2, c1, 4, stride=2, padding=1)   # rgb, depth, 2 coordinate channels
@@ -174,8 +183,10 @@ class ObservationEncoder(nn.Module):
     def _encode(self, rgb: torch.Tensor, depth: torch.Tensor, proprio: torch.Tensor, tokens: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> (embedding [B, E], visual features [B, V], attention logits [B, H*W])."""
-        if proprio.shape[1:] != (self.proprio_dim,):
-            raise ValueError(f"expected proprio [B, {self.proprio_dim}], got {tuple(proprio.shape)}")
+        if proprio.dim() != 2 or proprio.shape[1] < self.proprio_dim:
+            raise ValueError(f"expected proprio [B, >= {self.proprio_dim}], got {tuple(proprio.shape)}")
+        # a model trained on the 15-entry layout reads the first 15 of a newer cell's 21
+        proprio = proprio[:, :self.proprio_dim]
         vis, attention = self.visual(rgb, depth, tokens)
         prop = self.proprio(((proprio.float() - self.proprio_mean) / self.proprio_std)[:, self.proprio_used])
         return self.head(torch.cat([vis, prop], dim=-1)), vis, attention

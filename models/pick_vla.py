@@ -36,7 +36,8 @@ class PickArchitecture:
     vocab: tuple[str, ...]
     """Instruction words the tokenizer knows (from the training data); others map to <unk>."""
     action_dim: int = 4
-    proprio_dim: int = 15
+    proprio_dim: int = 21
+    """sim.pick's PROPRIO_DIM; versions trained before the end effector's entries have 15."""
     embed_dim: int = 256
     text_dim: int = 64
     deter: int = 256

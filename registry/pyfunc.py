@@ -28,9 +28,10 @@ class VMCPyfuncModel(mlflow.pyfunc.PythonModel):
 
 
 class PickVLAPyfuncModel(mlflow.pyfunc.PythonModel):
-    """predict({"rgb": uint8 [B,64,64,3], "depth": float32 [B,64,64,1], "proprio": float32 [B,15]},
+    """predict({"rgb": uint8 [B,64,64,3], "depth": float32 [B,64,64,1], "proprio": float32 [B,21]},
     params={"instruction": "pick up the red box", "seed": 0}) -> action chunks float32 [B, 16, 4] in
-    [-1, 1]. Execute the first `execute` actions of a chunk (4 by default), then ask again."""
+    [-1, 1]. Execute the first `execute` actions of a chunk (4 by default), then ask again. Versions
+    trained before the end effector's entries read the first 15 proprioception entries."""
 
     def load_context(self, context) -> None:
         from dreamops.models.pick_vla import PickVLA

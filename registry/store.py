@@ -308,7 +308,7 @@ def find_version_by_tag(model_name: str, key: str, value: str) -> ModelVersion |
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def pick_signature(horizon: int = 16, action_dim: int = 4, proprio_dim: int = 15) -> ModelSignature:
+def pick_signature(horizon: int = 16, action_dim: int = 4, proprio_dim: int = 21) -> ModelSignature:
     """pick-vla: named observation tensors in, action chunks out; the instruction is a parameter."""
     from mlflow.types.schema import ParamSchema, ParamSpec
 

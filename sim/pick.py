@@ -72,7 +72,14 @@ RANGES = [u - l for l, u in zip(LOWER, UPPER)]
 DOWN = p.getQuaternionFromEuler([math.pi, 0.0, 0.0])
 TRAY_POS = (0.55, 0.0, 0.0)
 TRAY_FLOOR_Z = 0.015  # top of the traybox floor (a 2 cm slab centred 5 mm up)
-PROPRIO_DIM = 15     # 7 joint angles, 7 joint velocities, gripper width
+# Proprioception, as a Franka reports it (joint state, the end effector's pose O_T_EE and the pose the
+# controller is driving it to, O_T_EE_d): 7 joint angles, 7 joint velocities, gripper width, the end
+# effector's position (3, measured) and its commanded position (3). The delta actions move the
+# commanded position: under contact the two part by up to 1 cm, and without either a policy must
+# learn forward kinematics to millimetres from joint angles. The first 15 entries keep their meaning
+# for models trained on that older layout (they read only those).
+PROPRIO_DIM = 21
+PROPRIO_JOINT_DIM = 15   # joint angles, joint velocities, gripper width: the layout before the end effector
 
 
 # The camera's light (PyBullet's TinyRenderer coefficients): `dim` is the cell at a night shift
@@ -428,7 +435,8 @@ class PickCell(gym.Env):
         states = p.getJointStates(self.robot, ARM_JOINTS, physicsClientId=self._client)
         q = [s[0] for s in states]
         qd = [s[1] for s in states]
-        return np.array(q + qd + [self.gripper_width()], dtype=np.float32)
+        return np.array(q + qd + [self.gripper_width()] + list(self.ee_position()) + list(self._ee_target),
+                        dtype=np.float32)
 
     def _obs(self) -> dict:
         rgb, depth = self._camera()

@@ -130,9 +130,10 @@ def reference_scene_features(model: PickVLA, data: Dataset, ids: list[str], max_
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def architecture(cfg: PickModelConfig, vocab: tuple[str, ...]) -> PickArchitecture:
-    """The model config's fields are the architecture's (models/ cannot import tasks/ configs)."""
-    return PickArchitecture(vocab=vocab, **asdict(cfg))
+def architecture(cfg: PickModelConfig, vocab: tuple[str, ...], proprio_dim: int) -> PickArchitecture:
+    """The model config's fields are the architecture's (models/ cannot import tasks/ configs); the
+    proprioception's width is the data's."""
+    return PickArchitecture(vocab=vocab, proprio_dim=proprio_dim, **asdict(cfg))
 
 
 def _schedule(step: int, cfg: PickTrainConfig) -> float:
@@ -161,7 +162,7 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     demos = Demos.load(data, train_ids, model_cfg.horizon)
     if init is None:
         vocab = tuple(WordTokenizer.fit(demos.instructions).vocab)
-        model = PickVLA(architecture(model_cfg, vocab))
+        model = PickVLA(architecture(model_cfg, vocab, demos.proprio[0].shape[1]))
         proprio = torch.cat(demos.proprio)
         model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
     else:

@@ -49,9 +49,11 @@ class DataSchema:
 CARRACING_SCHEMA = DataSchema("carracing", actions=(("steer", -1.0, 1.0), ("throttle", 0.0, 1.0), ("brake", 0.0, 1.0)))
 PICK_SCHEMA = DataSchema(
     "pick", image_rows=64, actions=tuple((name, -1.0, 1.0) for name in ("dx", "dy", "dz", "grip")),
-    extras=(("depth", (64, 64, 1), "float32"), ("proprio", (15,), "float32"), ("held", (), "bool"),
+    extras=(("depth", (64, 64, 1), "float32"), ("proprio", (21,), "float32"), ("held", (), "bool"),
             ("target_pos", (3,), "float32")),
     instruction=True, extra_ranges=(("depth", 0.05, 2.0),))  # PickConfig's depth_near and depth_far
+# proprio: sim.pick.PROPRIO_DIM (joints, gripper, end effector measured and commanded; not imported:
+# the gates do not load the simulator)
 # What a pick cell of the fleet uploads: what its sensors give (camera, depth, proprioception, the
 # gripper's grasp signal), not the demonstrations' privileged target position
 PICK_UPLOAD_SCHEMA = DataSchema("pick-upload", image_rows=PICK_SCHEMA.image_rows, actions=PICK_SCHEMA.actions,

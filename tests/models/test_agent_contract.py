@@ -92,7 +92,7 @@ class PickVLA:
         def obs(*lead):
             return {"rgb": torch.randint(0, 256, (*lead, 64, 64, 3), dtype=torch.uint8, generator=g),
                     "depth": 0.6 + 0.6 * torch.rand(*lead, 64, 64, 1, generator=g),
-                    "proprio": torch.randn(*lead, 15, generator=g)}
+                    "proprio": torch.randn(*lead, 21, generator=g)}
         tokens = torch.tensor([[2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 0]])
         windows = {**obs(b, t), "tokens": tokens.repeat(b, 1), "actions": torch.rand(b, t, 4, generator=g) * 2 - 1,
                    "success": torch.zeros(b, t), "held": (torch.rand(b, t, generator=g) > 0.5).float()}
@@ -118,7 +118,7 @@ class PickVLA:
         rng = np.random.default_rng(seed)
         return {"rgb": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
                 "depth": rng.uniform(0.6, 1.2, (64, 64, 1)).astype(np.float32),
-                "proprio": rng.normal(size=15).astype(np.float32)}
+                "proprio": rng.normal(size=21).astype(np.float32)}
 
     def act(self, model, observations):
         from dreamops.models.pick_vla import PickVLAPolicy

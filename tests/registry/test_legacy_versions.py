@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "legacy" / "legacy-store.tar.gz"
@@ -65,6 +66,14 @@ def test_a_version_registered_before_the_family_contract_loads_and_promotes(lega
                            "depth": np.full((1, 64, 64, 1), 0.5, np.float32), "proprio": np.zeros((1, 15), np.float32)},
                           params={"instruction": "pick up the red box", "seed": 0})
     assert chunk.shape == (1, 16, 4) and np.abs(chunk).max() <= 1.0
+    # in a cell whose proprioception has the end effector's 6 entries after the 15 it knows, it reads those 15
+    assert bundle.arch.proprio_dim == 15
+    rgb, depth = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8), np.full((1, 64, 64, 1), 0.5, np.float32)
+    narrow = rng.normal(size=(1, 15)).astype(np.float32)
+    wide = np.concatenate([narrow, rng.normal(size=(1, 6)).astype(np.float32)], axis=1)
+    chunks = [bundle.generate(rgb, depth, p, ["pick up the red box"], torch.Generator().manual_seed(0))
+              for p in (narrow, wide)]
+    assert np.array_equal(chunks[0], chunks[1])
 
     Promotions.from_settings(settings).promote("pick-vla", "1", "production", reason="legacy check")
     assert store.aliases("pick-vla") == {"staging": "1", "production": "1"}

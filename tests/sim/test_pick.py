@@ -34,14 +34,18 @@ def test_observation_shapes_dtypes_ranges_and_action_checks():
     obs, info = env.reset(seed=0)
     assert obs["rgb"].shape == (64, 64, 3) and obs["rgb"].dtype == np.uint8
     assert obs["depth"].shape == (64, 64, 1) and obs["depth"].dtype == np.float32
-    assert obs["proprio"].shape == (15,) and obs["proprio"].dtype == np.float32
+    assert obs["proprio"].shape == (21,) and obs["proprio"].dtype == np.float32
     assert 0.3 < obs["depth"].min() and obs["depth"].max() < 2.0       # tray is ~0.5-1.2 m from the camera
     assert obs["rgb"].std() > 10                                       # a real picture, not a blank frame
-    assert abs(obs["proprio"][-1] - 0.08) < 0.005                      # gripper starts open (2 x 4 cm)
+    assert abs(obs["proprio"][14] - 0.08) < 0.005                      # gripper starts open (2 x 4 cm)
+    # the end effector's measured and commanded positions close the layout
+    assert np.allclose(obs["proprio"][15:18], env.ee_position(), atol=1e-6)
+    assert np.allclose(obs["proprio"][18:21], env.commanded_ee(), atol=1e-6)
     assert env.observation_space.contains(obs) and env.action_space.shape == (4,)
     z0 = env.ee_position()[2]
     obs, _, term, trunc, info = env.step(np.array([0, 0, 5.0, -1]))    # clipped to one max_delta
     assert 0.015 < env.ee_position()[2] - z0 <= env.cfg.max_delta + 0.005
+    assert obs["proprio"][20] == pytest.approx(env.commanded_ee()[2]) and obs["proprio"][20] > obs["proprio"][17]
     assert env.observation_space.contains(obs) and info["cycle_time"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="finite"):
         env.step(np.array([np.nan, 0, 0, 0]))
@@ -135,7 +139,7 @@ def test_recorded_demonstrations_hold_one_frame_per_action():
     (r,) = play_episodes(1, "seen", seed=11, record=True)
     T = len(r.actions)
     assert r.frames["rgb"].shape == (T, 64, 64, 3) and r.frames["depth"].shape == (T, 64, 64, 1)
-    assert r.frames["proprio"].shape == (T, 15) and r.success
+    assert r.frames["proprio"].shape == (T, 21) and r.success
     assert r.held.shape == (T,) and r.held[-1] and r.rewards.shape == (T,) and r.rewards[-1] == 1.0
     assert r.rewards[:-1].sum() == 0 and (r.target_colour, r.target_shape) != ("", "")
 

@@ -36,7 +36,7 @@ def test_demos_hold_every_array_with_its_dtype_and_shape(demos):
     for (eid, a), (_, row) in zip(demos.iter_episodes(), m.iterrows()):
         T = row["length"]
         expected = {"obs": (np.uint8, (T, 64, 64, 3)), "depth": (np.float32, (T, 64, 64, 1)),
-                    "proprio": (np.float32, (T, 15)), "actions": (np.float32, (T, 4)),
+                    "proprio": (np.float32, (T, 21)), "actions": (np.float32, (T, 4)),
                     "rewards": (np.float32, (T,)), "dones": (np.bool_, (T,)), "held": (np.bool_, (T,))}
         for name, (dtype, shape) in expected.items():
             assert a[name].dtype == dtype and a[name].shape == shape, (eid, name, a[name].dtype, a[name].shape)
