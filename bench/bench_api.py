@@ -51,7 +51,7 @@ ROUTES = ("assignment", "model", "telemetry")
 # the packages of the distribution and where they live in the repository (pyproject's package-dir)
 PACKAGE_DIRS = {"dreamops": "dreamops", "dreamops/flows": "flows", "dreamops/tasks": "tasks",
                 "dreamops/models": "models", "dreamops/sim": "sim", "dreamops/validation": "validation",
-                "dreamops/registry": "registry", "dreamops/api": "api"}
+                "dreamops/registry": "registry", "dreamops/api": "api", "dreamops/fleet": "fleet"}
 
 
 # --- the load generator (runs in its own process: `bench_api.py --drive SPEC`) ---

@@ -1,0 +1,26 @@
+"""bench_api.archive_code: an older commit's packages laid out as installed, for PYTHONPATH."""
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.bench import bench_module
+
+bench_api = bench_module("bench_api")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_archive_holds_every_package_and_its_code_is_the_one_imported(tmp_path):
+    """The before/after benches run old code through PYTHONPATH ahead of the editable install: a
+    package left out of the archive is silently imported from this working tree instead (the fleet
+    package was, until this test)."""
+    pkg = bench_api.archive_code("HEAD", tmp_path)
+    dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for name, source in dirs.items():
+        target = pkg / name.replace(".", "/")
+        assert (target / "__init__.py").read_bytes() == (REPO / source / "__init__.py").read_bytes(), name
+    names = sorted(dirs)
+    code = "import importlib\nfor n in %r: print(importlib.import_module(n).__file__)" % names
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(pkg), "PATH": "/usr/bin:/bin"}).stdout.split()
+    assert len(out) == len(names) and all(Path(f).is_relative_to(pkg) for f in out), out
