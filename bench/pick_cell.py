@@ -3,9 +3,15 @@
     python bench/pick_cell.py --model path/to/pick_vla.pt --episodes 100 \
         --variant default --variant floor25 workspace_low=0.3,-0.25,0.025
 
-A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tuple). The same
-weights play `seen` and `novel` on seeds 100000+ in each variant, so the difference between rows
-is the cell's, not a training draw. Results: bench/results/pick-cell[-<tag>].json (commit, date,
+A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tuple), or how the
+policy executes its chunks (`execute=N`: actions of a chunk executed before re-planning;
+`ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age)):
+
+    python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
+        --variant ensemble ensemble=0.5
+
+The same weights play `seen` and `novel` on seeds 100000+ in each variant, so the difference
+between rows is the cell's or the execution's, not a training draw. Results: bench/results/pick-cell[-<tag>].json (commit, date,
 command), rewritten after every variant.
 """
 from __future__ import annotations
@@ -20,20 +26,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 
-def parse_variant(parts: list[str]) -> tuple[str, dict]:
-    """['floor25', 'workspace_low=0.3,-0.25,0.025'] -> ('floor25', {'workspace_low': (0.3, -0.25, 0.025)})."""
+EXECUTION = {"execute": int, "ensemble": float}   # PickVLAPolicy's fields, not the cell's
+
+
+def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
+    """['floor25', 'workspace_low=0.3,-0.25,0.025', 'execute=2'] -> ('floor25', {'workspace_low':
+    (0.3, -0.25, 0.025)}, {'execute': 2}): the cell's overrides and the policy's execution."""
     from dreamops.sim.pick import PickConfig
 
-    name, cell = parts[0], {}
+    name, cell, execution = parts[0], {}, {}
     fields = PickConfig.__dataclass_fields__
     for item in parts[1:]:
         key, sep, value = item.partition("=")
+        if sep and key in EXECUTION:
+            execution[key] = EXECUTION[key](value)
+            continue
         if not sep or key not in fields:
-            raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field")
+            raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field, "
+                             f"{' or '.join(EXECUTION)}")
         values = [float(v) for v in value.split(",")]
         cell[key] = tuple(values) if len(values) > 1 else values[0]
     PickConfig(**cell)   # refuse a bad set-up before any episode runs
-    return name, cell
+    return name, cell, execution
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,18 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [FIELD=VALUE ...]")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    from dreamops.models.pick_vla import PickVLA
+    from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
     from dreamops.tasks.evaluate_pick import PickPolicyFactory, evaluate_pick
 
     variants = [parse_variant(v) for v in args.variant]
-    factory = PickPolicyFactory.from_model(PickVLA.load(args.model))
+    model = PickVLA.load(args.model)
+    for name, _, execution in variants:   # refuse a bad execution before any episode runs
+        try:
+            PickVLAPolicy(model, **execution)
+        except ValueError as e:
+            raise SystemExit(f"variant {name!r}: {e}") from None
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
     out = RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json"
     result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
               "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
-    for name, cell in variants:
-        row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()}}
+    for name, cell, execution in variants:
+        factory = PickPolicyFactory.from_model(model, execution=execution)
+        row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
+               "execution": execution}
         for object_set in ("seen", "novel"):
             s = evaluate_pick(factory, name, seeds, object_set, 80, workers, cell=cell).summary()
             row[object_set] = {"success": s["success_rate"], "episodes": s["episodes"],

@@ -220,30 +220,59 @@ def export_torchscript(model: PickVLA, path: Path) -> Path:
 class PickVLAPolicy:
     """Receding-horizon execution: when the queue of planned actions is empty, generate a chunk of
     `horizon` actions (optionally choosing among candidates with a planner) and queue the first
-    `execute`. Chunk latencies (ms) are recorded."""
+    `execute`. Chunk latencies (ms) are recorded.
+
+    With `ensemble` (ACT's temporal ensembling, Zhao et al. 2023) a chunk is generated at every
+    step and the executed action is the weighted mean of what every chunk still covering this step
+    planned for it, weight exp(-ensemble * age) for a chunk planned `age` steps ago (0: uniform, as
+    ACT's m = 0.01 nearly is; larger trusts the latest observation more); the gripper closes when
+    the weighted mean of its +-1 commands is positive."""
     model: PickVLA
     execute: int | None = None
     planner: object | None = None   # models.planners.CEMPlanner
     seed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    ensemble: float | None = None
 
     def __post_init__(self):
         self.execute = self.execute or self.model.arch.execute
+        if not 1 <= self.execute <= self.model.arch.horizon:
+            raise ValueError(f"execute must be in [1, horizon={self.model.arch.horizon}], got {self.execute}")
+        if self.ensemble is not None and self.ensemble < 0:
+            raise ValueError(f"ensemble (the decay of older chunks' weight) must be >= 0, got {self.ensemble}")
         self.reset("", self.seed)
 
     def reset(self, instruction: str, seed: int | None = None) -> None:
         self.instruction = instruction
         self.queue: list[np.ndarray] = []
+        self.chunks: list[np.ndarray] = []   # with `ensemble`: the chunks still covering a coming step, newest last
         self.generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
 
     @torch.no_grad()
     def act(self, obs: dict) -> np.ndarray:
+        if self.ensemble is not None:
+            return self._ensembled(obs)
         if not self.queue:
-            t0 = time.perf_counter()
-            chunk = self.plan(obs)
-            self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-            self.queue = list(chunk[: self.execute])
+            self.queue = list(self._timed_plan(obs)[: self.execute])
         return self.queue.pop(0).astype(np.float32)
+
+    def _timed_plan(self, obs: dict) -> np.ndarray:
+        t0 = time.perf_counter()
+        chunk = self.plan(obs)
+        self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+        return chunk
+
+    def _ensembled(self, obs: dict) -> np.ndarray:
+        self.chunks.append(self._timed_plan(obs))
+        horizon = self.model.arch.horizon
+        self.chunks = self.chunks[-horizon:]
+        n = len(self.chunks)
+        # the chunk planned `age` steps ago reaches this step at its index `age`
+        planned = np.stack([c[n - 1 - i] for i, c in enumerate(self.chunks)])
+        weights = np.exp(-self.ensemble * np.arange(n - 1, -1, -1, dtype=np.float64))
+        action = (weights[:, None] * planned).sum(0) / weights.sum()
+        action[3] = 1.0 if action[3] > 0 else -1.0
+        return action.astype(np.float32)
 
     def plan(self, obs: dict) -> np.ndarray:
         cond = self.model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], [self.instruction])

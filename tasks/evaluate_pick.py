@@ -77,17 +77,18 @@ _envs: dict[str, PickCell] = {}
 class PickPolicyFactory:
     """Picklable: builds a PickVLAPolicy in a worker from the bundle's bytes (no shared files)."""
 
-    def __init__(self, data: bytes, planner: dict | None = None):
-        self.data, self.planner = data, planner
+    def __init__(self, data: bytes, planner: dict | None = None, execution: dict | None = None):
+        self.data, self.planner, self.execution = data, planner, dict(execution or {})
 
     @classmethod
-    def from_model(cls, model, planner: dict | None = None) -> "PickPolicyFactory":
-        """planner: CEMPlanner keyword arguments ({} for its defaults), or None for no planner."""
+    def from_model(cls, model, planner: dict | None = None, execution: dict | None = None) -> "PickPolicyFactory":
+        """planner: CEMPlanner keyword arguments ({} for its defaults), or None for no planner.
+        execution: PickVLAPolicy's `execute` and `ensemble` (the model's own execution when empty)."""
         import torch
 
         buf = io.BytesIO()
         torch.save(model.state(), buf)
-        return cls(buf.getvalue(), planner)
+        return cls(buf.getvalue(), planner, execution)
 
     def __call__(self):
         import torch
@@ -97,7 +98,8 @@ class PickPolicyFactory:
 
         torch.set_num_threads(1)
         model = PickVLA.load(io.BytesIO(self.data))
-        return PickVLAPolicy(model, planner=CEMPlanner(**self.planner) if self.planner is not None else None)
+        return PickVLAPolicy(model, planner=CEMPlanner(**self.planner) if self.planner is not None else None,
+                             **self.execution)
 
 
 class ScriptedFactory:

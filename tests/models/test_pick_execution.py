@@ -1,0 +1,51 @@
+"""How PickVLAPolicy executes its chunks: receding horizon, and ACT's temporal ensembling."""
+import numpy as np
+import pytest
+
+from dreamops.models.pick_vla import PickArchitecture, PickVLA, PickVLAPolicy
+
+ARCH = PickArchitecture(vocab=("pick", "up", "the", "red", "box"), embed_dim=32, text_dim=16, deter=32, stoch=4,
+                        classes=4, head_hidden=32, horizon=4, execute=2)
+
+
+class Scripted(PickVLAPolicy):
+    """The execution logic over known chunks: the chunk planned at call k is 10 * k + j at its
+    index j (xyz), and closes the gripper from call 2 on."""
+
+    def plan(self, obs):
+        k = self.calls = getattr(self, "calls", -1) + 1
+        chunk = np.zeros((ARCH.horizon, 4), np.float32)
+        chunk[:, :3] = (10 * k + np.arange(ARCH.horizon))[:, None]
+        chunk[:, 3] = 1.0 if k >= 2 else -1.0
+        return chunk
+
+
+def test_receding_horizon_replans_every_execute_steps():
+    policy = Scripted(PickVLA(ARCH))
+    xs = [policy.act({})[0] for _ in range(5)]
+    assert xs == [0, 1, 10, 11, 20] and len(policy.latencies_ms) == 3
+
+
+def test_temporal_ensembling_averages_every_chunk_covering_the_step():
+    policy = Scripted(PickVLA(ARCH), ensemble=0.0)
+    steps = [policy.act({}) for _ in range(6)]
+    # step 2: chunk 0's index 2, chunk 1's index 1, chunk 2's index 0 -> mean(2, 11, 20)
+    assert steps[2][0] == pytest.approx(11.0)
+    # step 5: only the last 4 chunks (horizon) still cover it: chunks 2..5 at indices 3..0
+    assert steps[5][0] == pytest.approx(np.mean([23, 32, 41, 50]))
+    # the weighted majority of the +-1 gripper commands; a tie (step 3: two and two) keeps it open
+    assert [s[3] for s in steps] == [-1, -1, -1, -1, 1, 1]
+    assert len(policy.latencies_ms) == 6                     # a chunk every step
+
+
+def test_a_steep_decay_executes_the_latest_chunk_and_reset_forgets_older_ones():
+    policy = Scripted(PickVLA(ARCH), ensemble=50.0)
+    assert [policy.act({})[0] for _ in range(3)] == pytest.approx([0, 10, 20])
+    policy.reset("pick up the red box", 0)
+    assert policy.act({})[0] == pytest.approx(30)            # no chunk of the last episode is averaged in
+
+
+@pytest.mark.parametrize("kwargs", [{"execute": 5}, {"ensemble": -1.0}])
+def test_bad_execution_is_refused(kwargs):
+    with pytest.raises(ValueError):
+        PickVLAPolicy(PickVLA(ARCH), **kwargs)
