@@ -1,0 +1,18 @@
+"""bench/pick_cell.py: a variant is the cell's set-up and the policy's execution, checked before any episode."""
+import pytest
+
+from tests.bench import bench_module
+
+pick_cell = bench_module("pick_cell")
+
+
+def test_a_variant_splits_into_the_cells_overrides_and_the_policys_execution():
+    assert pick_cell.parse_variant(["v", "workspace_low=0.3,-0.25,0.025", "execute=1", "ensemble=0.5"]) == (
+        "v", {"workspace_low": (0.3, -0.25, 0.025)}, {"execute": 1, "ensemble": 0.5})
+    assert pick_cell.parse_variant(["default"]) == ("default", {}, {})
+
+
+@pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9"])
+def test_a_bad_variant_is_refused_before_any_episode(item):
+    with pytest.raises((SystemExit, ValueError)):
+        pick_cell.parse_variant(["bad", item])
