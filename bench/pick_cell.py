@@ -5,7 +5,8 @@
 
 A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tuple), or how the
 policy executes its chunks (`execute=N`: actions of a chunk executed before re-planning;
-`ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age)):
+`ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age);
+`temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 
-EXECUTION = {"execute": int, "ensemble": float}   # PickVLAPolicy's fields, not the cell's
+EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVLAPolicy's fields, not the cell's
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:

@@ -226,13 +226,18 @@ class PickVLAPolicy:
     step and the executed action is the weighted mean of what every chunk still covering this step
     planned for it, weight exp(-ensemble * age) for a chunk planned `age` steps ago (0: uniform, as
     ACT's m = 0.01 nearly is; larger trusts the latest observation more); the gripper closes when
-    the weighted mean of its +-1 commands is positive."""
+    the weighted mean of its +-1 commands is positive.
+
+    `temperature` scales the flow's starting noise: 1 samples the learned distribution of chunks
+    (the demonstrations' own action noise included), 0 integrates from the noise's mean (one
+    deterministic chunk per observation)."""
     model: PickVLA
     execute: int | None = None
     planner: object | None = None   # models.planners.CEMPlanner
     seed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ensemble: float | None = None
+    temperature: float = 1.0
 
     def __post_init__(self):
         self.execute = self.execute or self.model.arch.execute
@@ -240,6 +245,8 @@ class PickVLAPolicy:
             raise ValueError(f"execute must be in [1, horizon={self.model.arch.horizon}], got {self.execute}")
         if self.ensemble is not None and self.ensemble < 0:
             raise ValueError(f"ensemble (the decay of older chunks' weight) must be >= 0, got {self.ensemble}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         self.reset("", self.seed)
 
     def reset(self, instruction: str, seed: int | None = None) -> None:
@@ -278,7 +285,9 @@ class PickVLAPolicy:
         cond = self.model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], [self.instruction])
         if self.planner is not None:
             return self.planner.plan(self.model, cond, self.generator)
-        return self.model.head.sample(cond, generator=self.generator)[0].numpy()
+        head = self.model.head
+        noise = torch.randn(1, head.horizon, head.action_dim, generator=self.generator) * self.temperature
+        return head.sample(cond, noise)[0].numpy()
 
 
 def initial_state(model: PickVLA, cond: torch.Tensor) -> State:

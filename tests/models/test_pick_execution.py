@@ -45,7 +45,28 @@ def test_a_steep_decay_executes_the_latest_chunk_and_reset_forgets_older_ones():
     assert policy.act({})[0] == pytest.approx(30)            # no chunk of the last episode is averaged in
 
 
-@pytest.mark.parametrize("kwargs", [{"execute": 5}, {"ensemble": -1.0}])
+@pytest.mark.parametrize("kwargs", [{"execute": 5}, {"ensemble": -1.0}, {"temperature": -0.5}])
 def test_bad_execution_is_refused(kwargs):
     with pytest.raises(ValueError):
         PickVLAPolicy(PickVLA(ARCH), **kwargs)
+
+
+def test_temperature_zero_gives_one_chunk_per_observation_and_one_keeps_the_sampled_draws():
+    import torch
+
+    model = PickVLA(ARCH)
+    torch.nn.init.normal_(model.head.out.weight, std=0.1)   # a head that is not the identity of its noise
+    rng = np.random.default_rng(0)
+    obs = {"rgb": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "depth": np.full((64, 64, 1), 0.8, np.float32),
+           "proprio": rng.normal(size=21).astype(np.float32)}
+
+    def chunk(temperature, seed):
+        policy = PickVLAPolicy(model, temperature=temperature)
+        policy.reset("pick up the red box", seed)
+        return policy.plan(obs)
+
+    assert np.array_equal(chunk(0.0, 1), chunk(0.0, 2))
+    assert not np.array_equal(chunk(1.0, 1), chunk(1.0, 2))
+    # temperature 1 is the head's own sampling, draw for draw (versions measured before it existed)
+    cond = model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], ["pick up the red box"])
+    assert np.array_equal(chunk(1.0, 3), model.head.sample(cond, generator=torch.Generator().manual_seed(3))[0].numpy())
