@@ -48,6 +48,10 @@ class PickArchitecture:
     flow_steps: int = 10
     head_hidden: int = 512
     max_words: int = 12
+    temperature: float = 1.0
+    """Scale of the flow's starting noise when this version acts: 1 samples the learned distribution
+    of chunks (the demonstrations' action noise included), 0 gives one deterministic chunk per
+    observation. Versions saved before it existed sample at 1."""
 
     def to_dict(self) -> dict:
         return {**asdict(self), "vocab": list(self.vocab)}
@@ -145,8 +149,17 @@ class PickVLA(nn.Module):
     @torch.no_grad()
     def generate(self, rgb: np.ndarray, depth: np.ndarray, proprio: np.ndarray, instructions: list[str],
                  generator: torch.Generator | None = None) -> np.ndarray:
-        """Batched observations -> action chunks float32 [B, horizon, action_dim] in [-1, 1]."""
-        return self.head.sample(self.embed(rgb, depth, proprio, instructions), generator=generator).numpy()
+        """Batched observations -> action chunks float32 [B, horizon, action_dim] in [-1, 1], at the
+        version's temperature."""
+        return self.sample_chunks(self.embed(rgb, depth, proprio, instructions), generator).numpy()
+
+    def sample_chunks(self, cond: torch.Tensor, generator: torch.Generator | None = None,
+                      temperature: float | None = None) -> torch.Tensor:
+        """Embeddings [B, E] -> chunks [B, horizon, action_dim]: the flow from N(0, I) noise scaled by
+        `temperature` (the version's when None). At 1 the draws are the head's own sampling's."""
+        t = self.arch.temperature if temperature is None else temperature
+        noise = torch.randn(cond.shape[0], self.arch.horizon, self.arch.action_dim, generator=generator) * t
+        return self.head.sample(cond, noise)
 
     @torch.no_grad()
     def success_probability(self, embeds: torch.Tensor, actions: torch.Tensor) -> float:
@@ -188,11 +201,12 @@ class ChunkGenerator(nn.Module):
 
     def __init__(self, model: PickVLA):
         super().__init__()
-        self.encoder, self.head = model.encoder, model.head
+        self.encoder, self.head, self.temperature = model.encoder, model.head, float(model.arch.temperature)
 
     def forward(self, rgb, depth, proprio, tokens, noise):
+        """noise: N(0, I) draws; the version's temperature scales them here, as in PickVLA.generate."""
         cond = self.encoder(rgb, depth, proprio, tokens)
-        x, steps = noise, self.head.steps
+        x, steps = noise * self.temperature, self.head.steps
         for i in range(steps):
             t = torch.full((x.shape[0],), i / steps, dtype=x.dtype)
             x = x + self.head.velocity(x, t, cond) / steps
@@ -228,16 +242,16 @@ class PickVLAPolicy:
     ACT's m = 0.01 nearly is; larger trusts the latest observation more); the gripper closes when
     the weighted mean of its +-1 commands is positive.
 
-    `temperature` scales the flow's starting noise: 1 samples the learned distribution of chunks
-    (the demonstrations' own action noise included), 0 integrates from the noise's mean (one
-    deterministic chunk per observation)."""
+    `temperature` scales the flow's starting noise (the version's own, arch.temperature, when
+    None): 1 samples the learned distribution of chunks (the demonstrations' own action noise
+    included), 0 integrates from the noise's mean (one deterministic chunk per observation)."""
     model: PickVLA
     execute: int | None = None
     planner: object | None = None   # models.planners.CEMPlanner
     seed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ensemble: float | None = None
-    temperature: float = 1.0
+    temperature: float | None = None
 
     def __post_init__(self):
         self.execute = self.execute or self.model.arch.execute
@@ -245,6 +259,8 @@ class PickVLAPolicy:
             raise ValueError(f"execute must be in [1, horizon={self.model.arch.horizon}], got {self.execute}")
         if self.ensemble is not None and self.ensemble < 0:
             raise ValueError(f"ensemble (the decay of older chunks' weight) must be >= 0, got {self.ensemble}")
+        if self.temperature is None:
+            self.temperature = self.model.arch.temperature
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         self.reset("", self.seed)
@@ -285,9 +301,7 @@ class PickVLAPolicy:
         cond = self.model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], [self.instruction])
         if self.planner is not None:
             return self.planner.plan(self.model, cond, self.generator)
-        head = self.model.head
-        noise = torch.randn(1, head.horizon, head.action_dim, generator=self.generator) * self.temperature
-        return head.sample(cond, noise)[0].numpy()
+        return self.model.sample_chunks(cond, self.generator, self.temperature)[0].numpy()
 
 
 def initial_state(model: PickVLA, cond: torch.Tensor) -> State:

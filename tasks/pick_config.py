@@ -31,10 +31,16 @@ class PickModelConfig:
     """Euler steps from noise to a chunk at inference."""
     head_hidden: int = 512
     """Width of the flow-matching head's MLP."""
+    temperature: float = 1.0
+    """Scale of the flow's starting noise when the version acts (saved with it): 1 samples the
+    learned distribution of chunks, the demonstrations' action noise included; 0 gives one
+    deterministic chunk per observation."""
 
     def validate(self) -> None:
         _positive(self, "embed_dim", "text_dim", "deter", "stoch", "classes", "horizon", "execute", "flow_steps",
                   "head_hidden")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):
+            raise ValueError(f"model.temperature must be a number >= 0, got {self.temperature!r}")
         if self.execute > self.horizon:
             raise ValueError(f"model.execute ({self.execute}) must not exceed model.horizon ({self.horizon})")
 

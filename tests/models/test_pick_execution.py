@@ -70,3 +70,39 @@ def test_temperature_zero_gives_one_chunk_per_observation_and_one_keeps_the_samp
     # temperature 1 is the head's own sampling, draw for draw (versions measured before it existed)
     cond = model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], ["pick up the red box"])
     assert np.array_equal(chunk(1.0, 3), model.head.sample(cond, generator=torch.Generator().manual_seed(3))[0].numpy())
+
+
+def test_the_versions_temperature_is_saved_with_it_and_followed_by_generate_the_policy_and_the_graph(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from dreamops.models.pick_vla import chunk_graph
+    from dreamops.tasks.pick_config import PickModelConfig
+    from dreamops.tasks.train_pick import architecture
+
+    arch = architecture(PickModelConfig(embed_dim=32, text_dim=16, deter=32, stoch=4, classes=4, head_hidden=32,
+                                        temperature=0.0), ARCH.vocab, 21)
+    model = PickVLA(arch)
+    torch.nn.init.normal_(model.head.out.weight, std=0.1)
+    model = PickVLA.load(model.save(tmp_path / "pick_vla.pt"))
+    assert model.arch.temperature == 0.0
+    rng = np.random.default_rng(0)
+    rgb, depth = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8), np.full((1, 64, 64, 1), 0.8, np.float32)
+    proprio = rng.normal(size=(1, 21)).astype(np.float32)
+    chunks = [model.generate(rgb, depth, proprio, ["pick up the red box"], torch.Generator().manual_seed(s))
+              for s in (1, 2)]
+    assert np.array_equal(chunks[0], chunks[1])
+    policy = PickVLAPolicy(model)
+    policy.reset("pick up the red box", 5)
+    assert policy.temperature == 0.0
+    assert np.allclose(policy.plan({"rgb": rgb[0], "depth": depth[0], "proprio": proprio[0]}), chunks[0][0], atol=1e-6)
+    graph = chunk_graph(model).module
+    tokens = model.tokenizer.encode(["pick up the red box"])
+    for s in (1, 2):   # the graph's noise input is N(0, I); the version's temperature applies inside
+        noise = torch.randn(1, arch.horizon, 4, generator=torch.Generator().manual_seed(s))
+        out = graph(torch.as_tensor(rgb), torch.as_tensor(depth), torch.as_tensor(proprio), tokens, noise)
+        assert np.allclose(out.detach().numpy(), chunks[0], atol=1e-6)
+    # a version saved before the field existed samples at 1
+    old = {k: v for k, v in dataclasses.asdict(ARCH).items() if k != "temperature"}
+    assert PickArchitecture.from_dict({**old, "vocab": list(ARCH.vocab)}).temperature == 1.0
