@@ -6,7 +6,8 @@
 A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tuple), or how the
 policy executes its chunks (`execute=N`: actions of a chunk executed before re-planning;
 `ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age);
-`temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk):
+`temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk;
+`planner=cem|mppi`: each chunk refined in the version's world model):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -28,6 +29,7 @@ from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 
 EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVLAPolicy's fields, not the cell's
+PLANNER = ("cem", "mppi")   # planner=KIND: the policy's chunks refined in the world model (models.planners)
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
@@ -41,6 +43,11 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
         key, sep, value = item.partition("=")
         if sep and key in EXECUTION:
             execution[key] = EXECUTION[key](value)
+            continue
+        if sep and key == "planner":
+            if value not in PLANNER:
+                raise SystemExit(f"variant {name!r}: planner must be one of {', '.join(PLANNER)}, got {value!r}")
+            execution["planner"] = value
             continue
         if not sep or key not in fields:
             raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field, "
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     model = PickVLA.load(args.model)
     for name, _, execution in variants:   # refuse a bad execution before any episode runs
         try:
-            PickVLAPolicy(model, **execution)
+            PickVLAPolicy(model, **{k: v for k, v in execution.items() if k != "planner"})
         except ValueError as e:
             raise SystemExit(f"variant {name!r}: {e}") from None
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
@@ -74,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
               "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
     for name, cell, execution in variants:
-        factory = PickPolicyFactory.from_model(model, execution=execution)
+        settings = {k: v for k, v in execution.items() if k != "planner"}
+        planner = {"kind": execution["planner"]} if "planner" in execution else None
+        factory = PickPolicyFactory.from_model(model, planner, settings)
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
                "execution": execution}
         for object_set in ("seen", "novel"):

@@ -1,8 +1,11 @@
-"""CEM over action chunks, scored by imagining each candidate in the RSSM.
+"""Planners over pick-vla's action chunks, scored by imagining each candidate in the RSSM.
 
-The first population comes from the flow-matching head (different noise), so candidates start on the
-demonstrations' manifold; later iterations refit a Gaussian to the elites. A candidate's score is
-the imagined probability of a firm grasp plus (weighted higher) of success over the chunk's steps.
+A candidate's score is the imagined probability of a firm grasp plus (weighted higher) of success
+over the chunk's steps.
+- CEMPlanner: the first population comes from the flow-matching head (different noise), so
+  candidates start on the demonstrations' manifold; later iterations refit a Gaussian to the elites.
+- MPPIPlanner: MPPI (models.trajectory_opt) around the policy's own chunk at the version's
+  temperature, so with nothing better imagined it returns what the policy would have done.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from dreamops.models.pick_vla import PickVLA, initial_state
+from dreamops.models.trajectory_opt import MPPI
 
 
 @dataclass
@@ -52,3 +56,31 @@ class CEMPlanner:
                 noise = torch.randn(self.samples, *mean.shape, generator=generator)
                 chunks = (mean + std * noise).clamp(-1.0, 1.0)
         return best.numpy()
+
+
+@dataclass
+class MPPIPlanner:
+    samples: int = 32
+    iterations: int = 2
+    temperature: float = 0.05
+    """MPPI's lambda, in units of the score (grasp + success_weight * success, averaged over the chunk)."""
+    std: float = 0.2
+    """Spread of the candidates around the policy's chunk, in action units."""
+    success_weight: float = 4.0
+
+    def __post_init__(self):
+        if not self.std > 0:
+            raise ValueError(f"std must be > 0, got {self.std}")
+        self.mppi = MPPI(samples=self.samples, iterations=self.iterations, temperature=self.temperature)
+
+    @torch.no_grad()
+    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
+        """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own."""
+        proposal = model.sample_chunks(cond, generator)[0]
+        scorer = CEMPlanner(success_weight=self.success_weight)
+        best, _ = self.mppi.optimise(lambda chunks: scorer.score(model, cond, chunks), proposal,
+                                     torch.full_like(proposal, self.std), generator)
+        return best.numpy()
+
+
+PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner}

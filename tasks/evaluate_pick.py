@@ -82,7 +82,8 @@ class PickPolicyFactory:
 
     @classmethod
     def from_model(cls, model, planner: dict | None = None, execution: dict | None = None) -> "PickPolicyFactory":
-        """planner: CEMPlanner keyword arguments ({} for its defaults), or None for no planner.
+        """planner: the planner's keyword arguments, with "kind": "cem" (the default) or "mppi" ({} for
+        CEM's defaults), or None for no planner.
         execution: PickVLAPolicy's `execute` and `ensemble` (the model's own execution when empty)."""
         import torch
 
@@ -94,12 +95,15 @@ class PickPolicyFactory:
         import torch
 
         from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
-        from dreamops.models.planners import CEMPlanner
+        from dreamops.models.planners import PLANNERS
 
         torch.set_num_threads(1)
         model = PickVLA.load(io.BytesIO(self.data))
-        return PickVLAPolicy(model, planner=CEMPlanner(**self.planner) if self.planner is not None else None,
-                             **self.execution)
+        planner = None
+        if self.planner is not None:
+            settings = dict(self.planner)
+            planner = PLANNERS[settings.pop("kind", "cem")](**settings)
+        return PickVLAPolicy(model, planner=planner, **self.execution)
 
 
 class ScriptedFactory:

@@ -10,9 +10,10 @@ def test_a_variant_splits_into_the_cells_overrides_and_the_policys_execution():
     assert pick_cell.parse_variant(["v", "workspace_low=0.3,-0.25,0.025", "execute=1", "ensemble=0.5"]) == (
         "v", {"workspace_low": (0.3, -0.25, 0.025)}, {"execute": 1, "ensemble": 0.5})
     assert pick_cell.parse_variant(["default"]) == ("default", {}, {})
+    assert pick_cell.parse_variant(["mppi", "planner=mppi"]) == ("mppi", {}, {"planner": "mppi"})
 
 
-@pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9"])
+@pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9", "planner=astar"])
 def test_a_bad_variant_is_refused_before_any_episode(item):
     with pytest.raises((SystemExit, ValueError)):
         pick_cell.parse_variant(["bad", item])

@@ -106,3 +106,27 @@ def test_the_versions_temperature_is_saved_with_it_and_followed_by_generate_the_
     # a version saved before the field existed samples at 1
     old = {k: v for k, v in dataclasses.asdict(ARCH).items() if k != "temperature"}
     assert PickArchitecture.from_dict({**old, "vocab": list(ARCH.vocab)}).temperature == 1.0
+
+
+def test_the_mppi_planner_never_scores_below_the_policys_own_chunk():
+    """Started from the policy's chunk, it returns that chunk or one the world model scores higher."""
+    import torch
+
+    from dreamops.models.planners import PLANNERS, CEMPlanner, MPPIPlanner
+
+    torch.manual_seed(0)
+    model = PickVLA(ARCH).eval()
+    torch.nn.init.normal_(model.head.out.weight, std=0.1)
+    rng = np.random.default_rng(0)
+    cond = model.embed(rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8), np.full((1, 64, 64, 1), 0.8, np.float32),
+                       rng.normal(size=(1, 21)).astype(np.float32), ["pick up the red box"])
+    planner = PLANNERS["mppi"](samples=16, iterations=2)
+    assert isinstance(planner, MPPIPlanner)
+    chunk = planner.plan(model, cond, torch.Generator().manual_seed(3))
+    own = model.sample_chunks(cond, torch.Generator().manual_seed(3))
+    score = CEMPlanner().score
+    assert chunk.shape == (ARCH.horizon, 4) and np.abs(chunk).max() <= 1.0
+    assert float(score(model, cond, torch.as_tensor(chunk)[None])[0]) >= float(score(model, cond, own)[0])
+    assert np.array_equal(chunk, planner.plan(model, cond, torch.Generator().manual_seed(3)))   # seeded
+    with pytest.raises(ValueError):
+        MPPIPlanner(std=0.0)
