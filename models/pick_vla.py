@@ -300,7 +300,7 @@ class PickVLAPolicy:
     def plan(self, obs: dict) -> np.ndarray:
         cond = self.model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], [self.instruction])
         if self.planner is not None:
-            return self.planner.plan(self.model, cond, self.generator)
+            return self.planner.plan(self.model, cond, self.generator, self.temperature)
         return self.model.sample_chunks(cond, self.generator, self.temperature)[0].numpy()
 
 

@@ -41,8 +41,10 @@ class CEMPlanner:
         return (grasp + self.success_weight * success).mean(dim=1)
 
     @torch.no_grad()
-    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
-        """cond [1, E] -> the best chunk [H, A] found."""
+    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
+             temperature: float | None = None) -> np.ndarray:
+        """cond [1, E] -> the best chunk [H, A] found. The first population is sampled at temperature
+        1 whatever the policy's (`temperature` is ignored): CEM needs its spread."""
         chunks = model.head.sample(cond.expand(self.samples, -1), generator=generator)
         best, best_score = chunks[0], -float("inf")
         for it in range(self.iterations):
@@ -74,9 +76,11 @@ class MPPIPlanner:
         self.mppi = MPPI(samples=self.samples, iterations=self.iterations, temperature=self.temperature)
 
     @torch.no_grad()
-    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
-        """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own."""
-        proposal = model.sample_chunks(cond, generator)[0]
+    def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
+             temperature: float | None = None) -> np.ndarray:
+        """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own (at the
+        policy's temperature; the version's when None)."""
+        proposal = model.sample_chunks(cond, generator, temperature)[0]
         scorer = CEMPlanner(success_weight=self.success_weight)
         best, _ = self.mppi.optimise(lambda chunks: scorer.score(model, cond, chunks), proposal,
                                      torch.full_like(proposal, self.std), generator)
