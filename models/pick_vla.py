@@ -247,7 +247,7 @@ class PickVLAPolicy:
     included), 0 integrates from the noise's mean (one deterministic chunk per observation)."""
     model: PickVLA
     execute: int | None = None
-    planner: object | None = None   # models.planners.CEMPlanner
+    planner: object | None = None   # one of models.planners.PLANNERS
     seed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     ensemble: float | None = None
