@@ -18,6 +18,19 @@ from dreamops.models.pick_vla import PickVLA, initial_state
 from dreamops.models.trajectory_opt import MPPI
 
 
+@torch.no_grad()
+def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float) -> torch.Tensor:
+    """Each chunk imagined in the RSSM from the observation's state: cond [1, E], chunks [K, H, A] ->
+    the mean over its steps of P(grasp) + success_weight * P(success) [K]."""
+    state = initial_state(model, cond)
+    k = chunks.shape[0]
+    state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
+    feats = model.rssm.imagine(state, chunks)                               # [K, H, F]
+    grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
+    success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
+    return (grasp + success_weight * success).mean(dim=1)
+
+
 @dataclass
 class CEMPlanner:
     samples: int = 32
@@ -29,16 +42,9 @@ class CEMPlanner:
         if not 1 <= self.elites <= self.samples or self.iterations < 1:
             raise ValueError(f"need 1 <= elites <= samples and iterations >= 1, got {self}")
 
-    @torch.no_grad()
     def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         """cond [1, E], chunks [K, H, A] -> [K]."""
-        state = initial_state(model, cond)
-        k = chunks.shape[0]
-        state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
-        feats = model.rssm.imagine(state, chunks)                               # [K, H, F]
-        grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
-        success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
-        return (grasp + self.success_weight * success).mean(dim=1)
+        return imagined_score(model, cond, chunks, self.success_weight)
 
     @torch.no_grad()
     def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
@@ -81,8 +87,7 @@ class MPPIPlanner:
         """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own (at the
         policy's temperature; the version's when None)."""
         proposal = model.sample_chunks(cond, generator, temperature)[0]
-        scorer = CEMPlanner(success_weight=self.success_weight)
-        best, _ = self.mppi.optimise(lambda chunks: scorer.score(model, cond, chunks), proposal,
+        best, _ = self.mppi.optimise(lambda chunks: imagined_score(model, cond, chunks, self.success_weight), proposal,
                                      torch.full_like(proposal, self.std), generator)
         return best.numpy()
 
