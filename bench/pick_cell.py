@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for object_set in ("seen", "novel"):
             s = evaluate_pick(factory, name, seeds, object_set, 80, workers, cell=cell).summary()
             row[object_set] = {"success": s["success_rate"], "episodes": s["episodes"],
-                               "collisions": s["collision_rate"], "failures": s["failures"]}
+                               "collisions": s["collision_rate"], "failures": s["failures"],
+                               "collisions_with": s["collisions_with"]}
         result["variants"].append(row)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")

@@ -91,7 +91,8 @@ def pick_row(report: dict) -> dict:
         name = "" if row["policy"] == "pick-vla" else f"{row['policy']}/"
         out[f"{name}{row['object_set']}"] = {
             "success": row["success_rate"], "episodes": row["episodes"], "collisions": row["collision_rate"],
-            "cycle_time_s": row["cycle_time_s"], "failures": row["failures"]}
+            "cycle_time_s": row["cycle_time_s"], "failures": row["failures"],
+            "collisions_with": row["collisions_with"]}
     return out
 
 

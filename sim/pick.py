@@ -80,6 +80,9 @@ TRAY_FLOOR_Z = 0.015  # top of the traybox floor (a 2 cm slab centred 5 mm up)
 # for models trained on that older layout (they read only those).
 PROPRIO_DIM = 21
 PROPRIO_JOINT_DIM = 15   # joint angles, joint velocities, gripper width: the layout before the end effector
+# What a collision hit: the robot's part (arm links 0-6, hand and flange, fingers) on the tray (or the
+# ground) or on a neighbouring object; or the lifted target, carried, pressing on something.
+COLLISION_KINDS = tuple(f"{part}-{what}" for part in ("arm", "hand", "finger") for what in ("tray", "object")) + ("carried",)
 
 
 # The camera's light (PyBullet's TinyRenderer coefficients): `dim` is the cell at a night shift
@@ -218,6 +221,7 @@ class PickCell(gym.Env):
             o.rest_z = float(self.object_position(i)[2])
         self.steps = 0
         self.collided = False
+        self.first_collision: dict | None = None
         self._held_steps = 0
         self.success = False
         return self._obs(), self._info(collision=False)
@@ -232,10 +236,14 @@ class PickCell(gym.Env):
         self._grip_closed = bool(a[3] > 0.0)
         self.closed_steps = self.closed_steps + 1 if self._grip_closed else 0
         self._apply_controls(self._ik(self._ee_target))
-        collision = False
+        hit = None
         for _ in range(self._substeps):
             p.stepSimulation(physicsClientId=self._client)
-            collision |= self._collision_now()
+            hit = hit or self._collision_now()
+        collision = hit is not None
+        if collision and not self.collided:   # what the first collision hit, and where the gripper was
+            self.first_collision = {"step": self.steps, "kind": hit, "grip_closed": self._grip_closed,
+                                    "ee_z": float(self.ee_position()[2]), "commanded_z": float(self._ee_target[2])}
         self.steps += 1
         self.collided |= collision
         lifted = self.object_position(self.target_index)[2] - self.objects[self.target_index].rest_z
@@ -253,12 +261,12 @@ class PickCell(gym.Env):
         """The whole state of the episode: the physics (in PyBullet's memory) and the cell's own
         counters. `restore` puts it back; `discard` frees it."""
         return (p.saveState(physicsClientId=self._client), self._ee_target.copy(), self._grip_closed,
-                self.closed_steps, self.steps, self.collided, self._held_steps, self.success)
+                self.closed_steps, self.steps, self.collided, self._held_steps, self.success, self.first_collision)
 
     def restore(self, snap: tuple) -> None:
         p.restoreState(snap[0], physicsClientId=self._client)
         (_, ee, self._grip_closed, self.closed_steps, self.steps, self.collided, self._held_steps,
-         self.success) = snap
+         self.success, self.first_collision) = snap
         self._ee_target = ee.copy()
 
     def discard(self, snap: tuple) -> None:
@@ -402,20 +410,25 @@ class PickCell(gym.Env):
         body = p.createMultiBody(mass, col, vis, [0, 0, 1], physicsClientId=c)
         return body, size, half_h
 
-    def _collision_now(self) -> bool:
-        """Robot presses on anything but the target, or the held target presses on something else."""
+    def _collision_now(self) -> str | None:
+        """Robot presses on anything but the target, or the held target presses on something else.
+        Returns what was hit (COLLISION_KINDS) or None."""
         c, thr = self._client, self.cfg.collision_force
         target = self.objects[self.target_index].body
         for cp in p.getContactPoints(bodyA=self.robot, physicsClientId=c):
             if cp[2] != target and cp[9] > thr:
-                return True
+                return self._collision_kind(cp[2], cp[3])
         # Only once lifted: while it still rests in the tray, squeezing it presses it on the floor.
         lifted = self.object_position(self.target_index)[2] - self.objects[self.target_index].rest_z > 0.015
         if lifted and self.target_held():
             for cp in p.getContactPoints(bodyA=target, physicsClientId=c):
                 if cp[2] not in (self.robot, self.plane) and cp[9] > thr:
-                    return True
-        return False
+                    return "carried"
+        return None
+
+    def _collision_kind(self, body: int, robot_link: int) -> str:
+        part = "finger" if robot_link in FINGER_LINKS else "hand" if robot_link >= 7 else "arm"
+        return f"{part}-{'object' if body not in (self.tray, self.plane) else 'tray'}"
 
     def _camera(self) -> tuple[np.ndarray, np.ndarray]:
         n, cfg = self.cfg.image_size, self.cfg
@@ -447,4 +460,4 @@ class PickCell(gym.Env):
         return {"success": self.success, "collision": collision, "collided": self.collided,
                 "target_index": self.target_index, "target_body": t.body, "target_colour": t.colour,
                 "target_shape": t.shape, "n_objects": len(self.objects), "object_set": self.cfg.object_set,
-                "cycle_time": self.steps / self.cfg.control_hz}
+                "cycle_time": self.steps / self.cfg.control_hz, "first_collision": self.first_collision}

@@ -1,6 +1,7 @@
 """evaluate_pick: play a pick policy in the real PyBullet cell on seeded episodes of one object set.
 
-Per episode: success, collision, cycle time, jerk, the failure category and chunk latencies. The
+Per episode: success, collision (and what the first one hit), cycle time, jerk, the failure category
+and chunk latencies. The
 learned policy, the scripted expert and the no-language baseline (the expert aimed at a random
 object) all run through here on the same seeds.
 
@@ -10,12 +11,13 @@ Jerk is the mean norm of the third difference of the executed end-effector motio
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dreamops.sim.pick import PickCell, PickConfig
+from dreamops.sim.pick import COLLISION_KINDS, PickCell, PickConfig
 from dreamops.tasks.common import VersionReport
 from dreamops.tasks.parallel import map_jobs
 
@@ -67,6 +69,7 @@ class PickEpisode:
     instruction: str
     target: str
     latencies_ms: list[float] = field(default_factory=list)
+    first_collision: dict | None = None   # what the first collision hit (sim.pick.COLLISION_KINDS), when, where
 
 
 # ---- worker side: one policy and one simulator per process -------------------------------------
@@ -156,7 +159,7 @@ def _play(job: PickJob) -> PickEpisode:
     return PickEpisode(job.seed, job.object_set, success, collided, float(info["cycle_time"]), jerk(np.stack(actions)),
                        failure_category(success, collided, held_target, held_other, closed_empty), len(actions),
                        env.instruction, f"{info['target_colour']} {info['target_shape']}",
-                       [] if scripted else list(_policy.latencies_ms))
+                       [] if scripted else list(_policy.latencies_ms), info["first_collision"])
 
 
 @dataclass
@@ -185,7 +188,13 @@ class PickEvalReport:
                 "jerk": float(np.mean([e.jerk for e in self.episodes])),
                 "chunk_latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                 "chunk_latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-                "failures": {f: sum(e.failure == f for e in self.episodes) for f in FAILURES}}
+                "failures": {f: sum(e.failure == f for e in self.episodes) for f in FAILURES},
+                "collisions_with": self.collisions_with()}
+
+    def collisions_with(self) -> dict[str, int]:
+        """Episodes by what their first collision hit (only the kinds that occurred)."""
+        kinds = Counter(e.first_collision["kind"] for e in self.episodes if e.first_collision)
+        return {k: kinds[k] for k in COLLISION_KINDS if kinds[k]}
 
 
 def evaluate_pick(factory, name: str, seeds: list[int], object_set: str, max_steps: int, workers: int,
@@ -221,5 +230,7 @@ def evaluate_version(source: Path | str, name: str, seeds: list[int], max_steps:
     lines = [f"{name}: {len(seeds)} episodes per object set (seeds {seeds[0]}..{seeds[-1]}), {steps} steps at most"]
     for s, r in reports.items():
         failures = ", ".join(f"{k} {v}" for k, v in r.summary()["failures"].items() if v) or "none"
-        lines.append(f"  {s:<6} success {r.success_rate:.0%}, collisions {r.collision_rate:.0%}; failures: {failures}")
+        hit = ", ".join(f"{k} {v}" for k, v in r.collisions_with().items()) or "nothing"
+        lines.append(f"  {s:<6} success {r.success_rate:.0%}, collisions {r.collision_rate:.0%} (first hit: {hit});"
+                     f" failures: {failures}")
     return VersionReport(lines, {s: r.summary() for s, r in reports.items()})

@@ -127,10 +127,15 @@ def test_collision_when_arm_is_driven_into_a_distractor_or_the_tray():
     env.reset(seed=7)
     other = next(i for i in range(3) if i != env.target_index)
     assert _drive_down(env, env.object_position(other)[:2]) and env.collided
+    first = env.first_collision   # the closed fingers land on the distractor, during the descent
+    assert first["kind"] == "finger-object" and first["grip_closed"] and first["step"] >= 25
+    assert first["commanded_z"] < first["ee_z"]   # the set-point is driven below where the fingers stopped
     env.reset(seed=7)
     assert _drive_down(env, (0.36, -0.2))   # an empty corner of the tray floor: only the tray to hit
+    assert env.first_collision["kind"] in ("finger-tray", "hand-tray")   # the hand meets the wall near the corner
     env.reset(seed=7)   # the same approach, stopped above the objects, touches nothing
     assert not _drive_down(env, env.object_position(other)[:2], descend=0) and not env.collided
+    assert env.first_collision is None
     assert env.commanded_ee()[2] > TRAY_FLOOR_Z + 0.1
     env.close()
 

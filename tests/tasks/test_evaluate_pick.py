@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pytest
 
+from dreamops.sim.pick import COLLISION_KINDS
 from dreamops.tasks.evaluate_pick import ScriptedFactory, evaluate_pick
 
 SEEDS = [100_000, 100_001]
+BLIND_SEEDS = [100_000, 100_001, 100_002, 100_003]   # the no-language baseline collides on 100001 and 100003
 
 
 def test_cell_overrides_change_the_cell_every_episode_plays_in():
@@ -20,3 +22,13 @@ def test_a_bad_cell_override_is_refused():
     with pytest.raises((ValueError, TypeError)):
         evaluate_pick(ScriptedFactory("target"), "expert", SEEDS[:1], "seen", 80, 0, show_progress=False,
                       cell={"max_objects": 9})
+
+
+def test_the_report_says_what_each_first_collision_hit():
+    # the no-language baseline grabs a random object: on these seeds it runs into the tray or a neighbour
+    report = evaluate_pick(ScriptedFactory("random"), "no-language", BLIND_SEEDS, "seen", 80, 0, show_progress=False)
+    collided = [e for e in report.episodes if e.collision]
+    assert collided, "these seeds were picked because the baseline collides on them"
+    assert all(e.first_collision["kind"] in COLLISION_KINDS for e in collided)
+    assert all(e.first_collision is None for e in report.episodes if not e.collision)
+    assert sum(report.summary()["collisions_with"].values()) == len(collided)
