@@ -7,7 +7,8 @@ A variant is a name and PickConfig overrides (`name=v` or `name=a,b,c` for a tup
 policy executes its chunks (`execute=N`: actions of a chunk executed before re-planning;
 `ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age);
 `temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk;
-`planner=cem|mppi`: each chunk refined in the version's world model):
+`planner=cem|mppi`: each chunk refined in the version's world model; with it `collision_weight=W`:
+the weight of the imagined collision chance in the planner's score, for versions with a collision head):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -30,6 +31,7 @@ from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVLAPolicy's fields, not the cell's
 PLANNER = ("cem", "mppi")   # planner=KIND: the policy's chunks refined in the world model (models.planners)
+PLANNER_SETTINGS = {"collision_weight": float}   # the planner's own fields, with planner=KIND
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
@@ -49,11 +51,16 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
                 raise SystemExit(f"variant {name!r}: planner must be one of {', '.join(PLANNER)}, got {value!r}")
             execution["planner"] = value
             continue
+        if sep and key in PLANNER_SETTINGS:
+            execution.setdefault("planner_settings", {})[key] = PLANNER_SETTINGS[key](value)
+            continue
         if not sep or key not in fields:
             raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field, "
                              f"{' or '.join(EXECUTION)}")
         values = [float(v) for v in value.split(",")]
         cell[key] = tuple(values) if len(values) > 1 else values[0]
+    if "planner_settings" in execution and "planner" not in execution:
+        raise SystemExit(f"variant {name!r}: {', '.join(execution['planner_settings'])} needs planner=KIND")
     PickConfig(**cell)   # refuse a bad set-up before any episode runs
     return name, cell, execution
 
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     model = PickVLA.load(args.model)
     for name, _, execution in variants:   # refuse a bad execution before any episode runs
         try:
-            PickVLAPolicy(model, **{k: v for k, v in execution.items() if k != "planner"})
+            PickVLAPolicy(model, **{k: v for k, v in execution.items() if not k.startswith("planner")})
         except ValueError as e:
             raise SystemExit(f"variant {name!r}: {e}") from None
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
@@ -81,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
               "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
     for name, cell, execution in variants:
-        settings = {k: v for k, v in execution.items() if k != "planner"}
-        planner = {"kind": execution["planner"]} if "planner" in execution else None
+        settings = {k: v for k, v in execution.items() if not k.startswith("planner")}
+        planner = ({"kind": execution["planner"], **execution.get("planner_settings", {})}
+                   if "planner" in execution else None)
         factory = PickPolicyFactory.from_model(model, planner, settings)
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
                "execution": execution}

@@ -28,7 +28,7 @@ from dreamops.models.export import RobotGraph, to_torchscript
 from dreamops.models.flow_head import FlowMatchingActionHead
 from dreamops.models.rssm import RSSM, State
 
-COMPONENTS = ("encoder", "rssm", "head", "grasp_head")
+COMPONENTS = ("encoder", "rssm", "head", "grasp_head", "collision_head")   # collision_head: versions with one
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class PickArchitecture:
     """Scale of the flow's starting noise when this version acts: 1 samples the learned distribution
     of chunks (the demonstrations' action noise included), 0 gives one deterministic chunk per
     observation. Versions saved before it existed sample at 1."""
+    collision_head: bool = False
+    """A head predicting a collision during the action that led to each world-model state (the
+    planners' penalty). Versions saved before it existed have none."""
 
     def to_dict(self) -> dict:
         return {**asdict(self), "vocab": list(self.vocab)}
@@ -70,6 +73,7 @@ class LossWeights:
     kl_dyn: float = 0.5
     kl_rep: float = 0.1
     free_bits: float = 1.0
+    collision: float = 0.1
 
 
 class PickVLA(nn.Module):
@@ -84,6 +88,9 @@ class PickVLA(nn.Module):
         self.head = FlowMatchingActionHead(arch.embed_dim, arch.action_dim, arch.horizon, arch.head_hidden,
                                            steps=arch.flow_steps)
         self.grasp_head = nn.Sequential(nn.Linear(self.rssm.feature_dim, 256), nn.SiLU(), nn.Linear(256, 1))
+        # built last: the other modules' initial weights stay those of a model without it
+        self.collision_head = (nn.Sequential(nn.Linear(self.rssm.feature_dim, 256), nn.SiLU(), nn.Linear(256, 1))
+                               if arch.collision_head else None)
 
     # ---- training ------------------------------------------------------------------------------
     def embed_sequence(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -110,13 +117,21 @@ class PickVLA(nn.Module):
         wm, out, wm_metrics = self.rssm.loss(e, batch["actions"], batch["success"], w.kl_dyn, w.kl_rep, w.free_bits)
         grasp_logit = self.grasp_head(out["features"]).squeeze(-1)
         grasp = F.binary_cross_entropy_with_logits(grasp_logit, batch["held"].float())
+        collision, collision_metrics = grasp.new_zeros(()), {}
+        if self.collision_head is not None and "collision" in batch:
+            # like the success head: the state each action led to, so a collision is read where it happened
+            collision_logit = self.collision_head(out["led_to"]).squeeze(-1)
+            collision = F.binary_cross_entropy_with_logits(collision_logit, batch["collision"].float())
+            collision_metrics = {"collision/bce": float(collision.detach()),
+                                 "collision/predicted": float(torch.sigmoid(collision_logit).mean().detach()),
+                                 "collision/observed": float(batch["collision"].float().mean())}
         if frames is None:
             frames = {k: v.flatten(0, 1) for k, v in batch.items() if k != "tokens"}
             frames["tokens"] = batch["tokens"].repeat_interleave(batch["proprio"].shape[1], dim=0)
         cond, attention = self.encoder(frames["rgb"], frames["depth"], frames["proprio"], frames["tokens"],
                                     return_visual=True)
         flow, flow_metrics = self.head(frames["chunks"], cond, noise, t)
-        loss = w.flow * flow + w.wm * wm + w.grasp * grasp
+        loss = w.flow * flow + w.wm * wm + w.grasp * grasp + w.collision * collision
         target_metrics = {}
         if "target_uv" in frames:
             target = F.cross_entropy(attention, self.encoder.attention_cell(frames["target_uv"]))
@@ -126,7 +141,7 @@ class PickVLA(nn.Module):
             pixels = self.encoder.image_size / 2   # [-1, 1] spans the image
             target_metrics = {"target/ce": float(target.detach()),
                               "target/error_px": float((where - frames["target_uv"]).norm(dim=-1).mean() * pixels)}
-        metrics = {**flow_metrics, **wm_metrics, **target_metrics, "grasp/bce": float(grasp.detach()),
+        metrics = {**flow_metrics, **wm_metrics, **target_metrics, **collision_metrics, "grasp/bce": float(grasp.detach()),
                    "grasp/accuracy": float(((grasp_logit > 0) == batch["held"].bool()).float().mean()),
                    "train/loss": float(loss.detach())}
         return loss, metrics
@@ -175,7 +190,7 @@ class PickVLA(nn.Module):
         return float(torch.sigmoid(self.rssm.success_head(self.rssm.feature(last))).squeeze())
 
     def component_hashes(self) -> dict[str, str]:
-        return {name: module_hash(getattr(self, name)) for name in COMPONENTS}
+        return {name: module_hash(getattr(self, name)) for name in COMPONENTS if getattr(self, name) is not None}
 
     # ---- files ---------------------------------------------------------------------------------
     def state(self) -> dict:

@@ -1,7 +1,8 @@
 """Planners over pick-vla's action chunks, scored by imagining each candidate in the RSSM.
 
 A candidate's score is the imagined probability of a firm grasp plus (weighted higher) of success
-over the chunk's steps.
+over the chunk's steps, minus (with a version's collision head) the imagined chance of a collision
+anywhere in the chunk, weighted.
 - CEMPlanner: the first population comes from the flow-matching head (different noise), so
   candidates start on the demonstrations' manifold; later iterations refit a Gaussian to the elites.
 - MPPIPlanner: MPPI (models.trajectory_opt) around the policy's own chunk at the version's
@@ -19,16 +20,22 @@ from dreamops.models.trajectory_opt import MPPI
 
 
 @torch.no_grad()
-def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float) -> torch.Tensor:
+def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
+                   collision_weight: float = 0.0) -> torch.Tensor:
     """Each chunk imagined in the RSSM from the observation's state: cond [1, E], chunks [K, H, A] ->
-    the mean over its steps of P(grasp) + success_weight * P(success) [K]."""
+    the mean over its steps of P(grasp) + success_weight * P(success), minus collision_weight * P(a
+    collision in any of its steps) when the version has a collision head [K]."""
     state = initial_state(model, cond)
     k = chunks.shape[0]
     state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
     feats = model.rssm.imagine(state, chunks)                               # [K, H, F]
     grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
     success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
-    return (grasp + success_weight * success).mean(dim=1)
+    score = (grasp + success_weight * success).mean(dim=1)
+    if model.collision_head is not None and collision_weight:
+        clear = 1.0 - torch.sigmoid(model.collision_head(feats).squeeze(-1))   # per step, no collision
+        score = score - collision_weight * (1.0 - clear.prod(dim=1))
+    return score
 
 
 @dataclass
@@ -37,6 +44,7 @@ class CEMPlanner:
     elites: int = 4
     iterations: int = 2
     success_weight: float = 4.0
+    collision_weight: float = 4.0
 
     def __post_init__(self):
         if not 1 <= self.elites <= self.samples or self.iterations < 1:
@@ -44,7 +52,7 @@ class CEMPlanner:
 
     def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
         """cond [1, E], chunks [K, H, A] -> [K]."""
-        return imagined_score(model, cond, chunks, self.success_weight)
+        return imagined_score(model, cond, chunks, self.success_weight, self.collision_weight)
 
     @torch.no_grad()
     def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
@@ -75,6 +83,7 @@ class MPPIPlanner:
     std: float = 0.2
     """Spread of the candidates around the policy's chunk, in action units."""
     success_weight: float = 4.0
+    collision_weight: float = 4.0
 
     def __post_init__(self):
         if not self.std > 0:
@@ -87,7 +96,8 @@ class MPPIPlanner:
         """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own (at the
         policy's temperature; the version's when None)."""
         proposal = model.sample_chunks(cond, generator, temperature)[0]
-        best, _ = self.mppi.optimise(lambda chunks: imagined_score(model, cond, chunks, self.success_weight), proposal,
+        best, _ = self.mppi.optimise(lambda chunks: imagined_score(model, cond, chunks, self.success_weight,
+                                                                    self.collision_weight), proposal,
                                      torch.full_like(proposal, self.std), generator)
         return best.numpy()
 

@@ -145,6 +145,7 @@ class RSSM(nn.Module):
         recon = F.mse_loss(self.decoder(out["features"]), embeds.detach())
         after_last, _ = self.img_step(out["last"], actions[:, -1])
         led_to = torch.cat([out["features"][:, 1:], self.feature(after_last)[:, None]], dim=1)
+        out["led_to"] = led_to   # heads of per-action events (a collision) read the same states
         success_logit = self.success_head(led_to).squeeze(-1)
         success_loss = F.binary_cross_entropy_with_logits(success_logit, success.float())
         loss = kl_loss + recon + success_loss

@@ -140,6 +140,7 @@ class EpisodeResult:
     frames: dict[str, np.ndarray] = field(default_factory=dict)   # rgb/depth/proprio stacks if recorded
     rewards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [T] env reward per step
     held: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [T] target between both fingers after step t
+    collisions: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [T] a collision during step t
     target_colour: str = ""
     target_shape: str = ""
 
@@ -160,7 +161,7 @@ def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "t
             s = seed + i
             obs, info = env.reset(seed=s)
             policy.reset(env, s)
-            actions, rewards, held = [], [], []
+            actions, rewards, held, collisions = [], [], [], []
             keep = {"rgb": [], "depth": [], "proprio": [], "target_pos": []}
             done = False
             while not done:
@@ -174,13 +175,14 @@ def play_episodes(n: int, object_set: str = "seen", seed: int = 0, aim: str = "t
                 actions.append(a)
                 rewards.append(reward)
                 held.append(env.target_held())
+                collisions.append(info["collision"])
                 done = term or trunc
             frames = {k: np.stack(v) for k, v in keep.items()} if record else {}
             results.append(EpisodeResult(s, bool(info["success"]), bool(info["collided"]), float(info["cycle_time"]),
                                          np.stack(actions), policy.regrasps, info["n_objects"], env.instruction,
                                          policy.obj == env.target_index, frames,
                                          np.array(rewards, np.float32), np.array(held, bool),
-                                         info["target_colour"], info["target_shape"]))
+                                         np.array(collisions, bool), info["target_colour"], info["target_shape"]))
     finally:
         env.close()
     return results

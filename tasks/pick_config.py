@@ -37,6 +37,10 @@ class PickModelConfig:
     deterministic chunk per observation. Measured on two quick versions, the same weights on the
     same 100 + 100 evaluation seeds (bench/results/pick-cell-exec-r1-*.json): 1 -> 0 took seen
     from 37% to 53% and from 46% to 64%, novel from 47% to 55% and from 50% to 54%."""
+    collision_head: bool = False
+    """A head on the world model's states that predicts a collision (sim.pick's, over 20 N) during
+    the action that led to each state, trained on the data's per-step `collisions`: the planners
+    subtract the imagined chance of a collision. Off by default until measured (issue 19)."""
 
     def validate(self) -> None:
         _positive(self, "embed_dim", "text_dim", "deter", "stoch", "classes", "horizon", "execute", "flow_steps",
@@ -71,6 +75,8 @@ class PickTrainConfig:
     """Weight of the world-model loss (seed: 0.5)."""
     grasp_weight: float = 0.1
     """Weight of the grasp-success loss (seed: 0.1)."""
+    collision_weight: float = 0.1
+    """Weight of the collision head's loss (with model.collision_head)."""
     target_weight: float = 1.0
     """Weight of the auxiliary loss that predicts the named object's position from the embedding
     (a training label from the demonstrations; 0 turns it off)."""
@@ -89,7 +95,7 @@ class PickTrainConfig:
         _positive(self, "steps", "batch_size", "frame_batch_size", "seq_len", "lr", "grad_clip", "log_every")
         _fraction(self, "holdout_fraction")
         for name in ("weight_decay", "warmup_steps", "flow_weight", "wm_weight", "grasp_weight", "target_weight", "kl_dyn",
-                     "kl_rep", "free_bits"):
+                     "kl_rep", "free_bits", "collision_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
 

@@ -92,7 +92,7 @@ def _dagger_one(job: DaggerJob) -> ds.EpisodeJobResult:
         rng = np.random.default_rng([job.seed, job.round_index, 29])
         horizon, execute = _policy.model.arch.horizon, _policy.execute
         keep: dict[str, list] = {k: [] for k in ("obs", "depth", "proprio", "target_pos", "actions", "rewards",
-                                                 "held", "label_chunks", "labelled")}
+                                                 "held", "collisions", "label_chunks", "labelled")}
         queue: list[np.ndarray] = []
         expert_chunks = 0
         done = False
@@ -117,6 +117,7 @@ def _dagger_one(job: DaggerJob) -> ds.EpisodeJobResult:
             keep["actions"].append(a)
             keep["rewards"].append(reward)
             keep["held"].append(env.target_held())
+            keep["collisions"].append(info["collision"])
             done = term or trunc
         instruction = env.instruction
     finally:

@@ -3,7 +3,8 @@
 One shard per episode (obs[t] is the observation before actions[t]):
   obs uint8 [T,64,64,3] (rgb), depth f32 [T,64,64,1], proprio f32 [T,15], actions f32 [T,4],
   rewards f32 [T] (1.0 at the success step), dones bool [T] (True at the last step),
-  held bool [T] (after step t the target is between both fingers), target_pos f32 [T,3] (the target's
+  held bool [T] (after step t the target is between both fingers), collisions bool [T] (a collision,
+  sim.pick's, during step t: what the world model's collision head learns), target_pos f32 [T,3] (the target's
   centre in metres, world frame, at obs t: a training label only), instruction (0-d unicode array).
 Failed episodes are kept (they hold the expert's recoveries); the manifest says which succeeded.
 """
@@ -76,7 +77,7 @@ def _demo_one(job: DemoJob) -> ds.EpisodeJobResult:
     dones[-1] = True
     arrays = {"obs": r.frames["rgb"], "depth": r.frames["depth"], "proprio": r.frames["proprio"],
               "actions": r.actions.astype(np.float32), "rewards": r.rewards, "dones": dones, "held": r.held,
-              "target_pos": r.frames["target_pos"],
+              "collisions": r.collisions, "target_pos": r.frames["target_pos"],
               "instruction": np.array(r.instruction, dtype=np.str_)}
     return pick_episode_result(job.episode_id, arrays, {
         "seed": job.seed, "length": length, "success": r.success, "collision": r.collision,

@@ -31,7 +31,7 @@ def as_shard(arrays: dict[str, np.ndarray], horizon: int) -> dict[str, np.ndarra
     """An upload's arrays -> a pick shard: the same arrays plus unlabelled placeholders."""
     n = len(arrays["actions"])
     return {**{k: arrays[k] for k in ("obs", "depth", "proprio", "actions", "rewards", "dones", "held",
-                                      "instruction")},
+                                      "collisions", "instruction")},
             "target_pos": np.zeros((n, 3), np.float32), "label_chunks": np.zeros((n, horizon, 4), np.float32),
             "labelled": np.zeros(n, bool)}
 

@@ -68,7 +68,7 @@ class PickRobot:
     def play(self, seed: int) -> MeasuredEpisode:
         obs, info = self.env.reset(seed=seed)
         self.policy.reset(self.env.instruction, seed)
-        seconds, frames, actions, rewards, held, done = [], [], [], [], [], False
+        seconds, frames, actions, rewards, held, collisions, done = [], [], [], [], [], [], False
         while not done:
             generating = not self.policy.queue   # this call generates a chunk; the others pop the queue
             start = time.thread_time()
@@ -80,6 +80,7 @@ class PickRobot:
             obs, reward, terminated, truncated, info = self.env.step(action)
             rewards.append(reward)
             held.append(self.env.target_held())   # the gripper's grasp signal
+            collisions.append(info["collision"])   # the arm's contact reflex (a Franka's cartesian_collision)
             done = terminated or truncated
         embeds, scene = self._embed(frames + [obs])   # the observation after the last action too
         p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
@@ -92,7 +93,7 @@ class PickRobot:
         upload = {"obs": np.stack([f["rgb"] for f in frames]), "depth": np.stack([f["depth"] for f in frames]),
                   "proprio": np.stack([f["proprio"] for f in frames]).astype(np.float32),
                   "actions": np.stack(actions).astype(np.float32), "rewards": np.asarray(rewards, np.float32),
-                  "dones": dones, "held": np.asarray(held, bool),
+                  "dones": dones, "held": np.asarray(held, bool), "collisions": np.asarray(collisions, bool),
                   "instruction": np.array(self.env.instruction, dtype=np.str_)}
         return MeasuredEpisode(None, measures, self._latent_sample(scene[:-1]), arrays=upload)
 

@@ -22,7 +22,7 @@ from dreamops.tasks.device import CPU, Compute
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 
 
-SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "target_uv")
+SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "collision", "target_uv")
 
 
 def chunk_targets(actions: np.ndarray, horizon: int) -> np.ndarray:
@@ -50,6 +50,7 @@ class Demos:
     chunks: list[torch.Tensor]     # float32 [T, H, A]
     success: list[torch.Tensor]    # float32 [T]
     held: list[torch.Tensor]       # float32 [T]
+    collision: list[torch.Tensor]  # float32 [T], per action: a collision during step t
     target_uv: list[torch.Tensor]  # float32 [T, 2], the named object's image position: a label
     instructions: list[str]
     labelled: list[np.ndarray]     # bool [T]: states with a chunk label (all of a demonstration;
@@ -76,6 +77,10 @@ class Demos:
                 labelled.append(np.ones(len(ep["actions"]), bool))
             # per action (the RSSM's success head reads the state it led to); held is per state
             parts["success"].append(torch.from_numpy((ep["rewards"] > 0).astype(np.float32)))
+            if "collisions" not in ep:
+                raise ValueError("an episode without per-step `collisions` (recorded before they were): "
+                                 "collect the data again with this code")
+            parts["collision"].append(torch.from_numpy(ep["collisions"].astype(np.float32)))
             parts["held"].append(torch.from_numpy(state_labels(ep["held"])))
             parts["target_uv"].append(torch.from_numpy(project_to_image(ep["target_pos"], camera)))
             instructions.append(str(ep["instruction"]))
@@ -146,7 +151,7 @@ def _schedule(step: int, cfg: PickTrainConfig) -> float:
 
 def _weights(cfg: PickTrainConfig) -> LossWeights:
     return LossWeights(cfg.flow_weight, cfg.wm_weight, cfg.grasp_weight, cfg.target_weight, cfg.kl_dyn, cfg.kl_rep,
-                       cfg.free_bits)
+                       cfg.free_bits, cfg.collision_weight)
 
 
 def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], train_cfg: PickTrainConfig,

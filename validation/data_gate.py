@@ -50,7 +50,7 @@ CARRACING_SCHEMA = DataSchema("carracing", actions=(("steer", -1.0, 1.0), ("thro
 PICK_SCHEMA = DataSchema(
     "pick", image_rows=64, actions=tuple((name, -1.0, 1.0) for name in ("dx", "dy", "dz", "grip")),
     extras=(("depth", (64, 64, 1), "float32"), ("proprio", (21,), "float32"), ("held", (), "bool"),
-            ("target_pos", (3,), "float32")),
+            ("collisions", (), "bool"), ("target_pos", (3,), "float32")),
     instruction=True, extra_ranges=(("depth", 0.05, 2.0),))  # PickConfig's depth_near and depth_far
 # proprio: sim.pick.PROPRIO_DIM (joints, gripper, end effector measured and commanded; not imported:
 # the gates do not load the simulator)

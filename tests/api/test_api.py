@@ -145,7 +145,8 @@ def test_a_pick_cells_upload_is_checked_against_its_familys_schema_and_kept_apar
     arrays = {"obs": np.zeros((t, 64, 64, 3), np.uint8), "depth": np.full((t, 64, 64, 1), 0.5, np.float32),
               "proprio": np.zeros((t, 21), np.float32), "actions": np.zeros((t, 4), np.float32),
               "rewards": np.zeros(t, np.float32), "dones": np.eye(1, t, t - 1, dtype=bool)[0],
-              "held": np.zeros(t, bool), "instruction": np.array("pick up the red box")}
+              "held": np.zeros(t, bool), "collisions": np.zeros(t, bool),
+              "instruction": np.array("pick up the red box")}
 
     def upload(model: str, **changed):
         buf = io.BytesIO()

@@ -118,3 +118,21 @@ def test_the_round_jobs_carry_the_labelling_options():
     jobs = dagger_jobs(PickDataConfig(), cfg, round_index=2)
     assert [j.seed for j in jobs] == [300_003, 300_004, 300_005]
     assert all(j.label_every_step and j.retreat_first for j in jobs)
+
+
+def test_a_collision_head_trains_on_the_per_step_collisions_of_demonstrations_and_rounds(trained, store):
+    import dataclasses
+
+    demos, _, model_bytes = trained
+    rnd = _round(store, model_bytes, beta=0.0)
+    for part in (demos, rnd):   # the per-step flags agree with the episode's
+        for (_, ep), (_, row) in zip(part.iter_episodes(), part.manifest.iterrows()):
+            assert ep["collisions"].shape == ep["rewards"].shape and ep["collisions"].any() == row["collision"]
+    merged = merge([demos, rnd], store, {"rounds": [demos.hash, rnd.hash]})
+    ids = list(merged.manifest["episode_id"])
+    logged: dict = {}
+    model, _ = train_pick_vla(merged, ids[:-1], ids[-1:], TRAIN, dataclasses.replace(MODEL, collision_head=True),
+                              log=lambda metrics, step: logged.update(metrics), show_progress=False)
+    assert model.arch.collision_head and model.collision_head is not None
+    assert "pick/collision/bce" in logged and 0.0 <= logged["pick/collision/observed"] <= 1.0
+    assert "collision_head" in model.component_hashes()

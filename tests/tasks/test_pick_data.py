@@ -37,12 +37,14 @@ def test_demos_hold_every_array_with_its_dtype_and_shape(demos):
         T = row["length"]
         expected = {"obs": (np.uint8, (T, 64, 64, 3)), "depth": (np.float32, (T, 64, 64, 1)),
                     "proprio": (np.float32, (T, 21)), "actions": (np.float32, (T, 4)),
-                    "rewards": (np.float32, (T,)), "dones": (np.bool_, (T,)), "held": (np.bool_, (T,))}
+                    "rewards": (np.float32, (T,)), "dones": (np.bool_, (T,)), "held": (np.bool_, (T,)),
+                    "collisions": (np.bool_, (T,))}
         for name, (dtype, shape) in expected.items():
             assert a[name].dtype == dtype and a[name].shape == shape, (eid, name, a[name].dtype, a[name].shape)
         assert a["instruction"].shape == () and a["instruction"].dtype.kind == "U"
         assert str(a["instruction"]) == row["instruction"] and row["target_colour"] and row["target_shape"]
         assert a["dones"][-1] and not a["dones"][:-1].any()
+        assert a["collisions"].any() == row["collision"]   # the per-step flags and the episode's agree
         assert np.all(np.abs(a["actions"]) <= 1)
         if row["success"]:
             assert a["rewards"][-1] == 1.0 and a["rewards"][:-1].sum() == 0
