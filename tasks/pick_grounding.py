@@ -1,0 +1,135 @@
+"""pick_grounding: does the encoder look at the named object? Rendered scenes for its localisation.
+
+The encoder's attention over the image (ObservationEncoder.visual) is trained to land on the named
+object (train.target_weight). Measured on DAgger versions' first frames, when it lands on another
+object the arm goes there: most of the "collisions" of those versions were the fingers closing on,
+or descending onto, the wrong object (docs/results, session 19).
+
+A demonstration is one scene (one arrangement, one instruction) seen ~20 times as the arm moves:
+600 demonstrations teach the localisation 600 scenes. The simulator renders a new scene in one
+reset, so `collect_scenes` gives as many labelled scenes as asked (the named object's image position
+is privileged, like the demonstrations' `target_pos`), `pretrain_grounding` trains the attention on
+them, and `grounding_accuracy` measures how often the attention's nearest object is the named one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dreamops.tasks.parallel import map_jobs
+
+
+@dataclass
+class Scenes:
+    """First frames of seeded scenes, with where each object is in the image."""
+    seeds: list[int]
+    rgb: np.ndarray             # uint8 [N, 64, 64, 3]
+    depth: np.ndarray           # float32 [N, 64, 64, 1]
+    instructions: list[str]
+    objects_uv: list[np.ndarray]   # per scene float32 [n_objects, 2], image position in [-1, 1]
+    target: np.ndarray          # int [N]: which of objects_uv is named
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def subset(self, n: int) -> "Scenes":
+        """The first n scenes."""
+        return Scenes(self.seeds[:n], self.rgb[:n], self.depth[:n], self.instructions[:n], self.objects_uv[:n],
+                      self.target[:n])
+
+    @property
+    def target_uv(self) -> np.ndarray:
+        return np.stack([uv[t] for uv, t in zip(self.objects_uv, self.target)]).astype(np.float32)
+
+
+def _render(job: tuple[str, list[int]]) -> list[tuple]:
+    from dreamops.sim.pick import PickCell, PickConfig, project_to_image
+
+    object_set, seeds = job
+    env = PickCell(PickConfig(object_set=object_set))
+    out = []
+    try:
+        for s in seeds:
+            obs, _ = env.reset(seed=s)
+            points = np.stack([env.object_position(i) for i in range(len(env.objects))])
+            out.append((s, obs["rgb"], obs["depth"], env.instruction,
+                        project_to_image(points, env.cfg).astype(np.float32), env.target_index))
+    finally:
+        env.close()
+    return out
+
+
+def collect_scenes(object_set: str, seeds: list[int], workers: int, show_progress: bool = True,
+                   chunk: int = 50) -> Scenes:
+    """Reset the cell at each seed and keep its first frame (the arm at its start pose)."""
+    jobs = [(object_set, seeds[i:i + chunk]) for i in range(0, len(seeds), chunk)]
+    rows = [r for done in map_jobs(_render, jobs, workers, f"render {object_set} scenes",
+                                   show_progress=show_progress) for r in done.result]
+    return Scenes([r[0] for r in rows], np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
+                  [r[3] for r in rows], [r[4] for r in rows], np.array([r[5] for r in rows]))
+
+
+@torch.no_grad()
+def attended_uv(encoder, tokenizer, scenes: Scenes, batch: int = 256) -> np.ndarray:
+    """Where the attention looks in each scene, [-1, 1] image coordinates -> [N, 2]."""
+    from dreamops.models.encoders import spatial_softmax
+
+    out = []
+    g = encoder.attention_grid
+    for i in range(0, len(scenes), batch):
+        _, logits = encoder.visual(torch.as_tensor(scenes.rgb[i:i + batch]), torch.as_tensor(scenes.depth[i:i + batch]),
+                                   tokenizer.encode(scenes.instructions[i:i + batch]))
+        out.append(spatial_softmax(logits.view(-1, 1, g, g)).numpy())
+    return np.concatenate(out)
+
+
+def grounding_accuracy(encoder, tokenizer, scenes: Scenes) -> dict[str, float]:
+    """Share of scenes whose attended point is nearer the named object than any other (all scenes,
+    and those with more than one object, where it can be wrong), and the attention's distance to the
+    named object in pixels (median, 90th percentile)."""
+    was_training = encoder.training
+    encoder.eval()
+    where = attended_uv(encoder, tokenizer, scenes)
+    encoder.train(was_training)
+    right, errors, several = [], [], []
+    half = encoder.image_size / 2   # [-1, 1] spans the image
+    for uv, t, w in zip(scenes.objects_uv, scenes.target, where):
+        d = np.linalg.norm(uv - w[None], axis=1)
+        right.append(int(np.argmin(d)) == t)
+        errors.append(d[t] * half)
+        several.append(len(uv) > 1)
+    right, several = np.array(right), np.array(several)
+    return {"accuracy": float(right.mean()),
+            "accuracy_several_objects": float(right[several].mean()) if several.any() else float("nan"),
+            "error_px_median": float(np.median(errors)), "error_px_p90": float(np.percentile(errors, 90)),
+            "scenes": float(len(scenes))}
+
+
+def pretrain_grounding(encoder, tokenizer, scenes: Scenes, steps: int, batch_size: int = 64, lr: float = 1e-3,
+                       seed: int = 0, log=None) -> dict[str, float]:
+    """Train the image path and the instruction's FiLM (encoder.visual) on the localisation loss
+    alone: cross-entropy of the attention over the grid cell of the named object, as the training's
+    target loss. -> the last 50 steps' mean loss."""
+    params = [p for name, p in encoder.named_parameters() if not name.startswith(("proprio", "head"))]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, steps)))))
+    rng = np.random.default_rng(seed)
+    target_cells = encoder.attention_cell(torch.as_tensor(scenes.target_uv))
+    encoder.train()
+    recent: list[float] = []
+    for step in range(steps):
+        idx = rng.integers(len(scenes), size=batch_size)
+        _, logits = encoder.visual(torch.as_tensor(scenes.rgb[idx]), torch.as_tensor(scenes.depth[idx]),
+                                   tokenizer.encode([scenes.instructions[i] for i in idx]))
+        loss = F.cross_entropy(logits, target_cells[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        recent = (recent + [float(loss.detach())])[-50:]
+        if log is not None and (step + 1) % 100 == 0:
+            log({"grounding/ce": float(np.mean(recent))}, step + 1)
+    return {"grounding/ce": float(np.mean(recent))}
