@@ -23,8 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
-SCENE_SEED = 500_000
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from dreamops.models.encoders import WordTokenizer
     from dreamops.models.pick_vla import PickVLA
     from dreamops.tasks.pick_config import PickModelConfig
-    from dreamops.tasks.pick_grounding import collect_scenes, grounding_accuracy, pretrain_grounding
+    from dreamops.tasks.pick_grounding import collect_scenes, grounding_accuracy, grounding_seeds, pretrain_grounding
     from dreamops.tasks.train_pick import architecture
 
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"].append(row)
         write()
         print(json.dumps(row), flush=True)
-    pool = collect_scenes("seen", list(range(SCENE_SEED, SCENE_SEED + max(args.scenes))), workers)
+    pool = collect_scenes("seen", grounding_seeds(max(args.scenes)), workers)
     for n in args.scenes:
         torch.manual_seed(args.seed)
         scenes = pool.subset(n)

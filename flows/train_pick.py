@@ -35,6 +35,7 @@ from dreamops.tasks.pick_fleet_data import fleet_dataset
 from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.register import Candidate, TrainResult, register_version
+from dreamops.tasks.pick_grounding import collect_scenes, grounding_seeds
 from dreamops.tasks.train_pick import architecture, reference_scene_features, train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
 
@@ -115,11 +116,16 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
                                                                           / max(1, new.manifest["labels"].sum()))})
                 train_cfg = cfg.train if k == 0 else replace(cfg.train, steps=cfg.dagger.steps, lr=cfg.dagger.lr,
                                                              warmup_steps=cfg.dagger.warmup_steps)
+                grounding = None
+                if model is None and cfg.train.grounding_scenes:   # a fresh model: its localisation first
+                    grounding = collect_scenes(cfg.data.object_set, grounding_seeds(cfg.train.grounding_scenes),
+                                               workers, show_progress)
                 model, train_report = train_pick_task(data, train_ids, holdout_ids, train_cfg, cfg.model,
                                                       cfg.seed + k, store.MetricLogger(), show_progress,
                                                       compute=compute, init=model,
                                                       desc=f"train {agent} round {k}" if cfg.rounds > 1
-                                                      else f"train {agent}", step_offset=steps_so_far)
+                                                      else f"train {agent}", step_offset=steps_so_far,
+                                                      grounding=grounding)
                 steps_so_far += train_cfg.steps
                 curve.append({"round": k, "episodes": int(data.n_episodes), "frames": int(data.n_frames),
                               "labelled_frames": int(train_report["train/labelled_frames"]),

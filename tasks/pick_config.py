@@ -86,6 +86,12 @@ class PickTrainConfig:
     """KL balancing: weight of the representation term (posterior towards the stopped prior)."""
     free_bits: float = 1.0
     """Each KL term is clipped below at this many nats."""
+    grounding_scenes: int = 0
+    """Before round 0's training, render this many `seen` scenes (seeds 500000+) and train the
+    encoder's localisation of the named object on them alone (tasks.pick_grounding): the
+    demonstrations show one scene per episode. 0: off."""
+    grounding_steps: int = 1500
+    """Steps of that localisation pretraining (batch 64)."""
     holdout_fraction: float = 0.1
     """Share of demonstration episodes held out for validation losses and the world-model gate."""
     log_every: int = 50
@@ -95,7 +101,7 @@ class PickTrainConfig:
         _positive(self, "steps", "batch_size", "frame_batch_size", "seq_len", "lr", "grad_clip", "log_every")
         _fraction(self, "holdout_fraction")
         for name in ("weight_decay", "warmup_steps", "flow_weight", "wm_weight", "grasp_weight", "target_weight", "kl_dyn",
-                     "kl_rep", "free_bits", "collision_weight"):
+                     "kl_rep", "free_bits", "collision_weight", "grounding_scenes", "grounding_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
 

@@ -21,6 +21,12 @@ import torch.nn.functional as F
 
 from dreamops.tasks.parallel import map_jobs
 
+SCENE_SEED = 500_000   # apart from the demonstrations' (0+), the DAgger rounds' (300000+) and the evaluation's (100000+)
+
+
+def grounding_seeds(n: int) -> list[int]:
+    return list(range(SCENE_SEED, SCENE_SEED + n))
+
 
 @dataclass
 class Scenes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everyth
 from dreamops.tasks.dataset import Dataset
 from dreamops.tasks.device import CPU, Compute
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
+
+if TYPE_CHECKING:
+    from dreamops.tasks.pick_grounding import Scenes
 
 
 SEQUENCES = ("rgb", "depth", "proprio", "actions", "chunks", "success", "held", "collision", "target_uv")
@@ -157,12 +161,14 @@ def _weights(cfg: PickTrainConfig) -> LossWeights:
 def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], train_cfg: PickTrainConfig,
                    model_cfg: PickModelConfig, seed: int = 0, log: MetricSink = no_metrics,
                    show_progress: bool = True, compute: Compute = CPU, init: PickVLA | None = None,
-                   desc: str = "train pick-vla", step_offset: int = 0) -> tuple[PickVLA, dict[str, float]]:
+                   desc: str = "train pick-vla", step_offset: int = 0,
+                   grounding: "Scenes | None" = None) -> tuple[PickVLA, dict[str, float]]:
     """-> (the trained model in eval mode on the CPU, held-out report). Trains on `compute`'s
     device in fp32: the demonstrations stay on the host (uint8 images) and each step's windows and
     frames move there. `init`: warm start (a DAgger round fine-tunes the previous round's model; its
     vocabulary and proprioception statistics are kept, so its inputs mean the same). Metrics are
-    logged at step_offset + step (rounds continue one curve)."""
+    logged at step_offset + step (rounds continue one curve). `grounding`: rendered scenes the fresh
+    model's localisation trains on first (train.grounding_steps; tasks.pick_grounding)."""
     seed_everything(seed)
     demos = Demos.load(data, train_ids, model_cfg.horizon)
     if init is None:
@@ -170,6 +176,11 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
         model = PickVLA(architecture(model_cfg, vocab, demos.proprio[0].shape[1]))
         proprio = torch.cat(demos.proprio)
         model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
+        if grounding is not None:
+            from dreamops.tasks.pick_grounding import pretrain_grounding
+            fit = pretrain_grounding(model.encoder, model.tokenizer, grounding, train_cfg.grounding_steps,
+                                     train_cfg.frame_batch_size, train_cfg.lr, seed, log)
+            log({**fit, "grounding/scenes": float(len(grounding))}, step_offset)
     else:
         model = PickVLA(init.arch)
         model.load_state_dict(init.state_dict())

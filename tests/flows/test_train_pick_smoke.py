@@ -135,7 +135,7 @@ def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curv
                                                                                   capsys):
     assert main(["train", "--agent", "pick-vla", "--profile", "smoke", "--no-progress", "--set", "rounds=2",
                  "--set", "dagger.episodes_per_round=2", "--set", "dagger.steps=2", "--set", "dagger.warmup_steps=1",
-                 "--set", "eval.planner=false"]) == 0
+                 "--set", "eval.planner=false", "--set", "train.grounding_scenes=3", "--set", "train.grounding_steps=2"]) == 0
     capsys.readouterr()
     from dreamops.registry import store
     from dreamops.settings import get_settings
@@ -152,4 +152,7 @@ def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curv
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id)}
     nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{mv.run_id}'")
     assert sorted(r.data.tags["round"] for r in nested) == ["0", "1"]
+    # the fresh round-0 model's localisation pretrained on 3 rendered scenes; round 1 warm-starts
+    by_round = {r.data.tags["round"]: r.data.metrics for r in nested}
+    assert by_round["0"]["grounding/scenes"] == 3.0 and "grounding/scenes" not in by_round["1"]
     assert run.data.metrics["round/episodes"] == curve[1]["episodes"]

@@ -35,3 +35,22 @@ def test_pretraining_moves_the_attention_onto_the_named_object():
     after = grounding_accuracy(model.encoder, model.tokenizer, scenes)
     assert after["accuracy"] == 1.0 and after["error_px_median"] < 2.0 < before["error_px_median"]
     assert fit["grounding/ce"] < 2.0 and after["scenes"] == 4.0
+
+
+def test_training_a_fresh_model_pretrains_its_localisation_on_the_scenes_first(tmp_path):
+    from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
+    from dreamops.tasks.pick_data import PickDataConfig, collect_demos
+    from dreamops.tasks.pick_grounding import grounding_seeds
+    from dreamops.tasks.train_pick import train_pick_vla
+
+    demos = collect_demos(PickDataConfig(episodes=2, seed=0, max_steps=12), tmp_path, workers=1, show_progress=False)
+    ids = list(demos.manifest["episode_id"])
+    scenes = collect_scenes("seen", grounding_seeds(3), workers=1, show_progress=False)
+    assert scenes.seeds == [500_000, 500_001, 500_002]
+    logged: dict = {}
+    model_cfg = PickModelConfig(embed_dim=32, text_dim=16, deter=32, stoch=4, classes=4, head_hidden=32, flow_steps=2)
+    train = PickTrainConfig(steps=1, batch_size=1, frame_batch_size=2, seq_len=4, warmup_steps=1, log_every=1,
+                            grounding_scenes=3, grounding_steps=2)
+    train_pick_vla(demos, ids[:1], ids[1:], train, model_cfg, log=lambda m, step: logged.update(m), show_progress=False,
+                   grounding=scenes)
+    assert logged["grounding/scenes"] == 3.0 and logged["grounding/ce"] > 0
