@@ -93,7 +93,7 @@ class PickTrainConfig:
     training that follows undoes it (attention 96% -> 83% on multi-object seen scenes) and success
     fell from 64% / 54% to 54% / 47%; the scenes have to stay in the training's batches instead."""
     grounding_steps: int = 1500
-    """Steps of that localisation pretraining (batch 64)."""
+    """Steps of that localisation pretraining (batches of train.frame_batch_size scenes, at train.lr)."""
     holdout_fraction: float = 0.1
     """Share of demonstration episodes held out for validation losses and the world-model gate."""
     log_every: int = 50
