@@ -97,6 +97,8 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
                 train_ids = train_ids + list(fleet.manifest["episode_id"])
         curve: list[dict] = []
         steps_so_far = 0
+        grounding = (collect_scenes(cfg.data.object_set, grounding_seeds(cfg.train.grounding_scenes), workers,
+                                    show_progress) if cfg.train.grounding_scenes else None)   # one set, every round
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # DAgger: round k-1's policy drives, the expert labels what it visits
@@ -116,10 +118,6 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
                                                                           / max(1, new.manifest["labels"].sum()))})
                 train_cfg = cfg.train if k == 0 else replace(cfg.train, steps=cfg.dagger.steps, lr=cfg.dagger.lr,
                                                              warmup_steps=cfg.dagger.warmup_steps)
-                grounding = None
-                if model is None and cfg.train.grounding_scenes:   # a fresh model: its localisation first
-                    grounding = collect_scenes(cfg.data.object_set, grounding_seeds(cfg.train.grounding_scenes),
-                                               workers, show_progress)
                 model, train_report = train_pick_task(data, train_ids, holdout_ids, train_cfg, cfg.model,
                                                       cfg.seed + k, store.MetricLogger(), show_progress,
                                                       compute=compute, init=model,

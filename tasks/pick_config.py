@@ -87,20 +87,25 @@ class PickTrainConfig:
     free_bits: float = 1.0
     """Each KL term is clipped below at this many nats."""
     grounding_scenes: int = 0
-    """Before round 0's training, render this many `seen` scenes (seeds 500000+) and train the
-    encoder's localisation of the named object on them alone (tasks.pick_grounding): the
-    demonstrations show one scene per episode. 0: off. Measured (quick, seed 0, 3000 scenes): the
-    training that follows undoes it (attention 96% -> 83% on multi-object seen scenes) and success
-    fell from 64% / 54% to 54% / 47%; the scenes have to stay in the training's batches instead."""
-    grounding_steps: int = 1500
-    """Steps of that localisation pretraining (batches of train.frame_batch_size scenes, at train.lr)."""
+    """Render this many `seen` scenes (seeds 500000+, once per run) and add the localisation loss of
+    the named object on a batch of them (train.grounding_batch_size, weight train.target_weight) to
+    every training step of every round (tasks.pick_grounding): a demonstration shows one scene, so
+    600 demonstrations teach the localisation 600 scenes. 0: off."""
+    grounding_batch_size: int = 64
+    """Rendered scenes per training step, with train.grounding_scenes."""
+    grounding_steps: int = 0
+    """Steps of a localisation-only pretraining phase on the rendered scenes before round 0 (batches of
+    train.grounding_batch_size at train.lr). Measured (quick, seed 0, 3000 scenes, 1500 steps, scenes
+    not kept in the batches afterwards): the training that follows undid it (attention 96% -> 83% on
+    multi-object seen scenes) and success fell from 64% / 54% to 54% / 47%. 0: off."""
     holdout_fraction: float = 0.1
     """Share of demonstration episodes held out for validation losses and the world-model gate."""
     log_every: int = 50
     """Steps between metric logs."""
 
     def validate(self) -> None:
-        _positive(self, "steps", "batch_size", "frame_batch_size", "seq_len", "lr", "grad_clip", "log_every")
+        _positive(self, "steps", "batch_size", "frame_batch_size", "grounding_batch_size", "seq_len", "lr", "grad_clip",
+                  "log_every")
         _fraction(self, "holdout_fraction")
         for name in ("weight_decay", "warmup_steps", "flow_weight", "wm_weight", "grasp_weight", "target_weight", "kl_dyn",
                      "kl_rep", "free_bits", "collision_weight", "grounding_scenes", "grounding_steps"):

@@ -8,8 +8,10 @@ or descending onto, the wrong object (docs/results, session 19).
 A demonstration is one scene (one arrangement, one instruction) seen ~20 times as the arm moves:
 600 demonstrations teach the localisation 600 scenes. The simulator renders a new scene in one
 reset, so `collect_scenes` gives as many labelled scenes as asked (the named object's image position
-is privileged, like the demonstrations' `target_pos`), `pretrain_grounding` trains the attention on
-them, and `grounding_accuracy` measures how often the attention's nearest object is the named one.
+is privileged, like the demonstrations' `target_pos`), `localisation_loss` is the training's target
+loss on a batch of them (train_pick adds it to every step with train.grounding_scenes),
+`pretrain_grounding` trains the attention on them alone, and `grounding_accuracy` measures how often
+the attention's nearest object is the named one.
 """
 from __future__ import annotations
 
@@ -114,6 +116,15 @@ def grounding_accuracy(encoder, tokenizer, scenes: Scenes) -> dict[str, float]:
             "scenes": float(len(scenes))}
 
 
+def localisation_loss(encoder, tokenizer, scenes: Scenes, idx: np.ndarray, target_cells: torch.Tensor,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """Cross-entropy of the attention over the grid cell of the named object (the training's target
+    loss) on scenes `idx`; target_cells = encoder.attention_cell(scenes.target_uv), computed once."""
+    _, logits = encoder.visual(torch.as_tensor(scenes.rgb[idx]).to(device), torch.as_tensor(scenes.depth[idx]).to(device),
+                               tokenizer.encode([scenes.instructions[i] for i in idx]).to(device))
+    return F.cross_entropy(logits, target_cells[idx].to(device))
+
+
 def pretrain_grounding(encoder, tokenizer, scenes: Scenes, steps: int, batch_size: int = 64, lr: float = 1e-3,
                        seed: int = 0, log=None) -> dict[str, float]:
     """Train the image path and the instruction's FiLM (encoder.visual) on the localisation loss
@@ -127,10 +138,7 @@ def pretrain_grounding(encoder, tokenizer, scenes: Scenes, steps: int, batch_siz
     encoder.train()
     recent: list[float] = []
     for step in range(steps):
-        idx = rng.integers(len(scenes), size=batch_size)
-        _, logits = encoder.visual(torch.as_tensor(scenes.rgb[idx]), torch.as_tensor(scenes.depth[idx]),
-                                   tokenizer.encode([scenes.instructions[i] for i in idx]))
-        loss = F.cross_entropy(logits, target_cells[idx])
+        loss = localisation_loss(encoder, tokenizer, scenes, rng.integers(len(scenes), size=batch_size), target_cells)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -167,8 +167,9 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     device in fp32: the demonstrations stay on the host (uint8 images) and each step's windows and
     frames move there. `init`: warm start (a DAgger round fine-tunes the previous round's model; its
     vocabulary and proprioception statistics are kept, so its inputs mean the same). Metrics are
-    logged at step_offset + step (rounds continue one curve). `grounding`: rendered scenes the fresh
-    model's localisation trains on first (train.grounding_steps; tasks.pick_grounding)."""
+    logged at step_offset + step (rounds continue one curve). `grounding`: rendered scenes whose
+    localisation loss joins every step (train.grounding_scenes; tasks.pick_grounding), and which a
+    fresh model trains on alone first when train.grounding_steps > 0."""
     seed_everything(seed)
     demos = Demos.load(data, train_ids, model_cfg.horizon)
     if init is None:
@@ -176,11 +177,11 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
         model = PickVLA(architecture(model_cfg, vocab, demos.proprio[0].shape[1]))
         proprio = torch.cat(demos.proprio)
         model.encoder.set_proprio_stats(proprio.mean(0), proprio.std(0))
-        if grounding is not None:
+        if grounding is not None and train_cfg.grounding_steps:
             from dreamops.tasks.pick_grounding import pretrain_grounding
             fit = pretrain_grounding(model.encoder, model.tokenizer, grounding, train_cfg.grounding_steps,
-                                     train_cfg.frame_batch_size, train_cfg.lr, seed, log)
-            log({**fit, "grounding/scenes": float(len(grounding))}, step_offset)
+                                     train_cfg.grounding_batch_size, train_cfg.lr, seed, log)
+            log({**fit, "grounding/pretrain_scenes": float(len(grounding))}, step_offset)
     else:
         model = PickVLA(init.arch)
         model.load_state_dict(init.state_dict())
@@ -190,6 +191,10 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, train_cfg))
     weights = _weights(train_cfg)
+    if grounding is not None:
+        from dreamops.tasks.pick_grounding import localisation_loss
+        scene_cells = model.encoder.attention_cell(torch.as_tensor(grounding.target_uv))
+        scene_rng = np.random.default_rng([seed, 1])   # its own draws: the windows' and frames' stay as without
     model.train()
     running: dict[str, float] = {}
     with progress(show_progress) as bar:
@@ -199,6 +204,12 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
             frames = frame_index[rng.integers(len(frame_index), size=train_cfg.frame_batch_size)]
             loss, metrics = model(compute.put_all(demos.batch(picked, train_cfg.seq_len, model.tokenizer)), weights,
                                   compute.put_all(demos.frames(frames, model.tokenizer)))
+            if grounding is not None:
+                scene_loss = localisation_loss(model.encoder, model.tokenizer, grounding,
+                                               scene_rng.integers(len(grounding), size=train_cfg.grounding_batch_size),
+                                               scene_cells, compute.device)
+                loss = loss + weights.target * scene_loss
+                metrics["grounding/ce"] = float(scene_loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -219,6 +230,8 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     report["train/windows"] = float(len(windows))
     report["train/episodes"] = float(len(demos))
     report["train/labelled_frames"] = float(len(frame_index))
+    if grounding is not None:
+        report["train/grounding_scenes"] = float(len(grounding))
     log(report, step_offset + train_cfg.steps)
     return model.to("cpu"), report
 

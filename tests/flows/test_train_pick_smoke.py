@@ -152,7 +152,9 @@ def test_dagger_rounds_add_labelled_on_policy_episodes_and_log_the_learning_curv
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(mv.run_id)}
     nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{mv.run_id}'")
     assert sorted(r.data.tags["round"] for r in nested) == ["0", "1"]
-    # the fresh round-0 model's localisation pretrained on 3 rendered scenes; round 1 warm-starts
+    # the 3 rendered scenes join every round's steps; only the fresh round-0 model pretrains on them alone
     by_round = {r.data.tags["round"]: r.data.metrics for r in nested}
-    assert by_round["0"]["grounding/scenes"] == 3.0 and "grounding/scenes" not in by_round["1"]
+    assert by_round["0"]["train/grounding_scenes"] == by_round["1"]["train/grounding_scenes"] == 3.0
+    assert by_round["1"]["pick/grounding/ce"] > 0
+    assert by_round["0"]["grounding/pretrain_scenes"] == 3.0 and "grounding/pretrain_scenes" not in by_round["1"]
     assert run.data.metrics["round/episodes"] == curve[1]["episodes"]

@@ -37,7 +37,7 @@ def test_pretraining_moves_the_attention_onto_the_named_object():
     assert fit["grounding/ce"] < 2.0 and after["scenes"] == 4.0
 
 
-def test_training_a_fresh_model_pretrains_its_localisation_on_the_scenes_first(tmp_path):
+def test_training_keeps_the_rendered_scenes_in_every_step_and_pretrains_a_fresh_model_on_them(tmp_path):
     from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
     from dreamops.tasks.pick_data import PickDataConfig, collect_demos
     from dreamops.tasks.pick_grounding import grounding_seeds
@@ -47,10 +47,24 @@ def test_training_a_fresh_model_pretrains_its_localisation_on_the_scenes_first(t
     ids = list(demos.manifest["episode_id"])
     scenes = collect_scenes("seen", grounding_seeds(3), workers=1, show_progress=False)
     assert scenes.seeds == [500_000, 500_001, 500_002]
-    logged: dict = {}
     model_cfg = PickModelConfig(embed_dim=32, text_dim=16, deter=32, stoch=4, classes=4, head_hidden=32, flow_steps=2)
-    train = PickTrainConfig(steps=1, batch_size=1, frame_batch_size=2, seq_len=4, warmup_steps=1, log_every=1,
-                            grounding_scenes=3, grounding_steps=2)
-    train_pick_vla(demos, ids[:1], ids[1:], train, model_cfg, log=lambda m, step: logged.update(m), show_progress=False,
-                   grounding=scenes)
-    assert logged["grounding/scenes"] == 3.0 and logged["grounding/ce"] > 0
+
+    def train(grounding, grounding_steps=0):
+        logged: dict = {}
+        cfg = PickTrainConfig(steps=2, batch_size=1, frame_batch_size=2, seq_len=4, warmup_steps=1, log_every=1,
+                              grounding_scenes=3 if grounding else 0, grounding_batch_size=2,
+                              grounding_steps=grounding_steps)
+        model, report = train_pick_vla(demos, ids[:1], ids[1:], cfg, model_cfg, log=lambda m, step: logged.update(m),
+                                       show_progress=False, grounding=scenes if grounding else None)
+        return model, report, logged
+
+    without, _, logged_without = train(False)
+    with_scenes, report, logged = train(True)
+    assert logged["pick/grounding/ce"] > 0 and report["train/grounding_scenes"] == 3.0
+    assert "pick/grounding/ce" not in logged_without and "grounding/pretrain_scenes" not in logged
+    # the scenes' loss reached the image path: same seed and draws otherwise, other weights
+    visual = [n for n, _ in with_scenes.encoder.named_parameters() if not n.startswith(("proprio", "head"))]
+    a, b = dict(with_scenes.encoder.named_parameters()), dict(without.encoder.named_parameters())
+    assert any(not torch.equal(a[n], b[n]) for n in visual)
+    _, _, logged = train(True, grounding_steps=2)
+    assert logged["grounding/pretrain_scenes"] == 3.0 and logged["grounding/ce"] > 0
