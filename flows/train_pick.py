@@ -98,7 +98,8 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         curve: list[dict] = []
         steps_so_far = 0
         grounding = (collect_scenes(cfg.data.object_set, grounding_seeds(cfg.train.grounding_scenes), workers,
-                                    show_progress) if cfg.train.grounding_scenes else None)   # one set, every round
+                                    show_progress, cache_dir=settings.datasets / "scenes")
+                     if cfg.train.grounding_scenes else None)   # one set for every round
         for k in range(cfg.rounds):
             with _round_run(k, cfg.rounds):
                 if k > 0:  # DAgger: round k-1's policy drives, the expert labels what it visits

@@ -15,7 +15,11 @@ the attention's nearest object is the named one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,14 +74,51 @@ def _render(job: tuple[str, list[int]]) -> list[tuple]:
     return out
 
 
+def scenes_key(object_set: str, seeds: list[int]) -> str:
+    """What determines the rendered scenes: the object set, the seeds and the simulator's source."""
+    from dreamops.sim import pick
+    from dreamops.tasks.dataset import source_hash
+
+    return hashlib.sha256(json.dumps([object_set, list(seeds), source_hash(pick)]).encode()).hexdigest()[:16]
+
+
+def _save(scenes: Scenes, path: Path) -> None:
+    counts = np.array([len(uv) for uv in scenes.objects_uv])
+    tmp = path.with_name(path.name + ".tmp")   # written whole, then renamed: a killed run leaves no half file
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, seeds=np.array(scenes.seeds), rgb=scenes.rgb, depth=scenes.depth,
+                            instructions=np.array(scenes.instructions), objects_uv=np.concatenate(scenes.objects_uv),
+                            counts=counts, target=scenes.target)
+    tmp.replace(path)
+
+
+def _load(path: Path) -> Scenes:
+    with np.load(path) as z:
+        splits = np.cumsum(z["counts"])[:-1]
+        return Scenes([int(s) for s in z["seeds"]], z["rgb"], z["depth"], [str(i) for i in z["instructions"]],
+                      list(np.split(z["objects_uv"], splits)), z["target"])
+
+
 def collect_scenes(object_set: str, seeds: list[int], workers: int, show_progress: bool = True,
-                   chunk: int = 50) -> Scenes:
-    """Reset the cell at each seed and keep its first frame (the arm at its start pose)."""
+                   chunk: int = 50, cache_dir: Path | None = None) -> Scenes:
+    """Reset the cell at each seed and keep its first frame (the arm at its start pose). With
+    `cache_dir`, scenes rendered before by the same simulator code are read back (3000 take ~6 min
+    to render on 2 cores, a few seconds to read)."""
+    path = None if cache_dir is None else Path(cache_dir) / f"scenes-{object_set}-{scenes_key(object_set, seeds)}.npz"
+    if path is not None and path.exists():
+        try:
+            return _load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass   # an unreadable cache entry is rendered again and rewritten
     jobs = [(object_set, seeds[i:i + chunk]) for i in range(0, len(seeds), chunk)]
     rows = [r for done in map_jobs(_render, jobs, workers, f"render {object_set} scenes",
                                    show_progress=show_progress) for r in done.result]
-    return Scenes([r[0] for r in rows], np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
-                  [r[3] for r in rows], [r[4] for r in rows], np.array([r[5] for r in rows]))
+    scenes = Scenes([r[0] for r in rows], np.stack([r[1] for r in rows]), np.stack([r[2] for r in rows]),
+                    [r[3] for r in rows], [r[4] for r in rows], np.array([r[5] for r in rows]))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(scenes, path)
+    return scenes
 
 
 @torch.no_grad()

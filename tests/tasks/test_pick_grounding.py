@@ -25,6 +25,23 @@ def test_a_scene_is_the_cells_first_frame_with_the_named_objects_image_position(
     assert len(scenes.subset(2)) == 2 and scenes.subset(2).seeds == SEEDS[:2]
 
 
+def test_rendered_scenes_are_cached_by_seeds_and_simulator_code(tmp_path, monkeypatch):
+    from dreamops.tasks import pick_grounding
+
+    first = collect_scenes("seen", SEEDS, workers=1, show_progress=False, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("scenes-seen-*.npz"))) == 1
+    monkeypatch.setattr(pick_grounding, "map_jobs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rendered")))
+    again = collect_scenes("seen", SEEDS, workers=1, show_progress=False, cache_dir=tmp_path)
+    assert again.seeds == first.seeds and again.instructions == first.instructions
+    assert np.array_equal(again.rgb, first.rgb) and np.array_equal(again.depth, first.depth)
+    assert np.array_equal(again.target, first.target)
+    assert all(np.array_equal(a, b) for a, b in zip(again.objects_uv, first.objects_uv))
+    assert pick_grounding.scenes_key("seen", SEEDS) != pick_grounding.scenes_key("seen", SEEDS[:3])
+    (next(tmp_path.glob("scenes-seen-*.npz"))).write_bytes(b"not a zip")   # unreadable: rendered again
+    monkeypatch.undo()
+    assert collect_scenes("seen", SEEDS, workers=1, show_progress=False, cache_dir=tmp_path).seeds == SEEDS
+
+
 def test_pretraining_moves_the_attention_onto_the_named_object():
     scenes = collect_scenes("seen", SEEDS, workers=1, show_progress=False)
     torch.manual_seed(0)
