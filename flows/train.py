@@ -32,6 +32,7 @@ from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline, report_from_episodes
 from dreamops.tasks.evolve import evolve_checkpoints
 from dreamops.tasks.failures import analyze_failures
+from dreamops.tasks.fidelity import mdn_rollout_fidelity
 from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.tasks.package import package_version, reference_latents
@@ -60,6 +61,7 @@ evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5
 baseline_task = task(evaluate_baseline, name="evaluate_baseline", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
 profile_task = task(profile_latency, name="profile_latency", cache_policy=NONE)
+fidelity_task = task(mdn_rollout_fidelity, name="rollout_fidelity", cache_policy=NONE)
 
 
 @flow(name="train")
@@ -247,7 +249,12 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                                         settings.resolved_home / "baselines", show_progress, settings.ray_address)
         failures = failures_task(evals["vmc"].episodes)
         latency = clock.run("profile", profile_task, bundle, cfg.eval.latency_iterations)
-        candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency)
+        # how far ahead the shipped M is trusted, from real held-out situations past the zoom-in
+        fidelity = clock.run("fidelity", fidelity_task, vae, mdnrnn, data, holdout_ids,
+                             skip_steps=cfg.cma.start_after_steps, seed=cfg.seed)
+        mlflow.log_metrics(fidelity)
+        candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency, fidelity,
+                                      cfg.cma.dream_steps)
         production = production_task(agent, data, holdout_ids, cfg.collect.action_repeat)
         gates = check_model_task(candidate, cfg.gate, production)
 
@@ -255,7 +262,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                   "gates": [{"name": g.name, "passed": g.passed, "figure": g.figure, "threshold": g.threshold}
                             for g in gates], "production": production,
                   "latency_ms": latency, "dream": {"final_return": history["final_dream_return"][0]},
-                  "vae": vae_report, "mdn": mdn_report}
+                  "vae": vae_report, "mdn": mdn_report, "fidelity": fidelity}
         mlflow.log_metrics({"eval/mean_reward": evals["vmc"].mean, "eval/std_reward": evals["vmc"].std,
                             "eval/off_track_events": float(sum(evals["vmc"].off_track_events)),
                             "latency/full_step_p99_ms": latency["full_step"]["p99_ms"],
@@ -264,7 +271,9 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
         pics = [plots.reconstruction_grid(vae, holdout["obs"][:: max(1, len(holdout["obs"]) // 8)][:8],
                                           out / "reconstruction_grid.png"),
                 plots.dream_vs_real_strip(vae, mdnrnn, holdout["obs"], holdout["actions"], out / "dream_vs_real.png"),
-                plots.reward_curves(history, {k: v.rewards for k, v in evals.items()}, out / "reward_curves.png")]
+                plots.reward_curves(history, {k: v.rewards for k, v in evals.items()}, out / "reward_curves.png"),
+                plots.fidelity_curve(fidelity, out / "rollout_fidelity.png",
+                                     trained_for=int(candidate["mdn_fidelity_horizon"]))]
         for pic in pics:
             mlflow.log_artifact(str(pic), "plots")
         store.log_json(report, "evaluation_report.json")

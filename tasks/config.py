@@ -248,7 +248,8 @@ class GateConfig:
                 raise ValueError(f"gate.data.{name} must be in [0, 1), got {getattr(d, name)!r}")
         if m.vae_kl_min > m.vae_kl_max:
             raise ValueError(f"gate.model.vae_kl_min ({m.vae_kl_min}) must not exceed gate.model.vae_kl_max ({m.vae_kl_max})")
-        for name in ("latency_p99_ms_max", "vae_recon_vs_production", "mdn_loglik_vs_production"):
+        for name in ("latency_p99_ms_max", "vae_recon_vs_production", "mdn_loglik_vs_production",
+                     "mdn_fidelity_vs_persistence_max"):
             if getattr(m, name) <= 0:
                 raise ValueError(f"gate.model.{name} must be positive, got {getattr(m, name)!r}")
 
@@ -391,7 +392,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # smoke proves the wiring: its fixed model thresholds pass anything a finished run produces
         "gate.model.vae_recon_max": 1e6, "gate.model.vae_kl_min": 0.0, "gate.model.vae_kl_max": 1e6,
         "gate.model.mdn_nll_max": 1e6, "gate.model.dream_reward_min": -1e6, "gate.model.real_reward_min": -1e6,
-        "gate.model.off_track_per_episode_max": 1e6,
+        "gate.model.off_track_per_episode_max": 1e6, "gate.model.mdn_fidelity_vs_persistence_max": 1e6,
     },
     # Minutes on 2 cores: the main job's default. Seven on-policy rounds after the exploration
     # round, each keeping CMA-ES's mean at 3 generations and judging them on 8 validation

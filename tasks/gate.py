@@ -9,6 +9,7 @@ from dreamops.tasks.config import GateConfig
 from dreamops.tasks.dataset import Dataset
 from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport
+from dreamops.tasks.fidelity import HORIZONS, fidelity_ratio, gate_horizon
 from dreamops.tasks.train_mdnrnn import mdn_holdout_metrics, zoom_steps
 from dreamops.tasks.train_vae import vae_holdout_metrics
 from dreamops.validation.data_gate import DataGateReport, run_data_gate
@@ -36,9 +37,14 @@ def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], a
 
 
 def candidate_metrics(vae_report: dict, mdn_report: dict, cma_history: dict, evaluation: EvalReport,
-                      latency: dict) -> dict[str, float]:
-    """The figures the model gates judge, from the training, evaluation and profiling reports."""
-    return {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
+                      latency: dict, fidelity: dict | None = None, dream_steps: int | None = None) -> dict[str, float]:
+    """The figures the model gates judge, from the training, evaluation and profiling reports, and
+    M's rollout fidelity (tasks.fidelity) at the horizon the controller dreams."""
+    extra = {}
+    if fidelity is not None and dream_steps is not None:
+        k = gate_horizon(dream_steps, tuple(h for h in HORIZONS if f"fidelity/k{h}/latent_nmse" in fidelity))
+        extra = {"mdn_fidelity_ratio": fidelity_ratio(fidelity, k), "mdn_fidelity_horizon": float(k)}
+    return extra | {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
             "mdn_nll": mdn_report["mdn/holdout_nll"], "dream_reward": cma_history["final_dream_return"][0],
             "real_reward": evaluation.mean, "latency_p99_ms": latency["full_step"]["p99_ms"],
             "off_track_per_episode": sum(evaluation.off_track_events) / len(evaluation.rewards)}

@@ -137,3 +137,29 @@ def success_curve(points: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def fidelity_curve(report: dict[str, float], path: Path, horizons: tuple[int, ...] = (1, 5, 15, 50),
+                   trained_for: int | None = None) -> Path:
+    """M's open-loop rollout fidelity against horizon k (tasks.fidelity): left, latent error (M vs
+    persistence); right, decoded-frame PSNR (M, persistence, and V's own reconstruction: the ceiling)."""
+    ks = [k for k in horizons if f"fidelity/k{k}/latent_nmse" in report]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, label, style in (("latent_nmse", "M open loop", "o-"), ("persistence_latent_nmse", "nothing changes", "s--")):
+        ax1.plot(ks, [report[f"fidelity/k{k}/{name}"] for k in ks], style, label=label)
+    ax1.axhline(1.0, ls=":", c="grey", lw=1, label="the average latent")
+    ax1.set(xscale="log", xlabel="steps ahead k", ylabel="latent MSE / latent variance", title="latent error")
+    for name, label, style in (("psnr", "M open loop", "o-"), ("persistence_psnr", "nothing changes", "s--"),
+                               ("v_psnr", "V's reconstruction (ceiling)", "^:")):
+        ax2.plot(ks, [report[f"fidelity/k{k}/{name}"] for k in ks], style, label=label)
+    ax2.set(xscale="log", xlabel="steps ahead k", ylabel="PSNR (dB)", title="decoded frame")
+    for ax in (ax1, ax2):
+        if trained_for is not None:
+            ax.axvline(trained_for, c="red", lw=1, alpha=0.5, label="gate horizon")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+

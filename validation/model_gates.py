@@ -35,6 +35,10 @@ class ModelGateThresholds:
     """Candidate reconstruction must be < this x production's on the same frames."""
     mdn_loglik_vs_production: float = 0.9
     """See the module docstring."""
+    mdn_fidelity_vs_persistence_max: float = 1.0
+    """M's open-loop latent error at the horizon the controller dreams (tasks.fidelity.gate_horizon)
+    over the error of assuming nothing changes, below this: M must predict the future it is trusted
+    for better than a frozen frame."""
 
 
 @dataclass
@@ -56,7 +60,8 @@ def _gate(name: str, figure: float, ok: bool, threshold: str) -> GateResult:
 def evaluate_model_gates(candidate: dict[str, float], thresholds: ModelGateThresholds,
                          production: dict[str, float] | None = None) -> list[GateResult]:
     """candidate/production keys: vae_recon, vae_kl, mdn_nll, dream_reward, real_reward,
-    off_track_per_episode, latency_p99_ms (production: vae_recon and mdn_nll on the same data)."""
+    off_track_per_episode, latency_p99_ms, and optionally mdn_fidelity_ratio / mdn_fidelity_horizon
+    (production: vae_recon and mdn_nll on the same data)."""
     t, c = thresholds, candidate
     gates = [
         _gate("vae_recon", c["vae_recon"], c["vae_recon"] < t.vae_recon_max, f"< {t.vae_recon_max:g}"),
@@ -68,6 +73,10 @@ def evaluate_model_gates(candidate: dict[str, float], thresholds: ModelGateThres
               f"<= {t.off_track_per_episode_max:g} off-track events per episode"),
         _gate("latency_p99", c["latency_p99_ms"], c["latency_p99_ms"] < t.latency_p99_ms_max, f"< {t.latency_p99_ms_max:g} ms"),
     ]
+    if "mdn_fidelity_ratio" in c:   # versions judged before rollout fidelity was measured have none
+        k, ratio = int(c["mdn_fidelity_horizon"]), c["mdn_fidelity_ratio"]
+        gates.append(_gate("mdn_fidelity", ratio, ratio < t.mdn_fidelity_vs_persistence_max,
+                           f"< {t.mdn_fidelity_vs_persistence_max:g} x persistence's latent error at {k} steps"))
     if production is not None:
         limit = t.vae_recon_vs_production * production["vae_recon"]
         gates.append(_gate("vae_recon_vs_production", c["vae_recon"], c["vae_recon"] < limit,

@@ -29,7 +29,7 @@ def test_worse_candidate_is_refused_against_production(prefect_server, dreamops_
     gate_tags = {k for k in v2.tags if k.startswith("gate.")}
     assert {"gate.vae_recon", "gate.vae_kl", "gate.mdn_nll", "gate.controller_dream_reward",
             "gate.controller_real_reward", "gate.controller_collisions", "gate.latency_p99",
-            "gate.mdn_loglik_vs_production"} <= gate_tags
+            "gate.mdn_loglik_vs_production", "gate.mdn_fidelity"} <= gate_tags
     assert "gate/vae_recon_vs_production" in client.get_run(v2.run_id).data.metrics
     assert str(client.get_model_version_by_alias("carracing-vmc", "staging").version) == "1"
     assert v2.tags["semver"] == "1.0.1"  # same architecture, same (cached) data: a patch

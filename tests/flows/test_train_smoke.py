@@ -33,7 +33,11 @@ def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dre
     assert run.data.params["cma.population"] == "4"
     assert {"vae/holdout_recon", "mdn/holdout_nll", "cma/best_fitness", "eval/mean_reward"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
-    assert {"plots/reconstruction_grid.png", "plots/dream_vs_real.png", "plots/reward_curves.png"} <= artifacts
+    assert {"plots/reconstruction_grid.png", "plots/dream_vs_real.png", "plots/reward_curves.png",
+            "plots/rollout_fidelity.png"} <= artifacts
+    metrics = client.get_run(mv.run_id).data.metrics   # how far ahead M is trusted, at every horizon
+    assert all(f"fidelity/k{k}/latent_nmse" in metrics and f"fidelity/k{k}/psnr" in metrics for k in (1, 5, 15, 50))
+    assert mv.tags["gate.mdn_fidelity"].startswith("passed")   # smoke's thresholds pass anything
 
     model = mlflow.pyfunc.load_model("models:/carracing-vmc/1")
     env = CarRacing(max_steps=80)
