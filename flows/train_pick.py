@@ -28,6 +28,7 @@ from dreamops.tasks.dataset import fetch
 from dreamops.tasks.dataset import merge as merge_datasets
 from dreamops.tasks.device import Compute
 from dreamops.tasks.evaluate_pick import PickPolicyFactory, ScriptedFactory, evaluate_pick
+from dreamops.tasks.fidelity import rssm_rollout_fidelity
 from dreamops.tasks.package import package_pick_version
 from dreamops.tasks.pick_dagger import collect_dagger_round
 from dreamops.tasks.pick_data import collect_demos, validate_demos
@@ -36,7 +37,7 @@ from dreamops.tasks.plots import success_curve
 from dreamops.tasks.profile import profile_chunk_latency
 from dreamops.tasks.register import Candidate, TrainResult, register_version
 from dreamops.tasks.pick_grounding import collect_scenes, grounding_seeds
-from dreamops.tasks.train_pick import architecture, reference_scene_features, train_pick_vla
+from dreamops.tasks.train_pick import Demos, architecture, reference_scene_features, train_pick_vla
 from dreamops.validation.model_gates import evaluate_pick_gates
 
 collect_demos_task = task(collect_demos, name="collect_demos", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -140,6 +141,9 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
         evals = {(name, s): evaluate_pick_task(f, name, seeds, s, cfg.eval.max_steps, workers, show_progress, ray)
                  for name, f in policies.items() for s in SETS}
         latency = profile_chunk_task(model, cfg.eval.latency_iterations)
+        # the world model as the planners use it: k steps imagined from one frame, P(success) calibration
+        fidelity = rssm_rollout_fidelity(model, Demos.load(data, holdout_ids, cfg.model.horizon))
+        mlflow.log_metrics(fidelity)
         ours = {s: evals[(agent, s)] for s in SETS}
         candidate = {"seen_success": ours["seen"].success_rate, "novel_success": ours["novel"].success_rate,
                      "collision_rate": (ours["seen"].collision_rate + ours["novel"].collision_rate) / 2,
@@ -149,6 +153,7 @@ def train_pick(agent: str, profile: str, overrides: dict | None, warehouse_id: s
 
         table = [r.summary() for r in evals.values()]
         report = {"evaluation": table, "candidate": candidate, "latency_ms": latency, "train": train_report,
+                  "fidelity": fidelity,
                   "gates": [asdict(g) for g in gates]}
         mlflow.log_metrics({f"eval/{name}/{s}_{k}": float(r.summary()[k]) for (name, s), r in evals.items()
                             for k in ("success_rate", "collision_rate", "jerk")}

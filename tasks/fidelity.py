@@ -165,3 +165,68 @@ def fidelity_ratio(report: dict[str, float], k: int) -> float:
     ours, still = report.get(f"fidelity/k{k}/latent_nmse"), report.get(f"fidelity/k{k}/persistence_latent_nmse")
     return float("nan") if ours is None or still is None else ours / max(still, 1e-12)
 
+
+
+PICK_HORIZONS = (1, 4, 8, 16)   # up to a chunk: the planners imagine one chunk (model.horizon) ahead
+
+
+@torch.no_grad()
+def rssm_rollout_fidelity(model, demos, horizons: tuple[int, ...] = PICK_HORIZONS, bins: int = 10
+                          ) -> dict[str, float]:
+    """pick-vla's world model as its planners use it, on held-out episodes (tasks.train_pick.Demos):
+    from the state of one observation (models.pick_vla.initial_state), the RSSM imagines the real
+    next actions. -> "fidelity/k{k}/cosine": cosine between the imagined prior at k steps and the
+    posterior that encodes the real frame k steps later (probability vectors; k=1 is the gate's
+    one-step cosine from a single frame); and the success head's calibration for the event the
+    planners score, "the task succeeds within the next model.horizon actions": P = 1 - prod(1 - p_j)
+    over the imagined steps, against what happened (Brier score, expected calibration error over
+    `bins` equal-width bins, the base rate)."""
+    from dreamops.models.pick_vla import initial_state
+
+    model.eval()
+    rssm, chunk = model.rssm, model.arch.horizon
+    cosines: dict[int, list[torch.Tensor]] = {k: [] for k in horizons}
+    predicted, happened = [], []
+    for e in range(len(demos)):
+        t_len = len(demos.actions[e])
+        batch = demos.batch(np.array([(e, 0)]), t_len, model.tokenizer)
+        embeds = model.embed_sequence(batch)                                     # [1, T, E]
+        post = rssm.observe(embeds, batch["actions"], sample=False)["post_logits"][0].softmax(-1).flatten(-2)
+        starts = torch.arange(t_len)   # the last state too: its chunk holds the last action
+        state = initial_state(model, embeds[0, starts])                         # one state per start
+        idx = torch.minimum(starts[:, None] + torch.arange(chunk)[None], torch.tensor(t_len - 1))
+        actions = batch["actions"][0][idx]                                       # [S, H, A], the last one held
+        p_clear = torch.ones(len(starts))
+        for j in range(chunk):
+            state, prior = rssm.img_step(state, actions[:, j], sample=False)
+            p_clear = p_clear * (1 - torch.sigmoid(rssm.success_head(rssm.feature(state)).squeeze(-1)))
+            k = j + 1
+            if k in cosines:
+                inside = starts + k < t_len
+                if inside.any():
+                    target = post[starts[inside] + k]
+                    cosines[k].append(F.cosine_similarity(prior[inside].softmax(-1).flatten(-2), target, dim=-1))
+        success = batch["success"][0]
+        predicted.append(1 - p_clear)
+        happened.append(torch.stack([success[s:s + chunk].max() for s in starts.tolist()]))
+    if not predicted:
+        raise ValueError("rollout fidelity needs at least one held-out episode")
+    p, y = torch.cat(predicted), torch.cat(happened).float()
+    out = {f"fidelity/k{k}/cosine": float(torch.cat(c).mean()) for k, c in cosines.items() if c}
+    out["fidelity/success_brier"] = float((p - y).pow(2).mean())
+    out["fidelity/success_ece"] = expected_calibration_error(p, y, bins)
+    out["fidelity/success_base_rate"] = float(y.mean())
+    out["fidelity/starts"] = float(len(p))
+    return out
+
+
+def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 10) -> float:
+    """sum over equal-width probability bins of (share of predictions in the bin) x |mean predicted -
+    observed frequency| (Naeini et al. 2015)."""
+    which = (p * bins).long().clamp(max=bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            ece += float(inside.float().mean() * (p[inside].mean() - y[inside].mean()).abs())
+    return ece

@@ -32,8 +32,10 @@ def test_smoke_run_registers_a_pick_vla_version_that_runs_the_cell(prefect_serve
     run = client.get_run(mv.run_id)
     assert run.data.params["agent"] == "pick-vla" and run.data.params["train.steps"] == "4"
     assert {"pick/flow/loss", "holdout/wm_cosine", "eval/pick-vla/seen_success_rate",
-            "latency/chunk_p99_ms"} <= set(run.data.metrics)
+            "latency/chunk_p99_ms", "fidelity/k1/cosine", "fidelity/success_brier",
+            "fidelity/success_ece"} <= set(run.data.metrics)
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{mv.run_id}/evaluation_report.json"))
+    assert report["fidelity"]["fidelity/starts"] > 0
     assert {(r["policy"], r["object_set"]) for r in report["evaluation"]} == {
         (p, s) for p in ("pick-vla", "pick-vla-cem") for s in ("seen", "novel")}
     assert "eval/pick-vla-cem/novel_success_rate" in run.data.metrics

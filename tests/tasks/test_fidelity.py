@@ -2,6 +2,7 @@
 on real CarRacing episodes (a trained M predicts better than an untrained one)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,51 @@ def test_the_gate_judges_the_longest_measured_horizon_the_dreams_reach():
     worse = evaluate_model_gates({**base, "mdn_fidelity_ratio": 1.1, "mdn_fidelity_horizon": 50}, ModelGateThresholds())
     assert not {g.name: g for g in worse}["mdn_fidelity"].passed
     assert "mdn_fidelity" not in {g.name for g in evaluate_model_gates(base, ModelGateThresholds())}
+
+
+def test_expected_calibration_error_known_answers():
+    from dreamops.tasks.fidelity import expected_calibration_error
+
+    assert expected_calibration_error(torch.tensor([0.1, 0.1, 0.9, 0.9]), torch.tensor([0., 0., 1., 1.])) \
+        == pytest.approx(0.1)
+    assert expected_calibration_error(torch.full((4,), 0.5), torch.tensor([0., 1., 0., 1.])) == pytest.approx(0.0)
+    assert expected_calibration_error(torch.ones(3), torch.zeros(3)) == pytest.approx(1.0)   # p = 1 lands in the top bin
+
+
+def test_pick_fidelity_starts_where_the_planner_does_and_labels_the_chunk_it_scores(good_pick_dataset):
+    from dreamops.models.encoders import WordTokenizer
+    from dreamops.models.pick_vla import PickArchitecture, PickVLA
+    from dreamops.tasks.fidelity import rssm_rollout_fidelity
+    from dreamops.tasks.train_pick import Demos
+
+    data = open_dataset(good_pick_dataset.parent, str(good_pick_dataset))
+    ids = list(data.manifest["episode_id"])
+    torch.manual_seed(0)
+    demos = Demos.load(data, ids, horizon=4)
+    arch = PickArchitecture(vocab=tuple(WordTokenizer.fit(demos.instructions).vocab), proprio_dim=demos.proprio[0].shape[1],
+                            embed_dim=32, text_dim=16, deter=32, stoch=4, classes=4, head_hidden=32, horizon=4,
+                            flow_steps=2)
+    model = PickVLA(arch).eval()
+    report = rssm_rollout_fidelity(model, demos, horizons=(1, 2, 4))
+    lengths = [len(a) for a in demos.actions]
+    assert report["fidelity/starts"] == sum(lengths)
+    # every demonstration succeeds with its last action: a chunk of 4 from state s holds it when s >= T - 4
+    assert all(float(s[-1]) == 1.0 for s in demos.success)
+    assert report["fidelity/success_base_rate"] == pytest.approx(sum(min(4, t) for t in lengths) / sum(lengths))
+    assert 0 <= report["fidelity/success_brier"] <= 1 and 0 <= report["fidelity/success_ece"] <= 1
+    # k = 1 from the first frame is the world-model gate's one-step cosine at t = 0 (same start state)
+    one = _first_steps(Demos.load(data, ids[:1], horizon=4), 2)
+    batch = one.batch(np.array([(0, 0)]), 2, model.tokenizer)
+    with torch.no_grad():
+        expected = model.rssm.one_step_cosine(model.embed_sequence(batch), batch["actions"])[0, 0]
+    first = rssm_rollout_fidelity(model, one, (1,))
+    assert first["fidelity/starts"] == 2.0   # two states, one with a real next frame
+    assert first["fidelity/k1/cosine"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def _first_steps(demos, n: int):
+    """The demonstrations cut to their first n steps."""
+    from dataclasses import fields, replace
+
+    cut = {f.name: [x[:n] for x in getattr(demos, f.name)] for f in fields(demos) if f.name != "instructions"}
+    return replace(demos, **cut)
