@@ -142,6 +142,46 @@ class MDNConfig:
 
 
 @dataclass
+class ActorCriticConfig:
+    """C trained in M's dream by actor-critic (tasks/actor_critic.py; DreamerV3's defaults where they
+    carry over: lambda 0.95, discount 1 - 1/333, entropy 3e-4, percentile return scale)."""
+    updates: int = 600
+    """Actor and critic updates, each after `horizon` dream steps of every row."""
+    batch: int = 256
+    """Dream rows stepped together (restarted from real start states when they end)."""
+    horizon: int = 15
+    """Dream steps per update; the critic bootstraps after them (DreamerV3: 15)."""
+    discount: float = 0.997
+    """gamma (DreamerV3: 1 - 1/333)."""
+    lam: float = 0.95
+    """lambda of the TD(lambda) targets."""
+    actor_lr: float = 1e-3
+    """Adam learning rate of the linear controller and its exploration std."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic."""
+    entropy: float = 3e-4
+    """Weight of the actor's entropy bonus."""
+    init_std: float = 0.3
+    """Initial exploration std of the Gaussian around the controller's tanh output."""
+    min_std: float = 0.05
+    max_std: float = 1.0
+    critic_hidden: int = 256
+    grad_clip: float = 10.0
+    log_every: int = 10
+
+    def validate(self) -> None:
+        _positive(self, "updates", "batch", "horizon", "actor_lr", "critic_lr", "init_std", "min_std", "max_std",
+                  "critic_hidden", "grad_clip", "log_every")
+        for name in ("discount", "lam"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"ac.{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if self.entropy < 0:
+            raise ValueError(f"ac.entropy must be >= 0, got {self.entropy!r}")
+        if not self.min_std <= self.init_std <= self.max_std:
+            raise ValueError(f"ac.init_std must be within [ac.min_std, ac.max_std], got {self.init_std!r}")
+
+
+@dataclass
 class CMAConfig:
     population: int = 32
     """Candidates per generation."""

@@ -1,0 +1,146 @@
+"""train_actor_critic: carracing-vmc's linear controller trained in M's dream by actor-critic
+(DreamerV3-style, models/imagination.py), as a second way next to CMA-ES on the same M.
+
+The dream is a batch of `batch` rows that persists across updates, like vectorised environments:
+each update rolls every row `horizon` steps under the Gaussian actor (M samples the next latent at
+the CMA-ES temperature, the reward head pays, the done head ends a row by a Bernoulli draw as in
+CMA-ES's `sampled` dreams), then fits the critic to the lambda-returns (bootstrapped at the
+horizon) and the actor by REINFORCE on the normalised advantages with an entropy bonus. A row
+restarts from a real start state (dream_start_states) when it ended or has dreamed `dream_steps`
+steps. No gradient flows through M: it is the environment. The controller shipped is the actor's
+mean, the same 867-parameter Controller CMA-ES evolves, so the bundle, the export and the gates
+are unchanged.
+"""
+from __future__ import annotations
+
+import torch
+
+from dreamops.models.controller import Controller, squash_actions
+from dreamops.models.imagination import Critic, GaussianActor, ReturnNormalizer, lambda_returns, symlog
+from dreamops.models.mdnrnn import MDNRNN, sample_mixture
+from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
+from dreamops.tasks.config import ActorCriticConfig, CMAConfig
+from dreamops.tasks.evolve import dream_fitness
+
+
+class _Dream:
+    """`rows` dreams in M, restarted from real start states when they end or reach `max_steps`."""
+
+    def __init__(self, mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], rows: int, max_steps: int,
+                 temperature: float, gen: torch.Generator):
+        self.m, self.starts, self.max_steps, self.temperature, self.gen = mdnrnn, starts, max_steps, temperature, gen
+        self.z = torch.zeros(rows, mdnrnn.latent_dim)
+        self.h = torch.zeros(rows, mdnrnn.hidden_dim)
+        self.c = torch.zeros(rows, mdnrnn.hidden_dim)
+        self.t = torch.full((rows,), max_steps)   # every row starts on the first restart
+        self.alive = torch.zeros(rows, dtype=torch.bool)
+
+    def restart_finished(self) -> None:
+        again = ~self.alive | (self.t >= self.max_steps)
+        if again.any():
+            idx = torch.randint(0, self.starts["z0"].shape[0], (int(again.sum()),), generator=self.gen)
+            self.z[again], self.h[again], self.c[again] = (self.starts[k][idx] for k in ("z0", "h0", "c0"))
+            self.t[again], self.alive[again] = 0, True
+
+    def state(self) -> torch.Tensor:
+        return torch.cat([self.z, self.h], dim=-1)
+
+    @torch.no_grad()
+    def step(self, raw_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """raw_action [rows, 3] in [-1, 1] (before the controller's squash) -> (reward, done) [rows];
+        a row that has ended gets 0 and stays ended."""
+        from dreamops.models.mdnrnn import lstm_step
+
+        lstm = self.m.lstm
+        a = squash_actions(raw_action)
+        h, c = lstm_step(torch.cat([self.z, a], dim=-1), self.h, self.c, lstm.weight_ih_l0, lstm.weight_hh_l0,
+                         lstm.bias_ih_l0, lstm.bias_hh_l0)
+        logit_pi, mu, log_sigma, reward, done_logit = self.m.heads(h)
+        z = sample_mixture(logit_pi, mu, log_sigma, self.temperature, torch.rand(self.z.shape, generator=self.gen),
+                           torch.randn(self.z.shape, generator=self.gen))
+        done = torch.rand(len(z), generator=self.gen) < torch.sigmoid(done_logit)
+        was = self.alive.clone()
+        reward = torch.where(was, reward, torch.zeros_like(reward))
+        self.z, self.h, self.c = z, h, c
+        self.t += was.long()
+        self.alive &= ~done
+        return reward, (done | ~was).float()
+
+
+def train_actor_critic(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConfig, cma: CMAConfig,
+                       seed: int = 0, log: MetricSink = no_metrics, show_progress: bool = True,
+                       init: Controller | None = None) -> tuple[Controller, dict[str, list[float]]]:
+    """-> (the actor's mean as a Controller, history). The dream uses CMA-ES's settings (temperature,
+    dream_steps) so that both trainers face the same dream; `final_dream_return` is measured by
+    dream_fitness with CMA-ES's final draw (the same seed and rollouts as evolve_checkpoints), so the
+    two compare like for like. On the CPU (the dream here is small batches of a 256-unit LSTM)."""
+    seed_everything(seed)
+    mdnrnn = mdnrnn.eval()
+    for p in mdnrnn.parameters():
+        p.requires_grad_(False)
+    controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
+    if init is not None:
+        controller.load_state_dict(init.state_dict())
+    else:
+        torch.nn.init.zeros_(controller.fc.weight)   # as CMA-ES's x0: the zero controller
+        torch.nn.init.zeros_(controller.fc.bias)
+    actor = GaussianActor(controller.fc, 3, cfg.init_std, cfg.min_std, cfg.max_std)
+    critic = Critic(mdnrnn.latent_dim + mdnrnn.hidden_dim, cfg.critic_hidden)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, eps=1e-5)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+    gen = torch.Generator().manual_seed(seed + 31_337)
+    dream = _Dream(mdnrnn, starts, cfg.batch, cma.dream_steps, cma.temperature, gen)
+    norm = ReturnNormalizer()
+    history: dict[str, list[float]] = {"dream_reward_per_step": [], "return_scale": [], "actor_std": [],
+                                       "critic_loss": [], "entropy": []}
+    with progress(show_progress) as bar:
+        task = bar.add_task("train C in the dream (actor-critic)", total=cfg.updates, status="")
+        for update in range(cfg.updates):
+            dream.restart_finished()
+            states, us, rewards, ended = [dream.state()], [], [], []
+            alive0 = []
+            with torch.no_grad():
+                for _ in range(cfg.horizon):
+                    alive0.append(dream.alive.float())
+                    u = actor.sample(states[-1], torch.randn(cfg.batch, 3, generator=gen))
+                    r, d = dream.step(u.clamp(-1, 1))
+                    us.append(u)
+                    rewards.append(r)
+                    ended.append(d)
+                    states.append(dream.state())
+            s = torch.stack(states, 1)                                  # [B, H + 1, F]
+            u, r = torch.stack(us, 1), torch.stack(rewards, 1)          # [B, H, 3], [B, H]
+            cont, live = 1 - torch.stack(ended, 1), torch.stack(alive0, 1)
+            with torch.no_grad():
+                values = critic(s)                                      # [B, H + 1]
+                ret = lambda_returns(r, values, cont, cfg.discount, cfg.lam)
+                scale = norm.update(ret[live > 0] if live.any() else ret)
+                adv = (ret - values[:, :-1]) / scale
+            weight = live / live.sum().clamp(min=1)
+            critic_loss = (weight * (critic.symlog_value(s[:, :-1]) - symlog(ret)).pow(2)).sum()
+            critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
+            critic_opt.step()
+            logp, ent = actor.log_prob_and_entropy(s[:, :-1], u)
+            actor_loss = -(weight * (logp * adv + cfg.entropy * ent)).sum()
+            actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            torch.nn.utils.clip_grad_norm_(actor.parameters(), cfg.grad_clip)
+            actor_opt.step()
+            stats = {"ac/dream_reward_per_step": float((r * live).sum() / live.sum().clamp(min=1)),
+                     "ac/return_scale": scale, "ac/actor_std": float(actor.std().mean().detach()),
+                     "ac/critic_loss": float(critic_loss.detach()), "ac/entropy": float((ent * weight).sum().detach())}
+            for key in history:
+                history[key].append(stats[f"ac/{key}"])
+            if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
+                log(stats, update + 1)
+            bar.update(task, advance=1, status=f"reward/step {stats['ac/dream_reward_per_step']:.2f}")
+    controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
+    controller.fc.load_state_dict(actor.mean_net.state_dict())
+    final = dream_fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, max(cma.rollouts, 16), cma.dream_steps,
+                          cma.temperature, cma.seed + 7, cma.dream_dropout, cma.done_mode).item()
+    history["final_dream_return"] = [final]
+    log({"ac/final_dream_return": final}, cfg.updates)
+    return controller, history
+
