@@ -1,0 +1,139 @@
+"""carracing-vmc's controller trainers side by side on ONE world model: CMA-ES and actor-critic in
+imagination, each from the zero controller, on the same M, start states and dream settings; the
+registered version's own controller as a reference row. Every controller drives the same real
+CarRacing-v3 seeds (100000+).
+
+    python bench/planners_carracing.py --home .dreamops --model latest --seeds 0 1 --episodes 100
+
+Rows (one per method and training seed): real return (mean, std), dream return (the same final
+dream draw for every method), the gap dream - real (model exploitation), V-M-C decision latency
+p50/p99 on one thread (every method ships the same 867-parameter linear controller, so this is the
+same network), training wall time. Written to bench/results/planners-carracing-vmc.json (commit,
+date, command) after every row, so an interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
+
+METHODS = ("registered", "cma", "actor_critic")
+
+
+def actor_critic_config(items: list[str]):
+    """['updates=1000', 'actor_lr=3e-4'] -> a validated ActorCriticConfig; a key it does not have, or a
+    value of the wrong type, stops the bench before any training."""
+    from dreamops.tasks.config import ActorCriticConfig
+
+    defaults, values = ActorCriticConfig(), {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ActorCriticConfig.__dataclass_fields__:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of "
+                             f"{', '.join(ActorCriticConfig.__dataclass_fields__)}")
+        try:
+            values[key] = type(getattr(defaults, key))(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a {type(getattr(defaults, key)).__name__}") from None
+    cfg = ActorCriticConfig(**values)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from None
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--home", type=Path, help="DREAMOPS_HOME holding the registered version (default: settings')")
+    p.add_argument("--model", default="latest", help="carracing-vmc version or alias whose M, V and data are used")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds of each trainer")
+    p.add_argument("--episodes", type=int, default=100, help="real evaluation episodes per row")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="actor-critic settings (tasks.config.ActorCriticConfig), e.g. --set updates=1000")
+    p.add_argument("--json", type=Path, default=RESULTS / "planners-carracing-vmc.json")
+    args = p.parse_args(argv)
+    if args.home:
+        os.environ["DREAMOPS_HOME"] = str(args.home.resolve())
+
+    import torch
+
+    from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
+    from dreamops.registry import store
+    from dreamops.settings import get_settings
+    from dreamops.storage import open_store
+    from dreamops.tasks.actor_critic import train_actor_critic
+    from dreamops.tasks.config import resolve_config
+    from dreamops.tasks.dataset import fetch, open_dataset
+    from dreamops.tasks.encode import encode
+    from dreamops.tasks.evaluate import evaluate
+    from dreamops.tasks.evolve import dream_fitness, evolve_controller
+    from dreamops.tasks.profile import profile_latency
+    from dreamops.tasks.train_mdnrnn import dream_start_states
+
+    ac_cfg = actor_critic_config(args.set)
+    settings = get_settings()
+    store.configure(settings)
+    loaded = store.load_bundle("carracing-vmc", args.model)
+    mv, base = loaded.version, loaded.bundle
+    cfg = resolve_config(mv.tags.get("profile", "quick"), agent="carracing-vmc")
+    data_path = fetch(open_store(settings), settings.datasets, mv.tags["data_hash"])
+    data = open_dataset(data_path.parent, data_path.name)
+    train_ids, _ = data.split(cfg.vae.holdout_fraction, cfg.seed)
+    latents = encode(base.vae, data, show_progress=False)
+    starts = dream_start_states(base.mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
+    seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
+    latency = profile_latency(base, iterations=300)["full_step"]
+    out = {**run_header("bench/planners_carracing.py", argv), "model": f"carracing-vmc/{mv.version}",
+           "data_hash": mv.tags["data_hash"], "eval_seeds": [seeds[0], seeds[-1]], "cma": asdict(cfg.cma),
+           "actor_critic": asdict(ac_cfg), "rows": []}
+
+    def final_dream(controller) -> float:   # the draw evolve_checkpoints scores its final mean with
+        c = cfg.cma
+        return dream_fitness(base.mdnrnn, controller.get_flat().unsqueeze(0), starts, max(c.rollouts, 16), c.dream_steps,
+                             c.temperature, c.seed + 7, c.dream_dropout, c.done_mode).item()
+
+    def row(method: str, seed: int | None, controller, train_s: float) -> None:
+        bundle = VMCBundle(base.arch, base.vae, base.mdnrnn, controller)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = bundle.save(Path(tmp) / "vmc_bundle.pt")
+            report = evaluate(BundlePolicyFactory(str(path)), f"{method} seed {seed}", seeds, cfg.eval.max_steps,
+                              args.workers)
+        dream = final_dream(controller)
+        out["rows"].append({"method": method, "seed": seed, "real_mean": report.mean, "real_std": report.std,
+                            "dream_return": dream, "gap": dream - report.mean, "episodes": len(seeds),
+                            "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"],
+                            "train_s": round(train_s, 1), "rewards": [round(r, 1) for r in report.rewards]})
+        print(f"{method:>13} seed {seed}: real {report.mean:7.1f} +- {report.std:5.1f}  dream {dream:7.1f}  "
+              f"train {train_s:6.1f} s", flush=True)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+
+    if "registered" in args.methods:
+        row("registered", None, base.controller, 0.0)
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        if "cma" in args.methods:
+            t = time.perf_counter()
+            controller, _ = evolve_controller(base.mdnrnn, starts, replace(cfg.cma, seed=seed), show_progress=False)
+            row("cma", seed, controller, time.perf_counter() - t)
+        if "actor_critic" in args.methods:
+            t = time.perf_counter()
+            controller, _ = train_actor_critic(base.mdnrnn, starts, ac_cfg, cfg.cma, seed=seed, show_progress=False)
+            row("actor_critic", seed, controller, time.perf_counter() - t)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
