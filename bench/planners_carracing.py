@@ -5,6 +5,9 @@ CarRacing-v3 seeds (100000+).
 
     python bench/planners_carracing.py --home .dreamops --model latest --seeds 0 1 --episodes 100
 
+`cma_ensemble`: CMA-ES whose dreams are spread over 3 Ms (the version's and two trained on
+bootstrap resamples of its training episodes, tasks.ensemble), scored in the version's M.
+
 Rows (one per method and training seed): real return (mean, std), dream return (the same final
 dream draw for every method), the gap dream - real (model exploitation), V-M-C decision latency
 p50/p99 on one thread (every method ships the same 867-parameter linear controller, so this is the
@@ -25,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
-METHODS = ("registered", "cma", "actor_critic")
+METHODS = ("registered", "cma", "actor_critic", "cma_ensemble")
+ENSEMBLE_SIZE = 3   # the version's M and two Ms trained on bootstrap resamples (tasks.ensemble)
 
 
 def actor_critic_config(items: list[str]):
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from dreamops.tasks.config import resolve_config
     from dreamops.tasks.dataset import fetch, open_dataset
     from dreamops.tasks.encode import encode
+    from dreamops.tasks.ensemble import train_members
     from dreamops.tasks.evaluate import evaluate
     from dreamops.tasks.evolve import dream_fitness, evolve_controller
     from dreamops.tasks.profile import profile_latency
@@ -119,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 
+    ensemble = []
+    if "cma_ensemble" in args.methods:
+        t = time.perf_counter()
+        members = train_members(latents, train_ids, data.split(cfg.vae.holdout_fraction, cfg.seed)[1], cfg.mdn,
+                                ENSEMBLE_SIZE - 1, cfg.collect.action_repeat, seed=1_000, show_progress=False)
+        ensemble = [(m, dream_start_states(m, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps))
+                    for m in members]
+        members_s = time.perf_counter() - t
+        out["ensemble"] = {"size": ENSEMBLE_SIZE, "members_train_s": round(members_s, 1)}
     if "registered" in args.methods:
         row("registered", None, base.controller, 0.0)
     for seed in args.seeds:
@@ -127,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             controller, _ = evolve_controller(base.mdnrnn, starts, replace(cfg.cma, seed=seed), show_progress=False)
             row("cma", seed, controller, time.perf_counter() - t)
+        if "cma_ensemble" in args.methods:   # the members' training time is counted in every row
+            t = time.perf_counter()
+            controller, _ = evolve_controller(base.mdnrnn, starts, replace(cfg.cma, seed=seed), show_progress=False,
+                                              ensemble=ensemble)
+            row("cma_ensemble", seed, controller, time.perf_counter() - t + members_s)
         if "actor_critic" in args.methods:
             t = time.perf_counter()
             controller, _ = train_actor_critic(base.mdnrnn, starts, ac_cfg, cfg.cma, seed=seed, show_progress=False)

@@ -59,28 +59,33 @@ def checkpoint_generations(generations: int, checkpoints: int, warm: bool) -> li
 
 
 def evolve_controller(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig, log: MetricSink = no_metrics,
-                      show_progress: bool = True, init: Controller | None = None, compute: Compute = CPU
+                      show_progress: bool = True, init: Controller | None = None, compute: Compute = CPU,
+                      ensemble: list[tuple[MDNRNN, dict[str, torch.Tensor]]] | None = None
                       ) -> tuple[Controller, dict[str, list[float]]]:
     """Returns the controller at CMA-ES's final mean (less exploited by dream noise than the luckiest
     sample) and per-generation fitness history. `init` starts the search at a parent's controller."""
     controllers, history = evolve_checkpoints(mdnrnn, starts, dataclasses.replace(cfg, checkpoints=1), log,
-                                              show_progress, init, compute)
+                                              show_progress, init, compute, ensemble)
     return controllers[-1], history
 
 
 def evolve_checkpoints(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMAConfig,
                        log: MetricSink = no_metrics, show_progress: bool = True, init: Controller | None = None,
-                       compute: Compute = CPU) -> tuple[list[Controller], dict[str, list[float]]]:
+                       compute: Compute = CPU, ensemble: list[tuple[MDNRNN, dict[str, torch.Tensor]]] | None = None
+                       ) -> tuple[list[Controller], dict[str, list[float]]]:
     """CMA-ES in the dream, keeping its mean at `cfg.checkpoints` generations
     (`checkpoint_generations`; the last is the final mean) so that real episodes can choose among
     them: the dream's optimum is not always the real one. History: per-generation fitness, and per
     checkpoint its generation and dream return (`checkpoint_generation`, `checkpoint_dream_return`;
     `final_dream_return` is the last checkpoint's). The dreams run on `compute`'s device (fp32
     everywhere: bf16 errors would compound over a 250-step dream); CMA-ES and the controllers stay
-    on the CPU."""
+    on the CPU. `ensemble`: other Ms with their own start states (tasks.ensemble); each candidate's
+    rollouts are then spread evenly over `mdnrnn` and them (`ensemble_fitness`). The checkpoints'
+    dream returns are scored in `mdnrnn` alone either way, so they compare with a single-M search."""
     import cma  # here, not at import: dream_fitness (and bench/bench_gpu.py) need only torch
 
     mdnrnn = compute.module(mdnrnn)
+    ensemble = [(compute.module(m), s) for m, s in ensemble or []]
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
     x0 = np.zeros(controller.n_params) if init is None else init.get_flat().double().numpy()
     keep = checkpoint_generations(cfg.generations, cfg.checkpoints, warm=init is not None)
@@ -92,7 +97,9 @@ def evolve_checkpoints(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: CMA
         for g in range(cfg.generations):
             solutions = es.ask()
             genomes = torch.as_tensor(np.asarray(solutions), dtype=torch.float32)
-            fitness = _fitness(mdnrnn, genomes, starts, cfg, cfg.rollouts, seed=cfg.seed * 100_003 + g).numpy()
+            seed = cfg.seed * 100_003 + g
+            fitness = (_fitness(mdnrnn, genomes, starts, cfg, cfg.rollouts, seed) if not ensemble else
+                       ensemble_fitness([(mdnrnn, starts), *ensemble], genomes, cfg, seed)).numpy()
             es.tell(solutions, (-fitness).tolist())  # cma minimises
             stats = {"cma/best_fitness": float(fitness.max()), "cma/mean_fitness": float(fitness.mean()),
                      "cma/worst_fitness": float(fitness.min()), "cma/sigma": float(es.sigma)}
@@ -122,3 +129,13 @@ def _fitness(mdnrnn: MDNRNN, genomes: torch.Tensor, starts: dict[str, torch.Tens
              seed: int) -> torch.Tensor:
     return dream_fitness(mdnrnn, genomes, starts, rollouts, cfg.dream_steps, cfg.temperature, seed,
                          cfg.dream_dropout, cfg.done_mode, cfg.common_random_numbers)
+
+
+def ensemble_fitness(members: list[tuple[MDNRNN, dict[str, torch.Tensor]]], genomes: torch.Tensor, cfg: CMAConfig,
+                     seed: int) -> torch.Tensor:
+    """Each candidate's cfg.rollouts dreams spread evenly over the members (at least one each), each
+    member from its own start states with its own draws -> the mean return over all of them [P]."""
+    per = max(1, cfg.rollouts // len(members))
+    returns = [_fitness(m, genomes, s, cfg, per, seed + 1_009 * j) for j, (m, s) in enumerate(members)]
+    return torch.stack(returns).mean(dim=0)
+
