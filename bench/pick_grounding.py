@@ -26,7 +26,8 @@ from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--scenes", type=int, nargs="+", default=[600, 6000])
+    p.add_argument("--scenes", type=int, nargs="*", default=[600, 6000],
+                   help="fresh encoders trained on this many rendered scenes; none (--scenes alone): only --model")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--episodes", type=int, default=100, help="evaluation scenes per object set")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    if min(args.scenes) < 1 or args.steps < 1 or args.episodes < 1:
+    if min(args.scenes, default=1) < 1 or args.steps < 1 or args.episodes < 1:
         raise SystemExit("--scenes, --steps and --episodes must be >= 1")
     import torch
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         result["rows"].append(row)
         write()
         print(json.dumps(row), flush=True)
-    pool = collect_scenes("seen", grounding_seeds(max(args.scenes)), workers)
+    pool = collect_scenes("seen", grounding_seeds(max(args.scenes)), workers) if args.scenes else None
     for n in args.scenes:
         torch.manual_seed(args.seed)
         scenes = pool.subset(n)
