@@ -5,6 +5,9 @@ CarRacing-v3 seeds (100000+).
 
     python bench/planners_carracing.py --home .dreamops --model latest --seeds 0 1 --episodes 100
 
+`mpc_*`: the registered version's controller with each decision planned in M's latent space
+(models.latent_mpc: CEM or MPPI from the controller's own plan, over 2 sampled futures, their mean or
+their CVaR at 0.5), on the version's M; these rows have no training and no dream return of their own.
 `cma_ensemble`: CMA-ES whose dreams are spread over 3 Ms (the version's and two trained on
 bootstrap resamples of its training episodes, tasks.ensemble), scored in the version's M.
 
@@ -28,7 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
-METHODS = ("registered", "cma", "actor_critic", "cma_ensemble")
+METHODS = ("registered", "cma", "actor_critic", "cma_ensemble", "mpc_cem", "mpc_mppi", "mpc_cem_cvar")
+MPC_HORIZON, MPC_FUTURES = 10, 2   # 32 candidates x 2 futures x 10 steps, 3 iterations: ~20 ms a decision
 ENSEMBLE_SIZE = 3   # the version's M and two Ms trained on bootstrap resamples (tasks.ensemble)
 
 
@@ -55,6 +59,24 @@ def actor_critic_config(items: list[str]):
     return cfg
 
 
+def decision_latency(factory, action_repeat: int, decisions: int = 100) -> dict[str, float]:
+    """A planned policy's decision time on one thread (frames of noise; the search does the same
+    work whatever the frame shows) -> p50_ms, p99_ms."""
+    import numpy as np
+
+    policy = factory()   # sets one thread, as a worker does
+    policy.reset(0)
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(decisions * action_repeat):
+        frame = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        t = time.perf_counter()
+        policy.act(frame)
+        if i % action_repeat == 0:
+            times.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", type=Path, help="DREAMOPS_HOME holding the registered version (default: settings')")
@@ -73,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
+    from dreamops.models.latent_mpc import LatentMPC
+    from dreamops.models.trajectory_opt import CEM, MPPI
     from dreamops.registry import store
     from dreamops.settings import get_settings
     from dreamops.storage import open_store
@@ -108,16 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         return dream_fitness(base.mdnrnn, controller.get_flat().unsqueeze(0), starts, max(c.rollouts, 16), c.dream_steps,
                              c.temperature, c.seed + 7, c.dream_dropout, c.done_mode).item()
 
-    def row(method: str, seed: int | None, controller, train_s: float) -> None:
+    def row(method: str, seed: int | None, controller, train_s: float, planner=None) -> None:
         bundle = VMCBundle(base.arch, base.vae, base.mdnrnn, controller)
         with tempfile.TemporaryDirectory() as tmp:
             path = bundle.save(Path(tmp) / "vmc_bundle.pt")
-            report = evaluate(BundlePolicyFactory(str(path)), f"{method} seed {seed}", seeds, cfg.eval.max_steps,
-                              args.workers)
-        dream = final_dream(controller)
+            factory = BundlePolicyFactory(str(path), planner=planner)
+            report = evaluate(factory, f"{method} seed {seed}", seeds, cfg.eval.max_steps, args.workers)
+            timing = latency if planner is None else decision_latency(factory, base.arch.action_repeat)
+        dream = final_dream(controller) if planner is None else float("nan")
         out["rows"].append({"method": method, "seed": seed, "real_mean": report.mean, "real_std": report.std,
                             "dream_return": dream, "gap": dream - report.mean, "episodes": len(seeds),
-                            "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"],
+                            "latency_p50_ms": timing["p50_ms"], "latency_p99_ms": timing["p99_ms"],
                             "train_s": round(train_s, 1), "rewards": [round(r, 1) for r in report.rewards]})
         print(f"{method:>13} seed {seed}: real {report.mean:7.1f} +- {report.std:5.1f}  dream {dream:7.1f}  "
               f"train {train_s:6.1f} s", flush=True)
@@ -135,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         out["ensemble"] = {"size": ENSEMBLE_SIZE, "members_train_s": round(members_s, 1)}
     if "registered" in args.methods:
         row("registered", None, base.controller, 0.0)
+    planners = {"mpc_cem": (CEM(samples=32, elites=4, iterations=3), 1.0),
+                "mpc_mppi": (MPPI(samples=32, iterations=3, temperature=1.0), 1.0),
+                "mpc_cem_cvar": (CEM(samples=32, elites=4, iterations=3), 0.5)}
+    for method, (optimiser, alpha) in planners.items():
+        if method in args.methods:
+            row(method, None, base.controller, 0.0,
+                LatentMPC(optimiser, MPC_HORIZON, MPC_FUTURES, temperature=cfg.cma.temperature, alpha=alpha))
     for seed in args.seeds:
         torch.manual_seed(seed)
         if "cma" in args.methods:

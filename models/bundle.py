@@ -11,7 +11,7 @@ import torch
 from dreamops.models.controller import Controller
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.models.vae import VAE
-from dreamops.models.vmc import VMCPolicy
+from dreamops.models.vmc import VMCPlannerPolicy, VMCPolicy
 
 
 def module_hash(module: torch.nn.Module) -> str:
@@ -78,13 +78,17 @@ class BundlePolicyFactory:
     """Picklable: builds a VMCPolicy inside a worker process. It carries the bundle's bytes, not its
     path, so a worker on another machine (a Ray node) needs no access to this one's files."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, planner=None):
         self.path = str(path)
         self.data = Path(path).read_bytes()
+        self.planner = planner   # a models.latent_mpc.LatentMPC: each decision planned in M (picklable)
 
     def bundle(self) -> VMCBundle:
         return VMCBundle.load(io.BytesIO(self.data))
 
     def __call__(self) -> VMCPolicy:
         torch.set_num_threads(1)
-        return self.bundle().policy()
+        b = self.bundle()
+        if self.planner is None:
+            return b.policy()
+        return VMCPlannerPolicy(b.vae, b.mdnrnn, b.controller, self.planner, b.arch.action_repeat)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dreamops.models.controller import Controller
+from dreamops.models.controller import Controller, squash_actions
 from dreamops.models.export import RobotGraph, to_torchscript
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.models.vae import VAE, for_cpu_inference
@@ -78,7 +78,7 @@ class VMCPolicy:
             return self.action.copy()
         z = self.vae.encode(torch.tensor(frame, dtype=torch.uint8).unsqueeze(0))
         residual = float("nan") if self.predicted_z is None else float((self.predicted_z - z).norm())
-        action = self.controller(z, self.state[0])
+        action = self.decide(z)
         self.state = self.mdnrnn.step(z, action, self.state)
         logit_pi, mu, _, reward, _ = self.mdnrnn.heads(self.state[0])
         self.predicted_z = (torch.softmax(logit_pi, -1) * mu).sum(-1)
@@ -86,5 +86,29 @@ class VMCPolicy:
         self.action = action.squeeze(0).numpy().astype(np.float32)
         return self.action.copy()
 
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        """The action [1, 3] for latent z [1, Z] at the current memory: the controller's."""
+        return self.controller(z, self.state[0])
+
     def diagnostics(self) -> dict[str, float]:
         return self._diag
+
+
+class VMCPlannerPolicy(VMCPolicy):
+    """The same V, M and memory, with each decision planned in M's latent space (models.latent_mpc)
+    from the controller's own plan; the first action of the chosen plan is executed."""
+
+    name = "vmc-mpc"
+
+    def __init__(self, vae: VAE, mdnrnn: MDNRNN, controller: Controller, planner, action_repeat: int = 1):
+        self.planner = planner
+        super().__init__(vae, mdnrnn, controller, action_repeat)
+
+    def reset(self, seed: int) -> None:
+        super().reset(seed)
+        self.plan: torch.Tensor | None = None
+        self.planner.reseed(seed)
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        self.plan = self.planner.plan(self.mdnrnn, self.controller, z, self.state, self.plan)
+        return squash_actions(self.plan[:1])
