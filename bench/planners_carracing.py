@@ -4,6 +4,8 @@ registered version's own controller as a reference row. Every controller drives 
 CarRacing-v3 seeds (100000+).
 
     python bench/planners_carracing.py --home .dreamops --model latest --seeds 0 1 --episodes 100
+    python bench/planners_carracing.py --home .dreamops --bundle round_0/vmc_bundle.pt --dataset 4552b5f0 \
+        --methods registered actor_critic mpc_cem --seeds 0 1
 
 `mpc_*`: the registered version's controller with each decision planned in M's latent space
 (models.latent_mpc: CEM or MPPI from the controller's own plan, over 2 sampled futures, their mean or
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", type=Path, help="DREAMOPS_HOME holding the registered version (default: settings')")
     p.add_argument("--model", default="latest", help="carracing-vmc version or alias whose M, V and data are used")
+    p.add_argument("--bundle", type=Path, help="instead of --model: a saved vmc_bundle.pt (e.g. a round's) ...")
+    p.add_argument("--dataset", help="... and the hash of the dataset it was trained on (under --home's datasets)")
+    p.add_argument("--profile", default="quick", help="with --bundle: the profile whose cma and eval settings apply")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds of each trainer")
     p.add_argument("--episodes", type=int, default=100, help="real evaluation episodes per row")
@@ -111,20 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     from dreamops.tasks.train_mdnrnn import dream_start_states
 
     ac_cfg = actor_critic_config(args.set)
+    if (args.bundle is None) != (args.dataset is None):
+        raise SystemExit("--bundle and --dataset go together")
     settings = get_settings()
-    store.configure(settings)
-    loaded = store.load_bundle("carracing-vmc", args.model)
-    mv, base = loaded.version, loaded.bundle
-    cfg = resolve_config(mv.tags.get("profile", "quick"), agent="carracing-vmc")
-    data_path = fetch(open_store(settings), settings.datasets, mv.tags["data_hash"])
+    if args.bundle is not None:
+        base, data_hash, profile, model = VMCBundle.load(args.bundle), args.dataset, args.profile, str(args.bundle)
+    else:
+        store.configure(settings)
+        loaded = store.load_bundle("carracing-vmc", args.model)
+        base, data_hash = loaded.bundle, loaded.version.tags["data_hash"]
+        profile, model = loaded.version.tags.get("profile", "quick"), f"carracing-vmc/{loaded.version.version}"
+    cfg = resolve_config(profile, agent="carracing-vmc")
+    data_path = fetch(open_store(settings), settings.datasets, data_hash)
     data = open_dataset(data_path.parent, data_path.name)
     train_ids, _ = data.split(cfg.vae.holdout_fraction, cfg.seed)
     latents = encode(base.vae, data, show_progress=False)
     starts = dream_start_states(base.mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     latency = profile_latency(base, iterations=300)["full_step"]
-    out = {**run_header("bench/planners_carracing.py", argv), "model": f"carracing-vmc/{mv.version}",
-           "data_hash": mv.tags["data_hash"], "eval_seeds": [seeds[0], seeds[-1]], "cma": asdict(cfg.cma),
+    out = {**run_header("bench/planners_carracing.py", argv), "model": model, "data_hash": data_hash, "eval_seeds": [seeds[0], seeds[-1]], "cma": asdict(cfg.cma),
            "actor_critic": asdict(ac_cfg), "rows": []}
 
     def final_dream(controller) -> float:   # the draw evolve_checkpoints scores its final mean with
