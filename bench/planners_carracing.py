@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     data_path = fetch(open_store(settings), settings.datasets, data_hash)
     data = open_dataset(data_path.parent, data_path.name)
     train_ids, _ = data.split(cfg.vae.holdout_fraction, cfg.seed)
-    latents = encode(base.vae, data, show_progress=False)
+    latents = encode(base.vae, data)
     starts = dream_start_states(base.mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     latency = profile_latency(base, iterations=300)["full_step"]
