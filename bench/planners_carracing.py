@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="actor-critic settings (tasks.config.ActorCriticConfig), e.g. --set updates=1000")
     p.add_argument("--json", type=Path, default=RESULTS / "planners-carracing-vmc.json")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows already in --json (the same model and data), each with its own command")
     args = p.parse_args(argv)
     if args.home:
         os.environ["DREAMOPS_HOME"] = str(args.home.resolve())
@@ -136,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     latency = profile_latency(base, iterations=300)["full_step"]
     out = {**run_header("bench/planners_carracing.py", argv), "model": model, "data_hash": data_hash, "eval_seeds": [seeds[0], seeds[-1]], "cma": asdict(cfg.cma),
            "actor_critic": asdict(ac_cfg), "rows": []}
+    if args.append and args.json.exists():
+        before = json.loads(args.json.read_text())
+        if (before.get("model"), before.get("data_hash")) != (model, data_hash):
+            raise SystemExit(f"--append: {args.json} holds rows of {before.get('model')} on {before.get('data_hash')}, "
+                             f"not of {model} on {data_hash}")
+        out["rows"] = [{"command": before["command"], "commit": before["commit"], **r} if "command" not in r else r
+                       for r in before["rows"]]
 
     def final_dream(controller) -> float:   # the draw evolve_checkpoints scores its final mean with
         c = cfg.cma
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             report = evaluate(factory, f"{method} seed {seed}", seeds, cfg.eval.max_steps, args.workers)
             timing = latency if planner is None else decision_latency(factory, base.arch.action_repeat)
         dream = final_dream(controller) if planner is None else float("nan")
-        out["rows"].append({"method": method, "seed": seed, "real_mean": report.mean, "real_std": report.std,
+        out["rows"].append({"command": out["command"], "commit": out["commit"], "method": method, "seed": seed, "real_mean": report.mean, "real_std": report.std,
                             "dream_return": dream, "gap": dream - report.mean, "episodes": len(seeds),
                             "latency_p50_ms": timing["p50_ms"], "latency_p99_ms": timing["p99_ms"],
                             "train_s": round(train_s, 1), "rewards": [round(r, 1) for r in report.rewards]})
