@@ -24,6 +24,7 @@ from dreamops.registry.semver import Fingerprint
 from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks import plots
+from dreamops.tasks.actor_critic import train_actor_critic
 from dreamops.tasks.collect import collect, collect_round, collect_validation
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
@@ -57,6 +58,7 @@ encode_task = task(encode, name="encode", cache_policy=NONE)
 train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
 starts_task = task(dream_start_states, name="dream_start_states", cache_policy=NONE)
 evolve_task = task(evolve_checkpoints, name="evolve_controller", cache_policy=NONE)
+actor_critic_task = task(train_actor_critic, name="actor_critic_controller", cache_policy=NONE)
 evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 baseline_task = task(evaluate_baseline, name="evaluate_baseline", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
@@ -167,8 +169,13 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                 # the start states: one batch-1 pass per episode, on the CPU (no device would help)
                 starts = clock.run("starts", starts_task, mdnrnn, latents, train_ids, seed=cfg.seed + k,
                                    skip_steps=cfg.cma.start_after_steps)
-                controllers, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
-                                                 init=models["controller"], compute=compute)
+                if cfg.controller_trainer == "actor_critic":   # on the CPU (tasks/actor_critic.py)
+                    controller, history = clock.run("cma", actor_critic_task, mdnrnn, starts, r.ac, r.cma,
+                                                    r.cma.seed, log, show_progress, init=models["controller"])
+                    controllers = [controller]
+                else:
+                    controllers, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
+                                                     init=models["controller"], compute=compute)
                 generations = [int(g) for g in history["checkpoint_generation"]]
                 named = len(controllers) > 1  # one directory and label per checkpoint
                 challengers = []

@@ -76,8 +76,18 @@ def train_actor_critic(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: Act
     two compare like for like. On the CPU (the dream here is small batches of a 256-unit LSTM)."""
     seed_everything(seed)
     mdnrnn = mdnrnn.eval()
-    for p in mdnrnn.parameters():
+    trainable = [p.requires_grad for p in mdnrnn.parameters()]
+    for p in mdnrnn.parameters():   # M is the environment: no gradient reaches it
         p.requires_grad_(False)
+    try:
+        return _train(mdnrnn, starts, cfg, cma, seed, log, show_progress, init)
+    finally:
+        for p, flag in zip(mdnrnn.parameters(), trainable):
+            p.requires_grad_(flag)
+
+
+def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConfig, cma: CMAConfig, seed: int,
+           log: MetricSink, show_progress: bool, init: Controller | None) -> tuple[Controller, dict[str, list[float]]]:
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
     if init is not None:
         controller.load_state_dict(init.state_dict())
@@ -141,6 +151,8 @@ def train_actor_critic(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: Act
     final = dream_fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, max(cma.rollouts, 16), cma.dream_steps,
                           cma.temperature, cma.seed + 7, cma.dream_dropout, cma.done_mode).item()
     history["final_dream_return"] = [final]
+    history["checkpoint_generation"] = [float(cfg.updates)]   # the flow's checkpoint keys: one, the last update
+    history["checkpoint_dream_return"] = [final]
     log({"ac/final_dream_return": final}, cfg.updates)
     return controller, history
 

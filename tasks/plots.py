@@ -61,13 +61,19 @@ def dream_vs_real_strip(vae: VAE, mdnrnn: MDNRNN, obs: np.ndarray, actions: np.n
 
 
 def reward_curves(history: dict[str, list[float]], eval_rewards: dict[str, list[float]], path: Path) -> Path:
-    """Left: CMA-ES dream fitness per generation; right: real-env returns per policy."""
+    """Left: CMA-ES dream fitness per generation (or actor-critic's dream reward per step per
+    update); right: real-env returns per policy."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    gens = np.arange(1, len(history["best"]) + 1)
-    ax1.plot(gens, history["best"], label="best")
-    ax1.plot(gens, history["mean"], label="mean")
-    ax1.plot(gens, history["worst"], label="worst", alpha=0.5)
-    ax1.set(xlabel="generation", ylabel="dream return", title="CMA-ES in the dream")
+    if "best" in history:
+        gens = np.arange(1, len(history["best"]) + 1)
+        ax1.plot(gens, history["best"], label="best")
+        ax1.plot(gens, history["mean"], label="mean")
+        ax1.plot(gens, history["worst"], label="worst", alpha=0.5)
+        ax1.set(xlabel="generation", ylabel="dream return", title="CMA-ES in the dream")
+    else:
+        ax1.plot(np.arange(1, len(history["dream_reward_per_step"]) + 1), history["dream_reward_per_step"],
+                 label="dream reward per step")
+        ax1.set(xlabel="update", ylabel="reward per step", title="actor-critic in the dream")
     ax1.legend()
     names = list(eval_rewards)
     ax2.boxplot([eval_rewards[n] for n in names])
