@@ -90,7 +90,9 @@ class PickTrainConfig:
     """Render this many `seen` scenes (seeds 500000+, once per run) and add the localisation loss of
     the named object on a batch of them (train.grounding_batch_size, weight train.target_weight) to
     every training step of every round (tasks.pick_grounding): a demonstration shows one scene, so
-    600 demonstrations teach the localisation 600 scenes. 0: off."""
+    600 demonstrations teach the localisation 600 scenes. 0: off. Measured with 3,000 (one seed each):
+    attention on the named object 95% / 88% (83% / 80% before); quick one round 57% / 48% (64% / 54%
+    without); with 2 DAgger rounds, seed 1: 90% / 65% (76% / 81% without): seen up, novel down."""
     grounding_batch_size: int = 64
     """Rendered scenes per training step, with train.grounding_scenes."""
     grounding_steps: int = 0
