@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import add_source_arguments, load_source  # noqa: E402
 from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 METHODS = ("registered", "cma", "actor_critic", "cma_ensemble", "mpc_cem", "mpc_mppi", "mpc_cem_cvar")
@@ -81,11 +81,7 @@ def decision_latency(factory, action_repeat: int, decisions: int = 100) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--home", type=Path, help="DREAMOPS_HOME holding the registered version (default: settings')")
-    p.add_argument("--model", default="latest", help="carracing-vmc version or alias whose M, V and data are used")
-    p.add_argument("--bundle", type=Path, help="instead of --model: a saved vmc_bundle.pt (e.g. a round's) ...")
-    p.add_argument("--dataset", help="... and the hash of the dataset it was trained on (under --home's datasets)")
-    p.add_argument("--profile", default="quick", help="with --bundle: the profile whose cma and eval settings apply")
+    add_source_arguments(p)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds of each trainer")
     p.add_argument("--episodes", type=int, default=100, help="real evaluation episodes per row")
@@ -96,20 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--append", action="store_true",
                    help="keep the rows already in --json (the same model and data), each with its own command")
     args = p.parse_args(argv)
-    if args.home:
-        os.environ["DREAMOPS_HOME"] = str(args.home.resolve())
 
     import torch
 
     from dreamops.models.bundle import BundlePolicyFactory, VMCBundle
     from dreamops.models.latent_mpc import LatentMPC
     from dreamops.models.trajectory_opt import CEM, MPPI
-    from dreamops.registry import store
-    from dreamops.settings import get_settings
-    from dreamops.storage import open_store
     from dreamops.tasks.actor_critic import train_actor_critic
-    from dreamops.tasks.config import resolve_config
-    from dreamops.tasks.dataset import fetch, open_dataset
     from dreamops.tasks.encode import encode
     from dreamops.tasks.ensemble import train_members
     from dreamops.tasks.evaluate import evaluate
@@ -118,19 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     from dreamops.tasks.train_mdnrnn import dream_start_states
 
     ac_cfg = actor_critic_config(args.set)
-    if (args.bundle is None) != (args.dataset is None):
-        raise SystemExit("--bundle and --dataset go together")
-    settings = get_settings()
-    if args.bundle is not None:
-        base, data_hash, profile, model = VMCBundle.load(args.bundle), args.dataset, args.profile, str(args.bundle)
-    else:
-        store.configure(settings)
-        loaded = store.load_bundle("carracing-vmc", args.model)
-        base, data_hash = loaded.bundle, loaded.version.tags["data_hash"]
-        profile, model = loaded.version.tags.get("profile", "quick"), f"carracing-vmc/{loaded.version.version}"
-    cfg = resolve_config(profile, agent="carracing-vmc")
-    data_path = fetch(open_store(settings), settings.datasets, data_hash)
-    data = open_dataset(data_path.parent, data_path.name)
+    base, data, cfg, model = load_source(args)
+    data_hash = data.hash
     train_ids, _ = data.split(cfg.vae.holdout_fraction, cfg.seed)
     latents = encode(base.vae, data)
     starts = dream_start_states(base.mdnrnn, latents, train_ids, seed=cfg.seed, skip_steps=cfg.cma.start_after_steps)
