@@ -5,6 +5,7 @@ The reward and done heads let the controller train entirely inside the dream.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -63,6 +64,14 @@ def _sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return (torch.rand(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device) >= p).to(x.dtype) / (1.0 - p)
 
 
+def _bf16_lstm_supported(device_type: str) -> bool:
+    """Whether nn.LSTM may run under a bf16 autocast on this device type: cuDNN can; oneDNN on a CPU
+    without AVX-512 has no bf16 LSTM primitive and raises instead of falling back."""
+    if device_type != "cpu":
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class MDNRNN(nn.Module):
     def __init__(self, latent_dim: int = 32, action_dim: int = 3, hidden_dim: int = 256,
                  n_gaussians: int = 5, reward_weight: float = 1.0, done_weight: float = 1.0, dropout: float = 0.0):
@@ -102,13 +111,18 @@ class MDNRNN(nn.Module):
         """Summed loss terms and counts (for windowed training); 'state' is the LSTM state after.
         reward_mask (default: mask) selects the steps whose reward is learned. Under a bf16 autocast
         (training on CUDA) only the LSTM runs in bf16: the heads (mixture means and scales down to
-        sigma ~1e-3 need fp32), the losses and the carried state are fp32."""
+        sigma ~1e-3 need fp32), the losses and the carried state are fp32. Where the backend has no
+        bf16 LSTM (oneDNN on a CPU without AVX-512) the LSTM stays fp32 too."""
         if z.shape[-1] != self.latent_dim or a.shape[-1] != self.action_dim:
             raise ValueError(f"expected z [..., {self.latent_dim}] and a [..., {self.action_dim}], "
                              f"got {tuple(z.shape)} and {tuple(a.shape)}")
         if self.training and self.dropout > 0:
             z = z * _sequence_mask(z, self.dropout)
-        h, new_state = self.lstm(torch.cat([z, a], dim=-1), state)
+        # leaves an outer autocast as it is, except where the LSTM cannot run in bf16
+        device_type = z.device.type
+        keep = contextlib.nullcontext() if _bf16_lstm_supported(device_type) else torch.autocast(device_type, enabled=False)
+        with keep:
+            h, new_state = self.lstm(torch.cat([z, a], dim=-1), state)
         with torch.autocast(z.device.type, enabled=False):  # .float() is a no-op in fp32
             h, new_state = h.float(), (new_state[0].float(), new_state[1].float())
             return self._loss_terms(h, new_state, z_next, reward, done, mask, next_mask, reward_mask)
