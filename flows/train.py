@@ -24,7 +24,7 @@ from dreamops.registry.semver import Fingerprint
 from dreamops.settings import get_settings
 from dreamops.storage import open_store
 from dreamops.tasks import plots
-from dreamops.tasks.actor_critic import train_actor_critic
+from dreamops.tasks.actor_critic import actor_critic_checkpoints
 from dreamops.tasks.collect import collect, collect_round, collect_validation
 from dreamops.tasks.config import resolve_config
 from dreamops.tasks.dataset import fetch, merge, open_dataset, publish
@@ -58,7 +58,7 @@ encode_task = task(encode, name="encode", cache_policy=NONE)
 train_mdnrnn_task = task(train_mdnrnn, name="train_mdnrnn", cache_policy=NONE)
 starts_task = task(dream_start_states, name="dream_start_states", cache_policy=NONE)
 evolve_task = task(evolve_checkpoints, name="evolve_controller", cache_policy=NONE)
-actor_critic_task = task(train_actor_critic, name="actor_critic_controller", cache_policy=NONE)
+actor_critic_task = task(actor_critic_checkpoints, name="actor_critic_controller", cache_policy=NONE)
 evaluate_task = task(evaluate, name="evaluate", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 baseline_task = task(evaluate_baseline, name="evaluate_baseline", retries=1, retry_delay_seconds=5, cache_policy=NONE)
 failures_task = task(analyze_failures, name="analyze_failures", cache_policy=NONE)
@@ -170,9 +170,8 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                 starts = clock.run("starts", starts_task, mdnrnn, latents, train_ids, seed=cfg.seed + k,
                                    skip_steps=cfg.cma.start_after_steps)
                 if cfg.controller_trainer == "actor_critic":   # on the CPU (tasks/actor_critic.py)
-                    controller, history = clock.run("cma", actor_critic_task, mdnrnn, starts, r.ac, r.cma,
-                                                    r.cma.seed, log, show_progress, init=models["controller"])
-                    controllers = [controller]
+                    controllers, history = clock.run("cma", actor_critic_task, mdnrnn, starts, r.ac, r.cma,
+                                                     r.cma.seed, log, show_progress, init=models["controller"])
                 else:
                     controllers, history = clock.run("cma", evolve_task, mdnrnn, starts, r.cma, log, show_progress,
                                                      init=models["controller"], compute=compute)
@@ -224,9 +223,11 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
                         if named:
-                            print(f"round {k}: validation return per CMA-ES generation "
+                            ac = cfg.controller_trainer == "actor_critic"
+                            unit = "actor-critic update" if ac else "CMA-ES generation"
+                            print(f"round {k}: validation return per {unit} "
                                   + ", ".join(f"{g}: {v:.1f}" for g, v in curve[-1].checkpoint_returns.items())
-                                  + f"; generation {curve[-1].chosen_generation} kept", flush=True)
+                                  + f"; {unit.split()[-1]} {curve[-1].chosen_generation} kept", flush=True)
                         print(f"round {k}: validation return {challenger.validation.mean:.1f} "
                               + ("(best so far)" if kept else f"(below round {best.round}'s "
                                                               f"{best.validation.mean:.1f})")

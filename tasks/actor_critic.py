@@ -13,6 +13,8 @@ are unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from dreamops.models.controller import Controller, squash_actions
@@ -20,7 +22,7 @@ from dreamops.models.imagination import Critic, GaussianActor, ReturnNormalizer,
 from dreamops.models.mdnrnn import MDNRNN, sample_mixture
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.config import ActorCriticConfig, CMAConfig
-from dreamops.tasks.evolve import dream_fitness
+from dreamops.tasks.evolve import checkpoint_generations, dream_fitness
 
 
 class _Dream:
@@ -70,9 +72,21 @@ class _Dream:
 def train_actor_critic(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConfig, cma: CMAConfig,
                        seed: int = 0, log: MetricSink = no_metrics, show_progress: bool = True,
                        init: Controller | None = None) -> tuple[Controller, dict[str, list[float]]]:
-    """-> (the actor's mean as a Controller, history). The dream uses CMA-ES's settings (temperature,
-    dream_steps) so that both trainers face the same dream; `final_dream_return` is measured by
-    dream_fitness with CMA-ES's final draw (the same seed and rollouts as evolve_checkpoints), so the
+    """-> (the actor's mean after the last update as a Controller, history); see actor_critic_checkpoints."""
+    controllers, history = actor_critic_checkpoints(mdnrnn, starts, cfg, dataclasses.replace(cma, checkpoints=1),
+                                                    seed, log, show_progress, init)
+    return controllers[-1], history
+
+
+def actor_critic_checkpoints(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConfig,
+                             cma: CMAConfig, seed: int = 0, log: MetricSink = no_metrics, show_progress: bool = True,
+                             init: Controller | None = None) -> tuple[list[Controller], dict[str, list[float]]]:
+    """-> (the actor's mean kept at `cma.checkpoints` evenly spaced updates, the last after the final
+    one, as Controllers; history), as evolve_checkpoints keeps CMA-ES's mean, so that the flow's
+    validation episodes choose among them and become as much data with either trainer
+    (`checkpoint_generation` holds the updates). The dream uses CMA-ES's settings (temperature,
+    dream_steps) so that both trainers face the same dream; each checkpoint's dream return is measured
+    by dream_fitness with CMA-ES's final draw (the same seed and rollouts as evolve_checkpoints), so the
     two compare like for like. On the CPU (the dream here is small batches of a 256-unit LSTM)."""
     seed_everything(seed)
     mdnrnn = mdnrnn.eval()
@@ -101,6 +115,8 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
     gen = torch.Generator().manual_seed(seed + 31_337)
     dream = _Dream(mdnrnn, starts, cfg.batch, cma.dream_steps, cma.temperature, gen)
     norm = ReturnNormalizer()
+    keep = checkpoint_generations(cfg.updates, cma.checkpoints, warm=init is not None)
+    kept: list[Controller] = [_controller_from(actor, mdnrnn)] if keep[0] == 0 else []
     history: dict[str, list[float]] = {"dream_reward_per_step": [], "return_scale": [], "actor_std": [],
                                        "critic_loss": [], "entropy": []}
     with progress(show_progress) as bar:
@@ -145,14 +161,22 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
                 history[key].append(stats[f"ac/{key}"])
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
                 log(stats, update + 1)
+            if update + 1 in keep:
+                kept.append(_controller_from(actor, mdnrnn))
             bar.update(task, advance=1, status=f"reward/step {stats['ac/dream_reward_per_step']:.2f}")
+    genomes = torch.stack([c.get_flat() for c in kept])
+    returns = dream_fitness(mdnrnn, genomes, starts, max(cma.rollouts, 16), cma.dream_steps, cma.temperature,
+                            cma.seed + 7, cma.dream_dropout, cma.done_mode).tolist()
+    history["checkpoint_generation"] = [float(u) for u in keep]   # the flow's checkpoint keys: updates here
+    history["checkpoint_dream_return"] = returns
+    history["final_dream_return"] = [returns[-1]]
+    log({"ac/final_dream_return": returns[-1]}, cfg.updates)
+    return kept, history
+
+
+def _controller_from(actor: GaussianActor, mdnrnn: MDNRNN) -> Controller:
+    """A copy of the actor's mean as a Controller (the actor keeps training)."""
     controller = Controller(mdnrnn.latent_dim, mdnrnn.hidden_dim)
     controller.fc.load_state_dict(actor.mean_net.state_dict())
-    final = dream_fitness(mdnrnn, controller.get_flat().unsqueeze(0), starts, max(cma.rollouts, 16), cma.dream_steps,
-                          cma.temperature, cma.seed + 7, cma.dream_dropout, cma.done_mode).item()
-    history["final_dream_return"] = [final]
-    history["checkpoint_generation"] = [float(cfg.updates)]   # the flow's checkpoint keys: one, the last update
-    history["checkpoint_dream_return"] = [final]
-    log({"ac/final_dream_return": final}, cfg.updates)
-    return controller, history
+    return controller
 

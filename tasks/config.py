@@ -226,7 +226,7 @@ class CMAConfig:
     checkpoints: int = 1
     """Controllers each round keeps from its CMA-ES search: the mean at this many evenly spaced
     generations (the last is the final mean; a warm-started round's first is its starting
-    controller). In a multi-round run every one plays the validation episodes and the best
+    controller); with `controller_trainer: actor_critic`, the actor's mean at as many updates. In a multi-round run every one plays the validation episodes and the best
     becomes the round's controller: early stopping on real returns, so that a dream optimum that
     does not transfer (a collapse) cannot replace a controller that drove. 1 = the final mean, as
     is every one-round run (it plays no validation episodes to choose with)."""

@@ -230,9 +230,10 @@ def test_bad_input_is_one_line_not_a_traceback(dreamops_home, capsys, argv, mess
 
 def test_the_controller_can_be_trained_by_actor_critic_in_two_rounds(prefect_server, dreamops_home, capsys):
     """controller_trainer=actor_critic: round 0 trains C from zero by actor-critic in M's dream, round 1
-    warm-starts it for ac.round_updates; the version ships that linear controller like CMA-ES's."""
+    warm-starts it for ac.round_updates; each keeps cma.checkpoints of the actor for the validation
+    episodes to choose from; the version ships that linear controller like CMA-ES's."""
     sets = ["controller_trainer=actor_critic", "ac.updates=4", "ac.round_updates=2", "ac.batch=8", "ac.horizon=3",
-            "ac.log_every=1", "rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1"]
+            "ac.log_every=1", "rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1", "cma.checkpoints=2"]
     assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
     capsys.readouterr()
     client = mlflow.MlflowClient()
@@ -244,6 +245,8 @@ def test_the_controller_can_be_trained_by_actor_critic_in_two_rounds(prefect_ser
     steps = [[m.step for m in client.get_metric_history(r.info.run_id, "ac/dream_reward_per_step")] for r in rounds]
     assert steps == [[1, 2, 3, 4], [1, 2]]   # 4 updates from zero, then 2 warm
     assert all("ac/final_dream_return" in r.data.metrics and "cma/best_fitness" not in r.data.metrics for r in rounds)
+    chosen = [mlflow.MlflowClient().get_metric_history(parent.info.run_id, "round/chosen_generation")]
+    assert [m.value in ((2.0, 4.0), (0.0, 2.0))[m.step] for m in chosen[0]] == [True, True]   # updates kept
     with pytest.raises(ValueError, match="controller_trainer must be one of cma, actor_critic"):
         from dreamops.tasks.config import resolve_config
         resolve_config("smoke", {"controller_trainer": "ppo"})

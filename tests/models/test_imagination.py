@@ -9,7 +9,7 @@ from dreamops.models.controller import Controller
 from dreamops.models.imagination import (Critic, GaussianActor, ReturnNormalizer, lambda_returns, symexp,
                                          symlog)
 from dreamops.models.mdnrnn import MDNRNN
-from dreamops.tasks.actor_critic import train_actor_critic
+from dreamops.tasks.actor_critic import actor_critic_checkpoints, train_actor_critic
 from dreamops.tasks.config import ActorCriticConfig, CMAConfig
 
 
@@ -89,6 +89,24 @@ def test_actor_critic_finds_the_known_optimum_of_a_hand_built_dream():
     assert history["dream_reward_per_step"][-1] > 0.5 > history["dream_reward_per_step"][0]
     # the final dream return: 20 steps of up to 0.64
     assert history["final_dream_return"][0] > 10 and logged["ac/final_dream_return"] == history["final_dream_return"][0]
+
+
+def test_actor_critic_keeps_evenly_spaced_checkpoints_the_last_being_the_trained_controller():
+    m = _steer_pays_dream()
+    starts = {"z0": torch.zeros(8, 2), "h0": torch.zeros(8, 4), "c0": torch.zeros(8, 4)}
+    cma = CMAConfig(dream_steps=20, temperature=1.0, rollouts=4, checkpoints=3)
+    cfg = ActorCriticConfig(updates=30, batch=16, horizon=5, actor_lr=0.1, critic_hidden=8, log_every=10)
+    controllers, history = actor_critic_checkpoints(m, starts, cfg, cma, seed=0, show_progress=False)
+    assert history["checkpoint_generation"] == [10.0, 20.0, 30.0] and len(controllers) == 3
+    assert len(history["checkpoint_dream_return"]) == 3
+    assert history["final_dream_return"] == history["checkpoint_dream_return"][-1:]
+    last, _ = train_actor_critic(m, starts, cfg, cma, seed=0, show_progress=False)
+    assert torch.equal(controllers[-1].get_flat(), last.get_flat())         # the same training, one kept
+    assert not torch.equal(controllers[0].get_flat(), controllers[-1].get_flat())
+    # warm: the first checkpoint is the starting controller, as in a warm CMA-ES round
+    warm, warm_history = actor_critic_checkpoints(m, starts, cfg, cma, seed=1, show_progress=False, init=last)
+    assert warm_history["checkpoint_generation"] == [0.0, 15.0, 30.0]
+    assert torch.equal(warm[0].get_flat(), last.get_flat())
 
 
 def test_actor_critic_config_is_checked():
