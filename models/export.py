@@ -73,9 +73,9 @@ def export_program(graph: RobotGraph) -> torch.export.ExportedProgram:
     return torch.export.export(graph.module.eval(), graph.example(batch=2), dynamic_shapes=_batch_dims(graph))
 
 
-def to_program(graph: RobotGraph, path: Path) -> Path:
+def to_program(graph: RobotGraph, path: Path, program: torch.export.ExportedProgram | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(export_program(graph), str(path))
+    torch.export.save(program if program is not None else export_program(graph), str(path))
     return path
 
 
@@ -84,15 +84,18 @@ def load_program(path: Path | str) -> nn.Module:
     return torch.export.load(str(path)).module()
 
 
-def to_onnx(graph: RobotGraph, path: Path) -> Path:
+def to_onnx(graph: RobotGraph, path: Path, program: torch.export.ExportedProgram | None = None) -> Path:
     """ONNX by the dynamo exporter, one self-contained file, verified with onnxruntime against eager;
-    raises (and leaves no file) when either step fails."""
+    raises (and leaves no file) when either step fails. `program`: the graph's torch.export program
+    when already made (export_all), which the exporter would otherwise trace again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet_onnx_exporter():
-            torch.onnx.export(graph.module.eval(), graph.example(batch=2), str(path), dynamo=True,
+            model = program if program is not None else graph.module.eval()
+            shapes = None if program is not None else _batch_dims(graph)   # a program carries its own
+            torch.onnx.export(model, graph.example(batch=2), str(path), dynamo=True,
                               input_names=list(graph.inputs), output_names=list(graph.outputs),
-                              dynamic_shapes=_batch_dims(graph), external_data=False, verbose=False)
+                              dynamic_shapes=shapes, external_data=False, verbose=False)
         check_onnx(graph, path)
     except Exception:
         path.unlink(missing_ok=True)
@@ -142,10 +145,11 @@ def check_onnx(graph: RobotGraph, path: Path) -> None:
 def export_all(graph: RobotGraph, out_dir: Path) -> dict[str, Path]:
     """-> {"torchscript", "program"[, "onnx"]: path}. An ONNX failure is logged and leaves that file out:
     the version still ships TorchScript and torch.export."""
+    program = export_program(graph)   # traced once: saved as .pt2 and translated to ONNX
     paths = {"torchscript": to_torchscript(graph, graph.path(out_dir, "torchscript")),
-             "program": to_program(graph, graph.path(out_dir, "program"))}
+             "program": to_program(graph, graph.path(out_dir, "program"), program)}
     try:
-        paths["onnx"] = to_onnx(graph, graph.path(out_dir, "onnx"))
+        paths["onnx"] = to_onnx(graph, graph.path(out_dir, "onnx"), program)
     except Exception as exc:  # the optional exporter can fail in many ways (unsupported op, I/O, mismatch)
         log.warning("ONNX export of %s failed, the version ships TorchScript and torch.export only: %s",
                     graph.name, root_cause(exc))

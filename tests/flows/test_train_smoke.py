@@ -3,6 +3,9 @@ a real CarRacing episode; evaluate/profile work on it; bad input gives one-line 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -18,9 +21,22 @@ pytestmark = pytest.mark.e2e
 
 
 def test_smoke_run_registers_a_version_that_drives_carracing(prefect_server, dreamops_home, capsys):
-    assert main(["train", "--agent", "carracing-vmc", "--profile", "smoke", "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    """`dreamops train --profile smoke` as a user runs it (a process of its own, no Prefect or MLflow
+    settings: it starts Prefect's temporary server): its log is its progress and its summary, no
+    library warnings or per-task log lines; then the version it registered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "DREAMOPS_"))}
+    env.update(DREAMOPS_HOME=str(dreamops_home), DREAMOPS_WORKERS="2")
+    proc = subprocess.run([sys.executable, "-m", "dreamops.flows.cli", "train", "--profile", "smoke"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=dreamops_home.parent)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
     assert "Registered models:/carracing-vmc/1" in out
+    assert "every gate passed" in out and "collect episodes" in out  # the summary and the progress
+    timing = [line for line in out.splitlines() if "time in the flow" in line]  # where the minutes went
+    assert len(timing) == 1 and all(f" {stage} " in timing[0] for stage in ("collect", "vae", "mdn", "cma",
+                                                                             "evaluate", "other")), timing
+    for noise in ("Warning", "WARNING", "| INFO", " INFO ", "Downloading artifacts"):
+        assert noise not in out, f"{noise!r} in a normal run's log:\n{out}"
 
     from dreamops.registry import store
     from dreamops.settings import get_settings
