@@ -177,6 +177,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                                                      init=models["controller"], compute=compute)
                 generations = [int(g) for g in history["checkpoint_generation"]]
                 named = len(controllers) > 1  # one directory and label per checkpoint
+                checkpoint_unit = "update" if cfg.controller_trainer == "actor_critic" else "generation"
                 challengers = []
                 for c, g in zip(controllers, generations):
                     b = VMCBundle(_architecture(cfg), vae, mdnrnn, c)
@@ -186,7 +187,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                 validation_seeds = cfg.validation_seeds(k)
                 if cfg.rounds > 1:  # scored on validation seeds: the choice never sees the evaluation seeds
                     for c, g in zip(challengers, generations):
-                        label = f"vmc round {k}" + (f" generation {g}" if named else "")
+                        label = f"vmc round {k}" + (f" {checkpoint_unit} {g}" if named else "")
                         if cfg.collect.validation_as_data:
                             played = clock.run("validate", collect_validation_task, cfg.collect, k, f"g{g:03d}",
                                                c.bundle_path.read_bytes(), validation_seeds, settings.datasets,
@@ -223,11 +224,10 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                     mlflow.set_tags({f"weights.{c}": h for c, h in bundle.component_hashes().items()})
                     if show_progress:
                         if named:
-                            ac = cfg.controller_trainer == "actor_critic"
-                            unit = "actor-critic update" if ac else "CMA-ES generation"
-                            print(f"round {k}: validation return per {unit} "
+                            trainer = "actor-critic" if checkpoint_unit == "update" else "CMA-ES"
+                            print(f"round {k}: validation return per {trainer} {checkpoint_unit} "
                                   + ", ".join(f"{g}: {v:.1f}" for g, v in curve[-1].checkpoint_returns.items())
-                                  + f"; {unit.split()[-1]} {curve[-1].chosen_generation} kept", flush=True)
+                                  + f"; {checkpoint_unit} {curve[-1].chosen_generation} kept", flush=True)
                         print(f"round {k}: validation return {challenger.validation.mean:.1f} "
                               + ("(best so far)" if kept else f"(below round {best.round}'s "
                                                               f"{best.validation.mean:.1f})")
