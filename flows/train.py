@@ -33,7 +33,7 @@ from dreamops.tasks.encode import encode
 from dreamops.tasks.evaluate import EvalReport, evaluate, evaluate_baseline, report_from_episodes
 from dreamops.tasks.evolve import evolve_checkpoints
 from dreamops.tasks.failures import analyze_failures
-from dreamops.tasks.fidelity import mdn_rollout_fidelity
+from dreamops.tasks.fidelity import gate_horizon, mdn_rollout_fidelity
 from dreamops.tasks.fleet_data import with_fleet_episodes
 from dreamops.tasks.gate import candidate_metrics, check_model, production_metrics, validate_data
 from dreamops.tasks.package import package_version, reference_latents
@@ -262,7 +262,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                              skip_steps=cfg.cma.start_after_steps, seed=cfg.seed)
         mlflow.log_metrics(fidelity)
         candidate = candidate_metrics(vae_report, mdn_report, history, evals["vmc"], latency, fidelity,
-                                      cfg.cma.dream_steps)
+                                      min(cfg.gate.model.mdn_fidelity_horizon, cfg.cma.dream_steps))
         production = production_task(agent, data, holdout_ids, cfg.collect.action_repeat)
         gates = check_model_task(candidate, cfg.gate, production)
 
@@ -281,7 +281,7 @@ def train_vmc(agent: str, profile: str, overrides: dict | None, warehouse_id: st
                 plots.dream_vs_real_strip(vae, mdnrnn, holdout["obs"], holdout["actions"], out / "dream_vs_real.png"),
                 plots.reward_curves(history, {k: v.rewards for k, v in evals.items()}, out / "reward_curves.png"),
                 plots.fidelity_curve(fidelity, out / "rollout_fidelity.png",
-                                     trained_for=int(candidate["mdn_fidelity_horizon"]))]
+                                     trained_for=gate_horizon(cfg.cma.dream_steps))]
         for pic in pics:
             mlflow.log_artifact(str(pic), "plots")
         store.log_json(report, "evaluation_report.json")

@@ -299,6 +299,9 @@ class GateConfig:
                      "mdn_fidelity_vs_persistence_max"):
             if getattr(m, name) <= 0:
                 raise ValueError(f"gate.model.{name} must be positive, got {getattr(m, name)!r}")
+        if isinstance(m.mdn_fidelity_horizon, bool) or not isinstance(m.mdn_fidelity_horizon, int) \
+                or m.mdn_fidelity_horizon < 1:
+            raise ValueError(f"gate.model.mdn_fidelity_horizon must be an integer >= 1, got {m.mdn_fidelity_horizon!r}")
 
 
 class RunConfig:

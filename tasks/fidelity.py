@@ -152,11 +152,12 @@ def trusted_horizon(report: dict[str, float], horizons: tuple[int, ...] = HORIZO
     return trusted
 
 
-def gate_horizon(dream_steps: int, measured: tuple[int, ...] = HORIZONS) -> int:
-    """The horizon the model gate judges: the longest measured one the controller's dreams reach."""
+def gate_horizon(steps: int, measured: tuple[int, ...] = HORIZONS) -> int:
+    """The longest measured horizon up to `steps` (the smallest measured one if none is): the one the
+    model gate judges, or the one the controller's dreams reach."""
     if not measured:
         raise ValueError("no horizon was measured")
-    return max([k for k in measured if k <= dream_steps] or [min(measured)])
+    return max([k for k in measured if k <= steps] or [min(measured)])
 
 
 def fidelity_ratio(report: dict[str, float], k: int) -> float:

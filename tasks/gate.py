@@ -37,12 +37,13 @@ def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], a
 
 
 def candidate_metrics(vae_report: dict, mdn_report: dict, cma_history: dict, evaluation: EvalReport,
-                      latency: dict, fidelity: dict | None = None, dream_steps: int | None = None) -> dict[str, float]:
+                      latency: dict, fidelity: dict | None = None, fidelity_steps: int | None = None) -> dict[str, float]:
     """The figures the model gates judge, from the training, evaluation and profiling reports, and
-    M's rollout fidelity (tasks.fidelity) at the horizon the controller dreams."""
+    M's rollout fidelity (tasks.fidelity) at the longest measured horizon up to `fidelity_steps`
+    (the gate's horizon, at most the dreams' length)."""
     extra = {}
-    if fidelity is not None and dream_steps is not None:
-        k = gate_horizon(dream_steps, tuple(h for h in HORIZONS if f"fidelity/k{h}/latent_nmse" in fidelity))
+    if fidelity is not None and fidelity_steps is not None:
+        k = gate_horizon(fidelity_steps, tuple(h for h in HORIZONS if f"fidelity/k{h}/latent_nmse" in fidelity))
         extra = {"mdn_fidelity_ratio": fidelity_ratio(fidelity, k), "mdn_fidelity_horizon": float(k)}
     return extra | {"vae_recon": vae_report["vae/holdout_recon"], "vae_kl": vae_report["vae/holdout_kl"],
             "mdn_nll": mdn_report["mdn/holdout_nll"], "dream_reward": cma_history["final_dream_return"][0],

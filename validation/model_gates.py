@@ -36,9 +36,15 @@ class ModelGateThresholds:
     mdn_loglik_vs_production: float = 0.9
     """See the module docstring."""
     mdn_fidelity_vs_persistence_max: float = 1.0
-    """M's open-loop latent error at the horizon the controller dreams (tasks.fidelity.gate_horizon)
-    over the error of assuming nothing changes, below this: M must predict the future it is trusted
-    for better than a frozen frame."""
+    """M's open-loop latent error `mdn_fidelity_horizon` steps ahead over the error of assuming nothing
+    changes, below this: M must predict better than a frozen frame."""
+    mdn_fidelity_horizon: int = 5
+    """The horizon (steps; the longest measured one up to it and up to the dreams' length) the
+    `mdn_fidelity` gate judges. Not the dreams' 250 steps: the Ms of two `quick` versions that drive
+    799 and 817 (100 episodes) are worse than persistence at 50 steps (ratios 1.07 and 1.33), as
+    good at 15, and far better at 5 (0.29 and 0.40; a round-0 M 0.31): M's error far ahead does not
+    decide whether its dreams train a good controller, so the gate stops a broken M, not a
+    short-sighted one (docs/results, session 21)."""
 
 
 @dataclass

@@ -46,6 +46,7 @@ def test_overrides_apply_with_types():
     ("eval.compare_baselines", 1, "eval.compare_baselines"),
     ("gate.data.max_corrupt_frame_fraction", 1.5, "gate.data.max_corrupt_frame_fraction"),
     ("gate.model.vae_kl_min", 2e6, "gate.model.vae_kl_min"),  # smoke's vae_kl_max is 1e6
+    ("gate.model.mdn_fidelity_horizon", 0, "gate.model.mdn_fidelity_horizon"),
     ("rounds", 0, "rounds must be >= 1"),
     ("collect.round_policy_mix", {"controller": -1.0}, "collect.round_policy_mix"),
     ("collect.round_policy_mix", {"autopilot": 1.0}, "collect.round_policy_mix"),

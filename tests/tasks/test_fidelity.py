@@ -84,8 +84,10 @@ def test_fidelity_on_real_episodes_scores_a_trained_m_above_an_untrained_one(goo
         mdn_rollout_fidelity(vae, trained, data, [], (1,))
 
 
-def test_the_gate_judges_the_longest_measured_horizon_the_dreams_reach():
+def test_the_gate_judges_the_longest_measured_horizon_up_to_its_own_and_the_dreams():
     from dreamops.tasks.fidelity import fidelity_ratio, gate_horizon
+    from dreamops.tasks.evaluate import EvalReport
+    from dreamops.tasks.gate import candidate_metrics
     from dreamops.validation.model_gates import ModelGateThresholds, evaluate_model_gates
 
     assert gate_horizon(250) == 50 and gate_horizon(20) == 15 and gate_horizon(20, (1, 5)) == 5 and gate_horizon(3) == 1
@@ -99,6 +101,17 @@ def test_the_gate_judges_the_longest_measured_horizon_the_dreams_reach():
     worse = evaluate_model_gates({**base, "mdn_fidelity_ratio": 1.1, "mdn_fidelity_horizon": 50}, ModelGateThresholds())
     assert not {g.name: g for g in worse}["mdn_fidelity"].passed
     assert "mdn_fidelity" not in {g.name for g in evaluate_model_gates(base, ModelGateThresholds())}
+    # a version that drives 817 (session 21): far better than persistence at 5 steps, worse at 50
+    measured = {"fidelity/k5/latent_nmse": 0.446, "fidelity/k5/persistence_latent_nmse": 1.125,
+                "fidelity/k50/latent_nmse": 2.003, "fidelity/k50/persistence_latent_nmse": 1.502}
+    reports = ({"vae/holdout_recon": 1.0, "vae/holdout_kl": 10.0}, {"mdn/holdout_nll": 1.0},
+               {"final_dream_return": [100.0]}, EvalReport("vmc", [0], [200.0], [1000], [0]),
+               {"full_step": {"p99_ms": 1.0}})
+    t = ModelGateThresholds()
+    candidate = candidate_metrics(*reports, measured, min(t.mdn_fidelity_horizon, 250))
+    assert candidate["mdn_fidelity_horizon"] == 5 and candidate["mdn_fidelity_ratio"] == pytest.approx(0.446 / 1.125)
+    assert {g.name: g for g in evaluate_model_gates(candidate, t)}["mdn_fidelity"].passed
+    assert candidate_metrics(*reports, measured, 250)["mdn_fidelity_ratio"] > 1   # what the dreams' 50 steps said
 
 
 def test_expected_calibration_error_known_answers():
