@@ -6,6 +6,7 @@ The reward and done heads let the controller train entirely inside the dream.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -64,6 +65,7 @@ def _sequence_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return (torch.rand(x.shape[0], 1, x.shape[-1], dtype=x.dtype, device=x.device) >= p).to(x.dtype) / (1.0 - p)
 
 
+@functools.cache   # asked at every training step; the answer is the machine's
 def _bf16_lstm_supported(device_type: str) -> bool:
     """Whether nn.LSTM may run under a bf16 autocast on this device type: cuDNN can; oneDNN on a CPU
     without AVX-512 has no bf16 LSTM primitive and raises instead of falling back."""
@@ -120,10 +122,11 @@ class MDNRNN(nn.Module):
             z = z * _sequence_mask(z, self.dropout)
         # leaves an outer autocast as it is, except where the LSTM cannot run in bf16
         device_type = z.device.type
-        keep = contextlib.nullcontext() if _bf16_lstm_supported(device_type) else torch.autocast(device_type, enabled=False)
+        keep = contextlib.nullcontext() if _bf16_lstm_supported(device_type) else \
+            torch.autocast(device_type, enabled=False)
         with keep:
             h, new_state = self.lstm(torch.cat([z, a], dim=-1), state)
-        with torch.autocast(z.device.type, enabled=False):  # .float() is a no-op in fp32
+        with torch.autocast(device_type, enabled=False):  # .float() is a no-op in fp32
             h, new_state = h.float(), (new_state[0].float(), new_state[1].float())
             return self._loss_terms(h, new_state, z_next, reward, done, mask, next_mask, reward_mask)
 

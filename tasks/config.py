@@ -226,10 +226,11 @@ class CMAConfig:
     checkpoints: int = 1
     """Controllers each round keeps from its CMA-ES search: the mean at this many evenly spaced
     generations (the last is the final mean; a warm-started round's first is its starting
-    controller); with `controller_trainer: actor_critic`, the actor's mean at as many updates. In a multi-round run every one plays the validation episodes and the best
-    becomes the round's controller: early stopping on real returns, so that a dream optimum that
-    does not transfer (a collapse) cannot replace a controller that drove. 1 = the final mean, as
-    is every one-round run (it plays no validation episodes to choose with)."""
+    controller); with `controller_trainer: actor_critic`, the actor's mean at as many updates. In a
+    multi-round run every one plays the validation episodes and the best becomes the round's
+    controller: early stopping on real returns, so that a dream optimum that does not transfer (a
+    collapse) cannot replace a controller that drove. 1 = the final mean, as is every one-round run
+    (it plays no validation episodes to choose with)."""
     round_temperature: float | None = None
     """tau in later rounds; None keeps `temperature`. Round 0's M has seen only exploration data
     and needs a hard dream; a later M has seen the controller's own driving, so a dream closer to
@@ -301,7 +302,8 @@ class GateConfig:
                 raise ValueError(f"gate.model.{name} must be positive, got {getattr(m, name)!r}")
         if isinstance(m.mdn_fidelity_horizon, bool) or not isinstance(m.mdn_fidelity_horizon, int) \
                 or m.mdn_fidelity_horizon < 1:
-            raise ValueError(f"gate.model.mdn_fidelity_horizon must be an integer >= 1, got {m.mdn_fidelity_horizon!r}")
+            raise ValueError("gate.model.mdn_fidelity_horizon must be an integer >= 1, "
+                             f"got {m.mdn_fidelity_horizon!r}")
 
 
 class RunConfig:

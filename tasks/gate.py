@@ -37,7 +37,8 @@ def production_metrics(model_name: str, data: Dataset, holdout_ids: list[str], a
 
 
 def candidate_metrics(vae_report: dict, mdn_report: dict, cma_history: dict, evaluation: EvalReport,
-                      latency: dict, fidelity: dict | None = None, fidelity_steps: int | None = None) -> dict[str, float]:
+                      latency: dict, fidelity: dict | None = None,
+                      fidelity_steps: int | None = None) -> dict[str, float]:
     """The figures the model gates judge, from the training, evaluation and profiling reports, and
     M's rollout fidelity (tasks.fidelity) at the longest measured horizon up to `fidelity_steps`
     (the gate's horizon, at most the dreams' length)."""
