@@ -20,6 +20,13 @@ def test_standard_fits_its_real_frame_budget_and_gates_at_700():
     assert resolve_config("quick", {"rounds": 1}).max_validation_frames() == 0
 
 
+def test_quick_trains_c_by_actor_critic_and_the_others_by_cma_es():
+    # measured over the whole quick profile (docs/results, session 21); a run can still ask for CMA-ES
+    assert resolve_config("quick").controller_trainer == "actor_critic"
+    assert resolve_config("quick", {"controller_trainer": "cma"}).controller_trainer == "cma"
+    assert {resolve_config(p).controller_trainer for p in ("smoke", "standard", "gpu", "full")} == {"cma"}
+
+
 def test_later_rounds_fine_tune_and_training_seeds_reach_cma_es():
     cfg = resolve_config("quick")
     r0, r1 = cfg.for_round(0), cfg.for_round(1)
