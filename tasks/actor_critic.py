@@ -119,35 +119,19 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
     kept: list[Controller] = [_controller_from(actor, mdnrnn)] if keep[0] == 0 else []
     history: dict[str, list[float]] = {"dream_reward_per_step": [], "return_scale": [], "actor_std": [],
                                        "critic_loss": [], "entropy": []}
+    warmup = cfg.round_critic_warmup if init is not None else 0
     with progress(show_progress) as bar:
+        if warmup:   # a warm round's critic is new: fit it to the start controller before the actor moves
+            task = bar.add_task("fit the critic to the start controller", total=warmup, status="")
+            for _ in range(warmup):
+                batch = _rollout(dream, actor, cfg, gen)
+                _critic_step(critic, critic_opt, norm, batch, cfg)
+                bar.update(task, advance=1)
         task = bar.add_task("train C in the dream (actor-critic)", total=cfg.updates, status="")
         for update in range(cfg.updates):
-            dream.restart_finished()
-            states, us, rewards, ended = [dream.state()], [], [], []
-            alive0 = []
-            with torch.no_grad():
-                for _ in range(cfg.horizon):
-                    alive0.append(dream.alive.float())
-                    u = actor.sample(states[-1], torch.randn(cfg.batch, 3, generator=gen))
-                    r, d = dream.step(u.clamp(-1, 1))
-                    us.append(u)
-                    rewards.append(r)
-                    ended.append(d)
-                    states.append(dream.state())
-            s = torch.stack(states, 1)                                  # [B, H + 1, F]
-            u, r = torch.stack(us, 1), torch.stack(rewards, 1)          # [B, H, 3], [B, H]
-            cont, live = 1 - torch.stack(ended, 1), torch.stack(alive0, 1)
-            with torch.no_grad():
-                values = critic(s)                                      # [B, H + 1]
-                ret = lambda_returns(r, values, cont, cfg.discount, cfg.lam)
-                scale = norm.update(ret[live > 0] if live.any() else ret)
-                adv = (ret - values[:, :-1]) / scale
-            weight = live / live.sum().clamp(min=1)
-            critic_loss = (weight * (critic.symlog_value(s[:, :-1]) - symlog(ret)).pow(2)).sum()
-            critic_opt.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
-            critic_opt.step()
+            batch = _rollout(dream, actor, cfg, gen)
+            s, u, r, live = batch["states"], batch["actions"], batch["rewards"], batch["live"]
+            adv, scale, critic_loss, weight = _critic_step(critic, critic_opt, norm, batch, cfg)
             logp, ent = actor.log_prob_and_entropy(s[:, :-1], u)
             actor_loss = -(weight * (logp * adv + cfg.entropy * ent)).sum()
             actor_opt.zero_grad(set_to_none=True)
@@ -156,7 +140,7 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
             actor_opt.step()
             stats = {"ac/dream_reward_per_step": float((r * live).sum() / live.sum().clamp(min=1)),
                      "ac/return_scale": scale, "ac/actor_std": float(actor.std().mean().detach()),
-                     "ac/critic_loss": float(critic_loss.detach()), "ac/entropy": float((ent * weight).sum().detach())}
+                     "ac/critic_loss": critic_loss, "ac/entropy": float((ent * weight).sum().detach())}
             for key in history:
                 history[key].append(stats[f"ac/{key}"])
             if (update + 1) % cfg.log_every == 0 or update + 1 == cfg.updates:
@@ -172,6 +156,44 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
     history["final_dream_return"] = [returns[-1]]
     log({"ac/final_dream_return": returns[-1]}, cfg.updates)
     return kept, history
+
+
+def _rollout(dream: _Dream, actor: GaussianActor, cfg: ActorCriticConfig,
+             gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Every dream row `cfg.horizon` steps under the sampling actor -> states [B, H + 1, F], actions
+    [B, H, 3], rewards, continues and live (the row had not ended before the step) [B, H]."""
+    dream.restart_finished()
+    states, us, rewards, ended, alive0 = [dream.state()], [], [], [], []
+    with torch.no_grad():
+        for _ in range(cfg.horizon):
+            alive0.append(dream.alive.float())
+            u = actor.sample(states[-1], torch.randn(cfg.batch, 3, generator=gen))
+            r, d = dream.step(u.clamp(-1, 1))
+            us.append(u)
+            rewards.append(r)
+            ended.append(d)
+            states.append(dream.state())
+    return {"states": torch.stack(states, 1), "actions": torch.stack(us, 1), "rewards": torch.stack(rewards, 1),
+            "continues": 1 - torch.stack(ended, 1), "live": torch.stack(alive0, 1)}
+
+
+def _critic_step(critic: Critic, opt: torch.optim.Optimizer, norm: ReturnNormalizer, batch: dict[str, torch.Tensor],
+                 cfg: ActorCriticConfig) -> tuple[torch.Tensor, float, float, torch.Tensor]:
+    """One critic update on the batch's lambda-returns (the return scale updated with them) ->
+    (normalised advantages [B, H], the return scale, the critic's loss, each step's weight [B, H])."""
+    s, r, cont, live = batch["states"], batch["rewards"], batch["continues"], batch["live"]
+    with torch.no_grad():
+        values = critic(s)                                      # [B, H + 1]
+        ret = lambda_returns(r, values, cont, cfg.discount, cfg.lam)
+        scale = norm.update(ret[live > 0] if live.any() else ret)
+        adv = (ret - values[:, :-1]) / scale
+    weight = live / live.sum().clamp(min=1)
+    loss = (weight * (critic.symlog_value(s[:, :-1]) - symlog(ret)).pow(2)).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
+    opt.step()
+    return adv, scale, float(loss.detach()), weight
 
 
 def _controller_from(actor: GaussianActor, mdnrnn: MDNRNN) -> Controller:

@@ -175,6 +175,10 @@ class ActorCriticConfig:
     log_every: int = 10
     round_updates: int = 300
     """Updates in each later round, warm-started from the previous round's controller (a fresh critic)."""
+    round_critic_warmup: int = 0
+    """Critic-only updates at the start of each warm round, before the `round_updates`: the new critic
+    learns the start controller's values first, so the first actor updates are not steered by an
+    untrained critic (each costs a dream batch, ~0.1 s on 2 cores)."""
 
     def validate(self) -> None:
         _positive(self, "updates", "batch", "horizon", "actor_lr", "critic_lr", "init_std", "min_std", "max_std",
@@ -184,6 +188,8 @@ class ActorCriticConfig:
                 raise ValueError(f"ac.{name} must be in (0, 1], got {getattr(self, name)!r}")
         if self.entropy < 0:
             raise ValueError(f"ac.entropy must be >= 0, got {self.entropy!r}")
+        if self.round_critic_warmup < 0:
+            raise ValueError(f"ac.round_critic_warmup must be >= 0, got {self.round_critic_warmup!r}")
         if not self.min_std <= self.init_std <= self.max_std:
             raise ValueError(f"ac.init_std must be within [ac.min_std, ac.max_std], got {self.init_std!r}")
 

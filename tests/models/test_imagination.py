@@ -1,5 +1,6 @@
 """Learning in imagination: known answers for lambda-returns, the return scale and the actor, and an
 actor-critic that finds the known optimum of a hand-built dream."""
+import dataclasses
 import math
 
 import pytest
@@ -109,8 +110,31 @@ def test_actor_critic_keeps_evenly_spaced_checkpoints_the_last_being_the_trained
     assert torch.equal(warm[0].get_flat(), last.get_flat())
 
 
+def test_a_warm_rounds_critic_warmup_fits_the_critic_before_the_actor_moves():
+    m = _steer_pays_dream()
+    starts = {"z0": torch.zeros(8, 2), "h0": torch.zeros(8, 4), "c0": torch.zeros(8, 4)}
+    cma = CMAConfig(dream_steps=20, temperature=1.0, rollouts=4, checkpoints=3)
+    cfg = ActorCriticConfig(updates=30, batch=16, horizon=5, actor_lr=0.1, critic_lr=3e-3, critic_hidden=32)
+    start, _ = train_actor_critic(m, starts, cfg, cma, seed=0, show_progress=False)
+    losses = {}
+    for warmup in (0, 50):
+        warm_cfg = dataclasses.replace(cfg, round_critic_warmup=warmup)
+        kept, history = actor_critic_checkpoints(m, starts, warm_cfg, cma, seed=1, show_progress=False, init=start)
+        assert torch.equal(kept[0].get_flat(), start.get_flat())   # the warm-up never moves the actor
+        assert len(history["critic_loss"]) == cfg.updates            # and adds no actor update
+        losses[warmup] = history["critic_loss"][0]
+    # the first actor update meets a critic that already knows the start controller's values
+    assert losses[50] < 0.1 * losses[0], losses
+    # a cold round (round 0) has no start controller to fit the critic to: the same training as without
+    cold, _ = train_actor_critic(m, starts, dataclasses.replace(cfg, round_critic_warmup=50), cma, seed=0,
+                                 show_progress=False)
+    assert torch.equal(cold.get_flat(), start.get_flat())
+
+
 def test_actor_critic_config_is_checked():
     with pytest.raises(ValueError, match="lam"):
         ActorCriticConfig(lam=1.5).validate()
     with pytest.raises(ValueError, match="init_std"):
         ActorCriticConfig(init_std=2.0).validate()
+    with pytest.raises(ValueError, match="round_critic_warmup"):
+        ActorCriticConfig(round_critic_warmup=-1).validate()
