@@ -8,7 +8,8 @@ policy executes its chunks (`execute=N`: actions of a chunk executed before re-p
 `ensemble=M`: ACT's temporal ensembling, a chunk every step, older chunks' weight exp(-M * age);
 `temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk;
 `planner=cem|mppi`: each chunk refined in the version's world model; with it `collision_weight=W`:
-the weight of the imagined collision chance in the planner's score, for versions with a collision head):
+the weight of the imagined collision chance in the planner's score, for versions with a collision head;
+`futures=F alpha=A`: every candidate scored over F sampled futures by their CVaR at A (1: their mean)):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -31,7 +32,7 @@ from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVLAPolicy's fields, not the cell's
 PLANNER = ("cem", "mppi")   # planner=KIND: the policy's chunks refined in the world model (models.planners)
-PLANNER_SETTINGS = {"collision_weight": float}   # the planner's own fields, with planner=KIND
+PLANNER_SETTINGS = {"collision_weight": float, "futures": int, "alpha": float}   # the planner's own fields, with planner=KIND
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:

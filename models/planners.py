@@ -2,7 +2,10 @@
 
 A candidate's score is the imagined probability of a firm grasp plus (weighted higher) of success
 over the chunk's steps, minus (with a version's collision head) the imagined chance of a collision
-anywhere in the chunk, weighted.
+anywhere in the chunk, weighted. With `futures` = 1 (the default) the RSSM imagines its prior's
+mode; with more, every candidate meets the same `futures` sampled futures (drawn once per decision)
+and is scored by their mean (`alpha` = 1, risk-neutral) or their CVaR at `alpha` (the mean of its
+worst ceil(alpha * futures): risk-sensitive), as carracing-vmc's latent MPC scores its futures.
 - CEMPlanner: the first population comes from the flow-matching head (different noise), so
   candidates start on the demonstrations' manifold; later iterations refit a Gaussian to the elites.
 - MPPIPlanner: MPPI (models.trajectory_opt) around the policy's own chunk at the version's
@@ -16,19 +19,43 @@ import numpy as np
 import torch
 
 from dreamops.models.pick_vla import PickVLA, initial_state
-from dreamops.models.trajectory_opt import MPPI
+from dreamops.models.trajectory_opt import MPPI, cvar
+
+
+def draw_futures(model: PickVLA, futures: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The noise of `futures` imagined futures over a chunk, [H, futures, stoch, classes] uniform
+    (the RSSM's Gumbel-max draws), or None for one future: the prior's mode, as before futures."""
+    if futures < 1:
+        raise ValueError(f"futures must be >= 1, got {futures}")
+    if futures == 1:
+        return None
+    rssm = model.rssm
+    return torch.rand(model.arch.horizon, futures, rssm.stoch, rssm.classes, generator=generator)
 
 
 @torch.no_grad()
 def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
-                   collision_weight: float = 0.0) -> torch.Tensor:
+                   collision_weight: float = 0.0, futures: torch.Tensor | None = None,
+                   alpha: float = 1.0) -> torch.Tensor:
     """Each chunk imagined in the RSSM from the observation's state: cond [1, E], chunks [K, H, A] ->
     the mean over its steps of P(grasp) + success_weight * P(success), minus collision_weight * P(a
-    collision in any of its steps) when the version has a collision head [K]."""
+    collision in any of its steps) when the version has a collision head [K]. `futures` (from
+    draw_futures, [H, F, ...]): every chunk imagined in the same F futures, scored by the CVaR at
+    `alpha` of its F scores (alpha = 1: their mean)."""
+    if futures is None:
+        return _score_in_one_future(model, cond, chunks, success_weight, collision_weight)
+    k, f = chunks.shape[0], futures.shape[1]
+    per_future = _score_in_one_future(model, cond, chunks.repeat_interleave(f, dim=0), success_weight,
+                                      collision_weight, futures.repeat(1, k, 1, 1))   # rows: chunk-major
+    return cvar(per_future.view(k, f), alpha, dim=1)
+
+
+def _score_in_one_future(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
+                         collision_weight: float, uniform: torch.Tensor | None = None) -> torch.Tensor:
     state = initial_state(model, cond)
     k = chunks.shape[0]
     state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
-    feats = model.rssm.imagine(state, chunks)                               # [K, H, F]
+    feats = model.rssm.imagine(state, chunks, uniform=uniform)              # [K, H, F]
     grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
     success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
     score = (grasp + success_weight * success).mean(dim=1)
@@ -45,14 +72,20 @@ class CEMPlanner:
     iterations: int = 2
     success_weight: float = 4.0
     collision_weight: float = 4.0
+    futures: int = 1
+    """Imagined futures per candidate (1: the prior's mode)."""
+    alpha: float = 1.0
+    """CVaR level over the futures: 1 = their mean (risk-neutral)."""
 
     def __post_init__(self):
         if not 1 <= self.elites <= self.samples or self.iterations < 1:
             raise ValueError(f"need 1 <= elites <= samples and iterations >= 1, got {self}")
+        _check_futures(self.futures, self.alpha)
 
-    def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
-        """cond [1, E], chunks [K, H, A] -> [K]."""
-        return imagined_score(model, cond, chunks, self.success_weight, self.collision_weight)
+    def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor,
+              futures: torch.Tensor | None = None) -> torch.Tensor:
+        """cond [1, E], chunks [K, H, A] -> [K]; `futures` from draw_futures (None: the mode)."""
+        return imagined_score(model, cond, chunks, self.success_weight, self.collision_weight, futures, self.alpha)
 
     @torch.no_grad()
     def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
@@ -60,9 +93,10 @@ class CEMPlanner:
         """cond [1, E] -> the best chunk [H, A] found. The first population is sampled at temperature
         1 whatever the policy's (`temperature` is ignored): CEM needs its spread."""
         chunks = model.head.sample(cond.expand(self.samples, -1), generator=generator)
+        futures = draw_futures(model, self.futures, generator)   # one draw a decision, for every candidate
         best, best_score = chunks[0], -float("inf")
         for it in range(self.iterations):
-            scores = self.score(model, cond, chunks)
+            scores = self.score(model, cond, chunks, futures)
             top = scores.topk(self.elites).indices
             if float(scores[top[0]]) > best_score:
                 best, best_score = chunks[top[0]], float(scores[top[0]])
@@ -84,10 +118,15 @@ class MPPIPlanner:
     """Spread of the candidates around the policy's chunk, in action units."""
     success_weight: float = 4.0
     collision_weight: float = 4.0
+    futures: int = 1
+    """Imagined futures per candidate (1: the prior's mode)."""
+    alpha: float = 1.0
+    """CVaR level over the futures: 1 = their mean (risk-neutral)."""
 
     def __post_init__(self):
         if not self.std > 0:
             raise ValueError(f"std must be > 0, got {self.std}")
+        _check_futures(self.futures, self.alpha)
         self.mppi = MPPI(samples=self.samples, iterations=self.iterations, temperature=self.temperature)
 
     @torch.no_grad()
@@ -96,10 +135,16 @@ class MPPIPlanner:
         """cond [1, E] -> the chunk [H, A] MPPI settles on, started from the policy's own (at the
         policy's temperature; the version's when None)."""
         proposal = model.sample_chunks(cond, generator, temperature)[0]
+        futures = draw_futures(model, self.futures, generator)
         best, _ = self.mppi.optimise(lambda chunks: imagined_score(model, cond, chunks, self.success_weight,
-                                                                    self.collision_weight), proposal,
-                                     torch.full_like(proposal, self.std), generator)
+                                                                    self.collision_weight, futures, self.alpha),
+                                     proposal, torch.full_like(proposal, self.std), generator)
         return best.numpy()
+
+
+def _check_futures(futures: int, alpha: float) -> None:
+    if futures < 1 or not 0 < alpha <= 1:
+        raise ValueError(f"need futures >= 1 and 0 < alpha <= 1, got futures={futures}, alpha={alpha}")
 
 
 PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner}

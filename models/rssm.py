@@ -77,10 +77,15 @@ class RSSM(nn.Module):
             logits = probs.log()
         return logits
 
-    def _sample(self, logits: torch.Tensor, sample: bool = True) -> torch.Tensor:
-        """One-hot draw (or the mode) with straight-through gradients -> [B, stoch * classes]."""
+    def _sample(self, logits: torch.Tensor, sample: bool = True, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """One-hot draw (or the mode) with straight-through gradients -> [B, stoch * classes]. With
+        `uniform` ([B, stoch, classes] in (0, 1)) the draw is the Gumbel-max of that noise: the same
+        distribution, from noise the caller chose (planners give every candidate the same futures)."""
         probs = logits.softmax(-1)
-        if sample:
+        if uniform is not None:
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
+            idx = (logits + gumbel).argmax(-1)
+        elif sample:
             idx = torch.distributions.Categorical(logits=logits).sample()
         else:
             idx = probs.argmax(-1)
@@ -90,11 +95,12 @@ class RSSM(nn.Module):
     def feature(self, state: State) -> torch.Tensor:
         return torch.cat([state.h, state.z], dim=-1)
 
-    def img_step(self, state: State, action: torch.Tensor, sample: bool = True) -> tuple[State, torch.Tensor]:
-        """Prior step: (s_t, a_t) -> (s_{t+1} with z from the prior, prior logits)."""
+    def img_step(self, state: State, action: torch.Tensor, sample: bool = True,
+                 uniform: torch.Tensor | None = None) -> tuple[State, torch.Tensor]:
+        """Prior step: (s_t, a_t) -> (s_{t+1} with z from the prior, prior logits); `uniform`: see _sample."""
         h = self.gru(self.img_in(torch.cat([state.z, action], dim=-1)), state.h)
         logits = self._logits(self.prior_net, h)
-        return State(h, self._sample(logits, sample)), logits
+        return State(h, self._sample(logits, sample, uniform)), logits
 
     def posterior(self, h: torch.Tensor, embed: torch.Tensor, sample: bool = True) -> tuple[State, torch.Tensor]:
         logits = self._logits(self.post_net, torch.cat([h, embed], dim=-1))
@@ -122,11 +128,13 @@ class RSSM(nn.Module):
                 "prior_logits": torch.stack(priors, 1), "last": state}
 
     @torch.no_grad()
-    def imagine(self, state: State, actions: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        """Roll the prior forward under actions [B, H, A] -> features of s_{t+1..t+H} [B, H, F]."""
+    def imagine(self, state: State, actions: torch.Tensor, sample: bool = False,
+                uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """Roll the prior forward under actions [B, H, A] -> features of s_{t+1..t+H} [B, H, F]; the
+        prior's mode at every step, a draw with `sample`, or the draws of `uniform` [H, B, stoch, classes]."""
         feats = []
         for k in range(actions.shape[1]):
-            state, _ = self.img_step(state, actions[:, k], sample)
+            state, _ = self.img_step(state, actions[:, k], sample, None if uniform is None else uniform[k])
             feats.append(self.feature(state))
         return torch.stack(feats, 1)
 

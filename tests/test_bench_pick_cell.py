@@ -13,10 +13,12 @@ def test_a_variant_splits_into_the_cells_overrides_and_the_policys_execution():
     assert pick_cell.parse_variant(["mppi", "planner=mppi"]) == ("mppi", {}, {"planner": "mppi"})
     assert pick_cell.parse_variant(["cem0", "planner=cem", "collision_weight=0"]) == (
         "cem0", {}, {"planner": "cem", "planner_settings": {"collision_weight": 0.0}})
+    assert pick_cell.parse_variant(["cvar", "planner=cem", "futures=8", "alpha=0.25"]) == (
+        "cvar", {}, {"planner": "cem", "planner_settings": {"futures": 8, "alpha": 0.25}})
 
 
 @pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9", "planner=astar",
-                                  "collision_weight=1"])
+                                  "collision_weight=1", "futures=4"])
 def test_a_bad_variant_is_refused_before_any_episode(item):
     with pytest.raises((SystemExit, ValueError)):
         pick_cell.parse_variant(["bad", item])
