@@ -178,7 +178,9 @@ class ActorCriticConfig:
     round_critic_warmup: int = 0
     """Critic-only updates at the start of each warm round, before the `round_updates`: the new critic
     learns the start controller's values first, so the first actor updates are not steered by an
-    untrained critic (each costs a dream batch, ~0.1 s on 2 cores)."""
+    untrained critic (each costs a dream batch, ~0.05 s on 2 cores). Measured at 100 over `quick`
+    (2 seeds x 100 episodes): warm updates beat the start controller in 7 of 14 rounds instead of
+    1, the shipped versions drive the same (854.3 pooled against 852.3), so off by default."""
 
     def validate(self) -> None:
         _positive(self, "updates", "batch", "horizon", "actor_lr", "critic_lr", "init_std", "min_std", "max_std",
