@@ -175,6 +175,11 @@ class ActorCriticConfig:
     log_every: int = 10
     round_updates: int = 300
     """Updates in each later round, warm-started from the previous round's controller (a fresh critic)."""
+    round_actor_lr: float = 1e-3
+    """The actor's learning rate in each later (warm) round. Adam moves every one of the linear
+    controller's 867 weights by about the learning rate a step, whatever its gradient's size, so a
+    controller that already drives can be moved far in a few hundred updates; a smaller value keeps
+    a warm round near its start."""
     round_critic_warmup: int = 0
     """Critic-only updates at the start of each warm round, before the `round_updates`: the new critic
     learns the start controller's values first, so the first actor updates are not steered by an
@@ -183,7 +188,7 @@ class ActorCriticConfig:
     1, the shipped versions drive the same (854.3 pooled against 852.3), so off by default."""
 
     def validate(self) -> None:
-        _positive(self, "updates", "batch", "horizon", "actor_lr", "critic_lr", "init_std", "min_std", "max_std",
+        _positive(self, "updates", "batch", "horizon", "actor_lr", "round_actor_lr", "critic_lr", "init_std", "min_std", "max_std",
                   "critic_hidden", "grad_clip", "log_every", "round_updates")
         for name in ("discount", "lam"):
             if not 0 < getattr(self, name) <= 1:
@@ -390,7 +395,7 @@ class CarRacingConfig(RunConfig):
         if k == 0:
             return dataclasses.replace(self, cma=dataclasses.replace(self.cma, seed=cma_seed, checkpoints=checkpoints))
         return dataclasses.replace(
-            self, ac=dataclasses.replace(self.ac, updates=self.ac.round_updates),
+            self, ac=dataclasses.replace(self.ac, updates=self.ac.round_updates, actor_lr=self.ac.round_actor_lr),
             vae=dataclasses.replace(self.vae, epochs=self.vae.round_epochs),
             mdn=dataclasses.replace(self.mdn, epochs=self.mdn.round_epochs),
             cma=dataclasses.replace(self.cma, seed=cma_seed, generations=self.cma.round_generations,

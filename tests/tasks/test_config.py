@@ -27,6 +27,16 @@ def test_quick_trains_c_by_actor_critic_and_the_others_by_cma_es():
     assert {resolve_config(p).controller_trainer for p in ("smoke", "standard", "gpu", "full")} == {"cma"}
 
 
+def test_warm_actor_critic_rounds_use_their_own_updates_and_actor_learning_rate():
+    cfg = resolve_config("quick", {"ac.round_actor_lr": 1e-4, "ac.round_updates": 200})
+    r0, r1 = cfg.for_round(0), cfg.for_round(1)
+    assert (r0.ac.actor_lr, r0.ac.updates) == (cfg.ac.actor_lr, cfg.ac.updates)
+    assert (r1.ac.actor_lr, r1.ac.updates) == (1e-4, 200)
+    assert resolve_config("quick").for_round(3).ac.actor_lr == resolve_config("quick").ac.actor_lr   # the default
+    with pytest.raises(ValueError, match="round_actor_lr"):
+        resolve_config("quick", {"ac.round_actor_lr": 0.0})
+
+
 def test_later_rounds_fine_tune_and_training_seeds_reach_cma_es():
     cfg = resolve_config("quick")
     r0, r1 = cfg.for_round(0), cfg.for_round(1)
