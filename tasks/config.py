@@ -189,8 +189,8 @@ class ActorCriticConfig:
     1, the shipped versions drive the same (854.3 pooled against 852.3), so off by default."""
 
     def validate(self) -> None:
-        _positive(self, "updates", "batch", "horizon", "actor_lr", "round_actor_lr", "critic_lr", "init_std", "min_std", "max_std",
-                  "critic_hidden", "grad_clip", "log_every", "round_updates")
+        _positive(self, "updates", "batch", "horizon", "actor_lr", "round_actor_lr", "critic_lr", "init_std", "min_std",
+                  "max_std", "critic_hidden", "grad_clip", "log_every", "round_updates")
         for name in ("discount", "lam"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"ac.{name} must be in (0, 1], got {getattr(self, name)!r}")

@@ -246,10 +246,12 @@ def test_bad_input_is_one_line_not_a_traceback(dreamops_home, capsys, argv, mess
 
 def test_the_controller_can_be_trained_by_actor_critic_in_two_rounds(prefect_server, dreamops_home, capsys):
     """controller_trainer=actor_critic: round 0 trains C from zero by actor-critic in M's dream, round 1
-    warm-starts it for ac.round_updates; each keeps cma.checkpoints of the actor for the validation
-    episodes to choose from; the version ships that linear controller like CMA-ES's."""
+    warm-starts it for ac.round_updates (its critic fitted first, at its own learning rate); each keeps
+    cma.checkpoints of the actor for the validation episodes to choose from; the version ships that
+    linear controller like CMA-ES's."""
     sets = ["controller_trainer=actor_critic", "ac.updates=4", "ac.round_updates=2", "ac.batch=8", "ac.horizon=3",
-            "ac.log_every=1", "rounds=2", "collect.episodes_per_round=4", "eval.round_episodes=1", "cma.checkpoints=2"]
+            "ac.log_every=1", "ac.round_critic_warmup=2", "ac.round_actor_lr=5e-4", "rounds=2",
+            "collect.episodes_per_round=4", "eval.round_episodes=1", "cma.checkpoints=2"]
     assert main(["train", "--profile", "smoke", "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
     capsys.readouterr()
     client = mlflow.MlflowClient()
