@@ -50,7 +50,8 @@ def actor_critic_config(items: list[str]):
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of "
                              f"{', '.join(ActorCriticConfig.__dataclass_fields__)}")
         try:
-            values[key] = type(getattr(defaults, key))(value)
+            default = getattr(defaults, key)
+            values[key] = (float if default is None else type(default))(value)   # None: an optional number
         except ValueError:
             raise SystemExit(f"--set {item!r}: {value!r} is not a {type(getattr(defaults, key)).__name__}") from None
     cfg = ActorCriticConfig(**values)

@@ -175,12 +175,13 @@ class ActorCriticConfig:
     log_every: int = 10
     round_updates: int = 300
     """Updates in each later round, warm-started from the previous round's controller (a fresh critic)."""
-    round_actor_lr: float = 1e-3
-    """The actor's learning rate in each later (warm) round. Adam moves every one of the linear
+    round_actor_lr: float | None = None
+    """The actor's learning rate in each later (warm) round; None (the default) keeps `actor_lr`. Adam moves every one of the linear
     controller's 867 weights by about the learning rate a step, whatever its gradient's size, so a
     controller that already drives can be moved far in a few hundred updates; a smaller value keeps
     a warm round near its start. Measured at 1e-4 over `quick` (2 seeds x 100 episodes): 467.1 / 579.5
-    against 851.8 / 852.9, the flywheel stalls (docs/results, session 22), so the default stays 1e-3."""
+    against 851.8 / 852.9, the flywheel stalls (docs/results, session 22), so by default warm rounds
+    keep `actor_lr`."""
     round_critic_warmup: int = 0
     """Critic-only updates at the start of each warm round, before the `round_updates`: the new critic
     learns the start controller's values first, so the first actor updates are not steered by an
@@ -189,8 +190,11 @@ class ActorCriticConfig:
     1, the shipped versions drive the same (854.3 pooled against 852.3), so off by default."""
 
     def validate(self) -> None:
-        _positive(self, "updates", "batch", "horizon", "actor_lr", "round_actor_lr", "critic_lr", "init_std", "min_std",
-                  "max_std", "critic_hidden", "grad_clip", "log_every", "round_updates")
+        _positive(self, "updates", "batch", "horizon", "actor_lr", "critic_lr", "init_std", "min_std", "max_std",
+                  "critic_hidden", "grad_clip", "log_every", "round_updates")
+        lr = self.round_actor_lr
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+            raise ValueError(f"ac.round_actor_lr must be a positive number (or null), got {lr!r}")
         for name in ("discount", "lam"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"ac.{name} must be in (0, 1], got {getattr(self, name)!r}")
@@ -396,7 +400,9 @@ class CarRacingConfig(RunConfig):
         if k == 0:
             return dataclasses.replace(self, cma=dataclasses.replace(self.cma, seed=cma_seed, checkpoints=checkpoints))
         return dataclasses.replace(
-            self, ac=dataclasses.replace(self.ac, updates=self.ac.round_updates, actor_lr=self.ac.round_actor_lr),
+            self, ac=dataclasses.replace(self.ac, updates=self.ac.round_updates,
+                                         actor_lr=self.ac.actor_lr if self.ac.round_actor_lr is None
+                                         else self.ac.round_actor_lr),
             vae=dataclasses.replace(self.vae, epochs=self.vae.round_epochs),
             mdn=dataclasses.replace(self.mdn, epochs=self.mdn.round_epochs),
             cma=dataclasses.replace(self.cma, seed=cma_seed, generations=self.cma.round_generations,

@@ -32,7 +32,8 @@ def test_warm_actor_critic_rounds_use_their_own_updates_and_actor_learning_rate(
     r0, r1 = cfg.for_round(0), cfg.for_round(1)
     assert (r0.ac.actor_lr, r0.ac.updates) == (cfg.ac.actor_lr, cfg.ac.updates)
     assert (r1.ac.actor_lr, r1.ac.updates) == (1e-4, 200)
-    assert resolve_config("quick").for_round(3).ac.actor_lr == resolve_config("quick").ac.actor_lr   # the default
+    # unset, warm rounds keep the actor's learning rate, whatever it was set to
+    assert resolve_config("quick", {"ac.actor_lr": 3e-4}).for_round(3).ac.actor_lr == 3e-4
     with pytest.raises(ValueError, match="round_actor_lr"):
         resolve_config("quick", {"ac.round_actor_lr": 0.0})
 
