@@ -9,7 +9,10 @@ policy executes its chunks (`execute=N`: actions of a chunk executed before re-p
 `temperature=T`: the flow's starting noise scaled by T, 0 for one deterministic chunk;
 `planner=cem|mppi`: each chunk refined in the version's world model; with it `collision_weight=W`:
 the weight of the imagined collision chance in the planner's score, for versions with a collision head;
-`futures=F alpha=A`: every candidate scored over F sampled futures by their CVaR at A (1: their mean)):
+`futures=F alpha=A`: every candidate scored over F sampled futures by their CVaR at A (1: their mean);
+`members=K disagreement=W`: every candidate also imagined in K world models trained here on the
+version's embeddings of --data's episodes, each on a bootstrap resample (tasks.pick_ensemble), the CVaR
+over members x futures minus W x their spread):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -32,7 +35,10 @@ from quality import EVAL_SEED, RESULTS, run_header  # noqa: E402
 
 EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVLAPolicy's fields, not the cell's
 PLANNER = ("cem", "mppi")   # planner=KIND: the policy's chunks refined in the world model (models.planners)
-PLANNER_SETTINGS = {"collision_weight": float, "futures": int, "alpha": float}   # the planner's own fields, with planner=KIND
+PLANNER_SETTINGS = {"collision_weight": float, "futures": int, "alpha": float,
+                    "disagreement_weight": float}   # the planner's own fields, with planner=KIND
+ALIASES = {"disagreement": "disagreement_weight"}
+ENSEMBLE = "members"   # members=K: the planner scores in K world models trained by this bench
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
@@ -52,6 +58,12 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
                 raise SystemExit(f"variant {name!r}: planner must be one of {', '.join(PLANNER)}, got {value!r}")
             execution["planner"] = value
             continue
+        key = ALIASES.get(key, key)
+        if sep and key == ENSEMBLE:
+            execution[ENSEMBLE] = int(value)
+            if execution[ENSEMBLE] < 2:
+                raise SystemExit(f"variant {name!r}: an ensemble needs members >= 2, got {value}")
+            continue
         if sep and key in PLANNER_SETTINGS:
             execution.setdefault("planner_settings", {})[key] = PLANNER_SETTINGS[key](value)
             continue
@@ -60,8 +72,9 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
                              f"{' or '.join(EXECUTION)}")
         values = [float(v) for v in value.split(",")]
         cell[key] = tuple(values) if len(values) > 1 else values[0]
-    if "planner_settings" in execution and "planner" not in execution:
-        raise SystemExit(f"variant {name!r}: {', '.join(execution['planner_settings'])} needs planner=KIND")
+    if ("planner_settings" in execution or ENSEMBLE in execution) and "planner" not in execution:
+        needs = list(execution.get("planner_settings", {})) + ([ENSEMBLE] if ENSEMBLE in execution else [])
+        raise SystemExit(f"variant {name!r}: {', '.join(needs)} needs planner=KIND")
     PickConfig(**cell)   # refuse a bad set-up before any episode runs
     return name, cell, execution
 
@@ -72,11 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [FIELD=VALUE ...]")
     p.add_argument("--tag", default="")
+    p.add_argument("--data", type=Path, help="a dataset folder (the version's training data): what members=K train on")
+    p.add_argument("--member-steps", type=int, help="training steps per ensemble member (the profile's train.steps)")
+    p.add_argument("--profile", default="quick", help="the pick-vla profile whose train settings the members use")
     args = p.parse_args(argv)
     from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
     from dreamops.tasks.evaluate_pick import PickPolicyFactory, evaluate_pick
 
     variants = [parse_variant(v) for v in args.variant]
+    if any(ENSEMBLE in execution for _, _, execution in variants) and args.data is None:
+        raise SystemExit("members=K trains world models on the version's data: give --data DATASET_FOLDER")
     model = PickVLA.load(args.model)
     for name, _, execution in variants:   # refuse a bad execution before any episode runs
         try:
@@ -88,18 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json"
     result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
               "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
+    ensembles: dict[int, tuple[list, float]] = {}   # K -> (members, training seconds), trained once per K
     for name, cell, execution in variants:
-        settings = {k: v for k, v in execution.items() if not k.startswith("planner")}
+        settings = {k: v for k, v in execution.items() if not k.startswith("planner") and k != ENSEMBLE}
         planner = ({"kind": execution["planner"], **execution.get("planner_settings", {})}
                    if "planner" in execution else None)
-        factory = PickPolicyFactory.from_model(model, planner, settings)
+        members, train_s = None, 0.0
+        if ENSEMBLE in execution:
+            k = execution[ENSEMBLE]
+            if k not in ensembles:
+                ensembles[k] = train_ensemble(model, args.data, k, args.profile, args.member_steps)
+            members, train_s = ensembles[k]
+        factory = PickPolicyFactory.from_model(model, planner, settings, members)
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
-               "execution": execution}
+               "execution": execution, "ensemble_training_s": round(train_s, 1)}
         for object_set in ("seen", "novel"):
             s = evaluate_pick(factory, name, seeds, object_set, 80, workers, cell=cell).summary()
             row[object_set] = {"success": s["success_rate"], "episodes": s["episodes"],
                                "collisions": s["collision_rate"], "failures": s["failures"],
-                               "collisions_with": s["collisions_with"]}
+                               "collisions_with": s["collisions_with"],
+                               "chunk_latency_p50_ms": s["chunk_latency_p50_ms"],
+                               "chunk_latency_p99_ms": s["chunk_latency_p99_ms"]}
         result["variants"].append(row)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
@@ -107,6 +134,23 @@ def main(argv: list[str] | None = None) -> int:
               f"novel {row['novel']['success']:.0%} (collisions {row['novel']['collisions']:.0%})", flush=True)
     print(f"-> {out.relative_to(RESULTS.parent.parent)}")
     return 0
+
+
+def train_ensemble(model, data_dir: Path, k: int, profile: str, steps: int | None) -> tuple[list, float]:
+    """k world models on every episode of the dataset at data_dir, with the profile's train settings."""
+    import time
+
+    from dreamops.tasks.dataset import open_dataset
+    from dreamops.tasks.config import resolve_config
+    from dreamops.tasks.pick_ensemble import train_pick_members
+
+    data = open_dataset(data_dir.parent, str(data_dir))
+    cfg = resolve_config(profile, agent="pick-vla").train
+    t0 = time.perf_counter()
+    members = train_pick_members(model, data, list(data.manifest["episode_id"]), cfg, k, steps)
+    seconds = time.perf_counter() - t0
+    print(f"ensemble of {k} trained on {data.n_episodes} episodes in {seconds:.0f} s", flush=True)
+    return members, seconds
 
 
 if __name__ == "__main__":

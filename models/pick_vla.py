@@ -76,6 +76,27 @@ class LossWeights:
     collision: float = 0.1
 
 
+def world_model_terms(world: nn.Module, embeds: torch.Tensor, batch: dict[str, torch.Tensor], w: LossWeights
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The world model's losses on windows of embeddings [B, T, E]: (RSSM, grasp, collision, metrics),
+    unweighted. `world` has the modules `rssm`, `grasp_head` and `collision_head` (None without one):
+    a PickVLA, or a member of an ensemble trained on a version's frozen embeddings (models.pick_ensemble)."""
+    wm, out, metrics = world.rssm.loss(embeds, batch["actions"], batch["success"], w.kl_dyn, w.kl_rep, w.free_bits)
+    grasp_logit = world.grasp_head(out["features"]).squeeze(-1)
+    grasp = F.binary_cross_entropy_with_logits(grasp_logit, batch["held"].float())
+    metrics = {**metrics, "grasp/bce": float(grasp.detach()),
+               "grasp/accuracy": float(((grasp_logit > 0) == batch["held"].bool()).float().mean())}
+    collision = grasp.new_zeros(())
+    if world.collision_head is not None and "collision" in batch:
+        # like the success head: the state each action led to, so a collision is read where it happened
+        collision_logit = world.collision_head(out["led_to"]).squeeze(-1)
+        collision = F.binary_cross_entropy_with_logits(collision_logit, batch["collision"].float())
+        metrics.update({"collision/bce": float(collision.detach()),
+                        "collision/predicted": float(torch.sigmoid(collision_logit).mean().detach()),
+                        "collision/observed": float(batch["collision"].float().mean())})
+    return wm, grasp, collision, metrics
+
+
 class PickVLA(nn.Module):
     def __init__(self, arch: PickArchitecture):
         super().__init__()
@@ -113,18 +134,7 @@ class PickVLA(nn.Module):
         Without frames, the windows' frames (and their chunks / target_uv [B,T,...]) are used
         (encoded a second time: simple, and only the held-out report takes this path)."""
         w = weights or LossWeights()
-        e = self.embed_sequence(batch)
-        wm, out, wm_metrics = self.rssm.loss(e, batch["actions"], batch["success"], w.kl_dyn, w.kl_rep, w.free_bits)
-        grasp_logit = self.grasp_head(out["features"]).squeeze(-1)
-        grasp = F.binary_cross_entropy_with_logits(grasp_logit, batch["held"].float())
-        collision, collision_metrics = grasp.new_zeros(()), {}
-        if self.collision_head is not None and "collision" in batch:
-            # like the success head: the state each action led to, so a collision is read where it happened
-            collision_logit = self.collision_head(out["led_to"]).squeeze(-1)
-            collision = F.binary_cross_entropy_with_logits(collision_logit, batch["collision"].float())
-            collision_metrics = {"collision/bce": float(collision.detach()),
-                                 "collision/predicted": float(torch.sigmoid(collision_logit).mean().detach()),
-                                 "collision/observed": float(batch["collision"].float().mean())}
+        wm, grasp, collision, world_metrics = world_model_terms(self, self.embed_sequence(batch), batch, w)
         if frames is None:
             frames = {k: v.flatten(0, 1) for k, v in batch.items() if k != "tokens"}
             frames["tokens"] = batch["tokens"].repeat_interleave(batch["proprio"].shape[1], dim=0)
@@ -141,9 +151,7 @@ class PickVLA(nn.Module):
             pixels = self.encoder.image_size / 2   # [-1, 1] spans the image
             target_metrics = {"target/ce": float(target.detach()),
                               "target/error_px": float((where - frames["target_uv"]).norm(dim=-1).mean() * pixels)}
-        metrics = {**flow_metrics, **wm_metrics, **target_metrics, **collision_metrics, "grasp/bce": float(grasp.detach()),
-                   "grasp/accuracy": float(((grasp_logit > 0) == batch["held"].bool()).float().mean()),
-                   "train/loss": float(loss.detach())}
+        metrics = {**flow_metrics, **world_metrics, **target_metrics, "train/loss": float(loss.detach())}
         return loss, metrics
 
     # ---- inference -----------------------------------------------------------------------------

@@ -6,6 +6,9 @@ anywhere in the chunk, weighted. With `futures` = 1 (the default) the RSSM imagi
 mode; with more, every candidate meets the same `futures` sampled futures (drawn once per decision)
 and is scored by their mean (`alpha` = 1, risk-neutral) or their CVaR at `alpha` (the mean of its
 worst ceil(alpha * futures): risk-sensitive), as carracing-vmc's latent MPC scores its futures.
+With `members` (an ensemble of world models, models.pick_ensemble) every candidate is imagined in
+each member as well: the CVaR is over members x futures, minus `disagreement_weight` x the spread
+of the members' scores, so a chunk that only one world model believes in loses.
 - CEMPlanner: the first population comes from the flow-matching head (different noise), so
   candidates start on the demonstrations' manifold; later iterations refit a Gaussian to the elites.
 - MPPIPlanner: MPPI (models.trajectory_opt) around the policy's own chunk at the version's
@@ -13,7 +16,8 @@ worst ceil(alpha * futures): risk-sensitive), as carracing-vmc's latent MPC scor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,18 +40,30 @@ def draw_futures(model: PickVLA, futures: int, generator: torch.Generator | None
 @torch.no_grad()
 def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
                    collision_weight: float = 0.0, futures: torch.Tensor | None = None,
-                   alpha: float = 1.0) -> torch.Tensor:
+                   alpha: float = 1.0, members: Sequence = (), disagreement_weight: float = 0.0) -> torch.Tensor:
     """Each chunk imagined in the RSSM from the observation's state: cond [1, E], chunks [K, H, A] ->
     the mean over its steps of P(grasp) + success_weight * P(success), minus collision_weight * P(a
     collision in any of its steps) when the version has a collision head [K]. `futures` (from
-    draw_futures, [H, F, ...]): every chunk imagined in the same F futures, scored by the CVaR at
-    `alpha` of its F scores (alpha = 1: their mean)."""
+    draw_futures, [H, F, ...]): every chunk imagined in the same F futures. `members` (world models
+    of an ensemble, models.pick_ensemble; the version's own when empty): every chunk imagined in
+    each. The score is the CVaR at `alpha` of its scores over members x futures (alpha = 1: their
+    mean), minus disagreement_weight x the standard deviation across members of their mean scores."""
+    worlds = list(members) or [model]
+    k = chunks.shape[0]
     if futures is None:
-        return _score_in_one_future(model, cond, chunks, success_weight, collision_weight)
-    k, f = chunks.shape[0], futures.shape[1]
-    per_future = _score_in_one_future(model, cond, chunks.repeat_interleave(f, dim=0), success_weight,
-                                      collision_weight, futures.repeat(1, k, 1, 1))   # rows: chunk-major
-    return cvar(per_future.view(k, f), alpha, dim=1)
+        per = torch.stack([_score_in_one_future(w, cond, chunks, success_weight, collision_weight)
+                           for w in worlds])[..., None]                             # [M, K, 1]
+    else:
+        f = futures.shape[1]
+        per = torch.stack([_score_in_one_future(w, cond, chunks.repeat_interleave(f, dim=0), success_weight,
+                                                collision_weight, futures.repeat(1, k, 1, 1)).view(k, f)
+                           for w in worlds])                                        # [M, K, F], chunk-major rows
+    if per.shape[0] * per.shape[2] == 1:
+        return per[0, :, 0]
+    score = cvar(per.permute(1, 0, 2).reshape(k, -1), alpha, dim=1)
+    if disagreement_weight and len(worlds) > 1:
+        score = score - disagreement_weight * per.mean(dim=2).std(dim=0, unbiased=False)
+    return score
 
 
 def _score_in_one_future(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
@@ -75,17 +91,22 @@ class CEMPlanner:
     futures: int = 1
     """Imagined futures per candidate (1: the prior's mode)."""
     alpha: float = 1.0
-    """CVaR level over the futures: 1 = their mean (risk-neutral)."""
+    """CVaR level over the futures (and members): 1 = their mean (risk-neutral)."""
+    members: Sequence = field(default=(), repr=False)
+    """World models of an ensemble to score in (models.pick_ensemble); the version's own when empty."""
+    disagreement_weight: float = 0.0
+    """Weight of the members' spread of a chunk's score, subtracted (with two members or more)."""
 
     def __post_init__(self):
         if not 1 <= self.elites <= self.samples or self.iterations < 1:
             raise ValueError(f"need 1 <= elites <= samples and iterations >= 1, got {self}")
-        _check_futures(self.futures, self.alpha)
+        _check_futures(self.futures, self.alpha, self.disagreement_weight)
 
     def score(self, model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor,
               futures: torch.Tensor | None = None) -> torch.Tensor:
         """cond [1, E], chunks [K, H, A] -> [K]; `futures` from draw_futures (None: the mode)."""
-        return imagined_score(model, cond, chunks, self.success_weight, self.collision_weight, futures, self.alpha)
+        return imagined_score(model, cond, chunks, self.success_weight, self.collision_weight, futures, self.alpha,
+                              self.members, self.disagreement_weight)
 
     @torch.no_grad()
     def plan(self, model: PickVLA, cond: torch.Tensor, generator: torch.Generator | None = None,
@@ -121,12 +142,16 @@ class MPPIPlanner:
     futures: int = 1
     """Imagined futures per candidate (1: the prior's mode)."""
     alpha: float = 1.0
-    """CVaR level over the futures: 1 = their mean (risk-neutral)."""
+    """CVaR level over the futures (and members): 1 = their mean (risk-neutral)."""
+    members: Sequence = field(default=(), repr=False)
+    """World models of an ensemble to score in (models.pick_ensemble); the version's own when empty."""
+    disagreement_weight: float = 0.0
+    """Weight of the members' spread of a chunk's score, subtracted (with two members or more)."""
 
     def __post_init__(self):
         if not self.std > 0:
             raise ValueError(f"std must be > 0, got {self.std}")
-        _check_futures(self.futures, self.alpha)
+        _check_futures(self.futures, self.alpha, self.disagreement_weight)
         self.mppi = MPPI(samples=self.samples, iterations=self.iterations, temperature=self.temperature)
 
     @torch.no_grad()
@@ -137,14 +162,16 @@ class MPPIPlanner:
         proposal = model.sample_chunks(cond, generator, temperature)[0]
         futures = draw_futures(model, self.futures, generator)
         best, _ = self.mppi.optimise(lambda chunks: imagined_score(model, cond, chunks, self.success_weight,
-                                                                    self.collision_weight, futures, self.alpha),
+                                                                    self.collision_weight, futures, self.alpha,
+                                                                    self.members, self.disagreement_weight),
                                      proposal, torch.full_like(proposal, self.std), generator)
         return best.numpy()
 
 
-def _check_futures(futures: int, alpha: float) -> None:
-    if futures < 1 or not 0 < alpha <= 1:
-        raise ValueError(f"need futures >= 1 and 0 < alpha <= 1, got futures={futures}, alpha={alpha}")
+def _check_futures(futures: int, alpha: float, disagreement_weight: float) -> None:
+    if futures < 1 or not 0 < alpha <= 1 or disagreement_weight < 0:
+        raise ValueError(f"need futures >= 1, 0 < alpha <= 1 and disagreement_weight >= 0, got futures={futures}, "
+                         f"alpha={alpha}, disagreement_weight={disagreement_weight}")
 
 
 PLANNERS = {"cem": CEMPlanner, "mppi": MPPIPlanner}

@@ -80,19 +80,31 @@ _envs: dict[str, PickCell] = {}
 class PickPolicyFactory:
     """Picklable: builds a PickVLAPolicy in a worker from the bundle's bytes (no shared files)."""
 
-    def __init__(self, data: bytes, planner: dict | None = None, execution: dict | None = None):
-        self.data, self.planner, self.execution = data, planner, dict(execution or {})
+    def __init__(self, data: bytes, planner: dict | None = None, execution: dict | None = None,
+                 members: bytes | None = None):
+        self.data, self.planner, self.execution, self.members = data, planner, dict(execution or {}), members
 
     @classmethod
-    def from_model(cls, model, planner: dict | None = None, execution: dict | None = None) -> "PickPolicyFactory":
+    def from_model(cls, model, planner: dict | None = None, execution: dict | None = None,
+                   members: list | None = None) -> "PickPolicyFactory":
         """planner: the planner's keyword arguments, with "kind": "cem" (the default) or "mppi" ({} for
         CEM's defaults), or None for no planner.
-        execution: PickVLAPolicy's `execute` and `ensemble` (the model's own execution when empty)."""
+        execution: PickVLAPolicy's `execute` and `ensemble` (the model's own execution when empty).
+        members: world models of an ensemble (models.pick_ensemble) the planner scores in."""
         import torch
+
+        from dreamops.models.pick_ensemble import save_members
 
         buf = io.BytesIO()
         torch.save(model.state(), buf)
-        return cls(buf.getvalue(), planner, execution)
+        packed = None
+        if members:
+            if planner is None:
+                raise ValueError("an ensemble's members are for a planner: give one")
+            ensemble = io.BytesIO()
+            save_members(members, ensemble)
+            packed = ensemble.getvalue()
+        return cls(buf.getvalue(), planner, execution, packed)
 
     def __call__(self):
         import torch
@@ -105,6 +117,9 @@ class PickPolicyFactory:
         planner = None
         if self.planner is not None:
             settings = dict(self.planner)
+            if self.members is not None:
+                from dreamops.models.pick_ensemble import load_members
+                settings["members"] = tuple(load_members(io.BytesIO(self.members)))
             planner = PLANNERS[settings.pop("kind", "cem")](**settings)
         return PickVLAPolicy(model, planner=planner, **self.execution)
 

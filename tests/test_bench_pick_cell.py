@@ -15,10 +15,17 @@ def test_a_variant_splits_into_the_cells_overrides_and_the_policys_execution():
         "cem0", {}, {"planner": "cem", "planner_settings": {"collision_weight": 0.0}})
     assert pick_cell.parse_variant(["cvar", "planner=cem", "futures=8", "alpha=0.25"]) == (
         "cvar", {}, {"planner": "cem", "planner_settings": {"futures": 8, "alpha": 0.25}})
+    assert pick_cell.parse_variant(["ens", "planner=cem", "members=5", "disagreement=1"]) == (
+        "ens", {}, {"planner": "cem", "members": 5, "planner_settings": {"disagreement_weight": 1.0}})
 
 
 @pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9", "planner=astar",
-                                  "collision_weight=1", "futures=4"])
+                                  "collision_weight=1", "futures=4", "members=3", "disagreement=1"])
 def test_a_bad_variant_is_refused_before_any_episode(item):
     with pytest.raises((SystemExit, ValueError)):
         pick_cell.parse_variant(["bad", item])
+
+
+def test_an_ensemble_of_one_is_refused():
+    with pytest.raises(SystemExit, match="members >= 2"):
+        pick_cell.parse_variant(["bad", "planner=cem", "members=1"])
