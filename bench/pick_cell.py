@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if k not in ensembles:
                 ensembles[k] = train_ensemble(model, args.data, k, args.profile, args.member_steps)
             members, train_s = ensembles[k]
-        factory = PickPolicyFactory.from_model(model, planner, settings, members)
+        factory = PickPolicyFactory.from_model(model, planner, settings, members, dream=True)
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
                "execution": execution, "ensemble_training_s": round(train_s, 1)}
         for object_set in ("seen", "novel"):
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                "collisions": s["collision_rate"], "failures": s["failures"],
                                "collisions_with": s["collisions_with"],
                                "chunk_latency_p50_ms": s["chunk_latency_p50_ms"],
-                               "chunk_latency_p99_ms": s["chunk_latency_p99_ms"]}
+                               "chunk_latency_p99_ms": s["chunk_latency_p99_ms"], "dream_score": s["dream_score"]}
         result["variants"].append(row)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")

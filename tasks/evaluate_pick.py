@@ -70,6 +70,7 @@ class PickEpisode:
     target: str
     latencies_ms: list[float] = field(default_factory=list)
     first_collision: dict | None = None   # what the first collision hit (sim.pick.COLLISION_KINDS), when, where
+    dream_scores: list[float] = field(default_factory=list)   # with a factory's `dream`: PickVLAPolicy.dream_scores
 
 
 # ---- worker side: one policy and one simulator per process -------------------------------------
@@ -81,16 +82,18 @@ class PickPolicyFactory:
     """Picklable: builds a PickVLAPolicy in a worker from the bundle's bytes (no shared files)."""
 
     def __init__(self, data: bytes, planner: dict | None = None, execution: dict | None = None,
-                 members: bytes | None = None):
+                 members: bytes | None = None, dream: bool = False):
         self.data, self.planner, self.execution, self.members = data, planner, dict(execution or {}), members
+        self.dream = dream   # record each executed chunk's imagined score (PickVLAPolicy.dream_scores)
 
     @classmethod
     def from_model(cls, model, planner: dict | None = None, execution: dict | None = None,
-                   members: list | None = None) -> "PickPolicyFactory":
+                   members: list | None = None, dream: bool = False) -> "PickPolicyFactory":
         """planner: the planner's keyword arguments, with "kind": "cem" (the default) or "mppi" ({} for
         CEM's defaults), or None for no planner.
         execution: PickVLAPolicy's `execute` and `ensemble` (the model's own execution when empty).
-        members: world models of an ensemble (models.pick_ensemble) the planner scores in."""
+        members: world models of an ensemble (models.pick_ensemble) the planner scores in.
+        dream: record each executed chunk's imagined score in the version's own world model."""
         import torch
 
         from dreamops.models.pick_ensemble import save_members
@@ -104,7 +107,7 @@ class PickPolicyFactory:
             ensemble = io.BytesIO()
             save_members(members, ensemble)
             packed = ensemble.getvalue()
-        return cls(buf.getvalue(), planner, execution, packed)
+        return cls(buf.getvalue(), planner, execution, packed, dream)
 
     def __call__(self):
         import torch
@@ -121,7 +124,7 @@ class PickPolicyFactory:
                 from dreamops.models.pick_ensemble import load_members
                 settings["members"] = tuple(load_members(io.BytesIO(self.members)))
             planner = PLANNERS[settings.pop("kind", "cem")](**settings)
-        return PickVLAPolicy(model, planner=planner, **self.execution)
+        return PickVLAPolicy(model, planner=planner, dream_scores=[] if self.dream else None, **self.execution)
 
 
 class ScriptedFactory:
@@ -159,6 +162,8 @@ def _play(job: PickJob) -> PickEpisode:
     else:
         _policy.reset(env.instruction, job.seed)
         _policy.latencies_ms = []
+        if _policy.dream_scores is not None:
+            _policy.dream_scores = []
     actions, held_target, held_other, closed_empty = [], False, False, False
     for _ in range(job.max_steps):
         a = _policy.act(env) if scripted else _policy.act(obs)
@@ -174,7 +179,8 @@ def _play(job: PickJob) -> PickEpisode:
     return PickEpisode(job.seed, job.object_set, success, collided, float(info["cycle_time"]), jerk(np.stack(actions)),
                        failure_category(success, collided, held_target, held_other, closed_empty), len(actions),
                        env.instruction, f"{info['target_colour']} {info['target_shape']}",
-                       [] if scripted else list(_policy.latencies_ms), info["first_collision"])
+                       [] if scripted else list(_policy.latencies_ms), info["first_collision"],
+                       list(_policy.dream_scores or []) if not scripted else [])
 
 
 @dataclass
@@ -203,8 +209,14 @@ class PickEvalReport:
                 "jerk": float(np.mean([e.jerk for e in self.episodes])),
                 "chunk_latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
                 "chunk_latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+                "dream_score": self.dream_score(),
                 "failures": {f: sum(e.failure == f for e in self.episodes) for f in FAILURES},
                 "collisions_with": self.collisions_with()}
+
+    def dream_score(self) -> float:
+        """The mean imagined score of the executed chunks (NaN when not recorded)."""
+        scores = [x for e in self.episodes for x in e.dream_scores]
+        return float(np.mean(scores)) if scores else float("nan")
 
     def collisions_with(self) -> dict[str, int]:
         """Episodes by what their first collision hit (only the kinds that occurred)."""

@@ -32,3 +32,23 @@ def test_the_report_says_what_each_first_collision_hit():
     assert all(e.first_collision["kind"] in COLLISION_KINDS for e in collided)
     assert all(e.first_collision is None for e in report.episodes if not e.collision)
     assert sum(report.summary()["collisions_with"].values()) == len(collided)
+
+
+def test_a_policys_dream_scores_come_back_with_its_episodes_when_asked():
+    import math
+
+    import torch
+
+    from dreamops.models.pick_vla import PickArchitecture, PickVLA
+    from dreamops.tasks.evaluate_pick import PickPolicyFactory
+
+    torch.manual_seed(0)
+    model = PickVLA(PickArchitecture(vocab=("pick", "up", "the"), embed_dim=32, text_dim=16, deter=32, stoch=4,
+                                     classes=4, head_hidden=32, horizon=4, execute=2))
+    asked = evaluate_pick(PickPolicyFactory.from_model(model, dream=True), "tiny", SEEDS[:1], "seen", 6, 0,
+                          show_progress=False)
+    episode = asked.episodes[0]
+    assert len(episode.dream_scores) == len(episode.latencies_ms) == 3   # 6 steps, 2 actions a chunk
+    assert asked.summary()["dream_score"] == pytest.approx(sum(episode.dream_scores) / 3)
+    plain = evaluate_pick(PickPolicyFactory.from_model(model), "tiny", SEEDS[:1], "seen", 6, 0, show_progress=False)
+    assert plain.episodes[0].dream_scores == [] and math.isnan(plain.summary()["dream_score"])
