@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--variant", nargs="+", action="append", required=True, metavar="NAME [FIELD=VALUE ...]")
     p.add_argument("--tag", default="")
+    p.add_argument("--json", type=Path, help="where to write the results (bench/results/pick-cell[-TAG].json)")
     p.add_argument("--data", type=Path, help="a dataset folder (the version's training data): what members=K train on")
     p.add_argument("--member-steps", type=int, help="training steps per ensemble member (the profile's train.steps)")
     p.add_argument("--profile", default="quick", help="the pick-vla profile whose train settings the members use")
@@ -98,17 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     model = PickVLA.load(args.model)
     for name, _, execution in variants:   # refuse a bad execution before any episode runs
         try:
-            PickVLAPolicy(model, **{k: v for k, v in execution.items() if not k.startswith("planner")})
+            PickVLAPolicy(model, **policy_settings(execution))
         except ValueError as e:
             raise SystemExit(f"variant {name!r}: {e}") from None
     seeds = list(range(EVAL_SEED, EVAL_SEED + args.episodes))
     workers = int(os.environ.get("DREAMOPS_WORKERS", "2"))
-    out = RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json"
+    out = (args.json or RESULTS / f"pick-cell{'-' + args.tag if args.tag else ''}.json").resolve()
     result = {"model": str(args.model), **run_header("bench/pick_cell.py", argv),
               "eval_seeds": [seeds[0], seeds[-1]], "variants": []}
     ensembles: dict[int, tuple[list, float]] = {}   # K -> (members, training seconds), trained once per K
     for name, cell, execution in variants:
-        settings = {k: v for k, v in execution.items() if not k.startswith("planner") and k != ENSEMBLE}
+        settings = policy_settings(execution)
         planner = ({"kind": execution["planner"], **execution.get("planner_settings", {})}
                    if "planner" in execution else None)
         members, train_s = None, 0.0
@@ -127,13 +128,32 @@ def main(argv: list[str] | None = None) -> int:
                                "collisions_with": s["collisions_with"],
                                "chunk_latency_p50_ms": s["chunk_latency_p50_ms"],
                                "chunk_latency_p99_ms": s["chunk_latency_p99_ms"], "dream_score": s["dream_score"]}
+        row.update(table_keys(row))
         result["variants"].append(row)
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{name:>12}  seen {row['seen']['success']:.0%} (collisions {row['seen']['collisions']:.0%})  "
               f"novel {row['novel']['success']:.0%} (collisions {row['novel']['collisions']:.0%})", flush=True)
-    print(f"-> {out.relative_to(RESULTS.parent.parent)}")
+    print(f"-> {out}")
     return 0
+
+
+def policy_settings(execution: dict) -> dict:
+    """PickVLAPolicy's own fields of a variant's execution (not the planner's, not the ensemble's)."""
+    return {k: v for k, v in execution.items() if not k.startswith("planner") and k != ENSEMBLE}
+
+
+def table_keys(row: dict) -> dict:
+    """The planners table's columns (the same keys as bench/planners_carracing.py's where they mean the
+    same): success and the imagined score of the executed chunks per object set, the chunk latency
+    (p50 on `seen`, p99 the worse of the two sets) and the ensemble's training seconds."""
+    seen, novel = row["seen"], row["novel"]
+    return {"method": row["variant"], "real_seen": seen["success"], "real_novel": novel["success"],
+            "collisions_seen": seen["collisions"], "collisions_novel": novel["collisions"],
+            "dream_seen": seen["dream_score"], "dream_novel": novel["dream_score"],
+            "latency_p50_ms": seen["chunk_latency_p50_ms"],
+            "latency_p99_ms": max(seen["chunk_latency_p99_ms"], novel["chunk_latency_p99_ms"]),
+            "train_s": row["ensemble_training_s"]}
 
 
 def train_ensemble(model, data_dir: Path, k: int, profile: str, steps: int | None) -> tuple[list, float]:
