@@ -57,10 +57,7 @@ def load_members(path: Path | str | io.BytesIO) -> list[WorldModelMember]:
 def predicted_embeddings(member: WorldModelMember, cond: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
     """The embeddings a member predicts along each chunk from the observation's state: cond [1, E],
     chunks [K, H, A] -> [K, H, E] (the prior's mode, decoded)."""
-    state = initial_state(member, cond)
-    k = chunks.shape[0]
-    state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
-    return member.rssm.decoder(member.rssm.imagine(state, chunks))
+    return member.rssm.decoder(member.rssm.imagine(initial_state(member, cond, chunks.shape[0]), chunks))
 
 
 @torch.no_grad()

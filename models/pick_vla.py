@@ -337,9 +337,11 @@ class PickVLAPolicy:
         return self.model.sample_chunks(cond, self.generator, self.temperature)[0].numpy()
 
 
-def initial_state(model: PickVLA, cond: torch.Tensor) -> State:
-    """The RSSM's posterior state for one embedding, as at the start of a training window."""
+def initial_state(model: PickVLA, cond: torch.Tensor, copies: int | None = None) -> State:
+    """The RSSM's posterior state for one embedding, as at the start of a training window; with
+    `copies`, that state of one embedding [1, E] repeated for as many candidates (`model`: anything
+    with an `rssm`, a PickVLA or an ensemble member)."""
     rssm = model.rssm
     predicted, _ = rssm.img_step(rssm.initial(cond.shape[0]), torch.zeros(cond.shape[0], rssm.action_dim), False)
     state, _ = rssm.posterior(predicted.h, cond, sample=False)
-    return state
+    return state if copies is None else State(state.h.expand(copies, -1), state.z.expand(copies, -1))

@@ -58,8 +58,6 @@ def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, suc
         per = torch.stack([_score_in_one_future(w, cond, chunks.repeat_interleave(f, dim=0), success_weight,
                                                 collision_weight, futures.repeat(1, k, 1, 1)).view(k, f)
                            for w in worlds])                                        # [M, K, F], chunk-major rows
-    if per.shape[0] * per.shape[2] == 1:
-        return per[0, :, 0]
     score = cvar(per.permute(1, 0, 2).reshape(k, -1), alpha, dim=1)
     if disagreement_weight and len(worlds) > 1:
         score = score - disagreement_weight * per.mean(dim=2).std(dim=0, unbiased=False)
@@ -68,10 +66,7 @@ def imagined_score(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, suc
 
 def _score_in_one_future(model: PickVLA, cond: torch.Tensor, chunks: torch.Tensor, success_weight: float,
                          collision_weight: float, uniform: torch.Tensor | None = None) -> torch.Tensor:
-    state = initial_state(model, cond)
-    k = chunks.shape[0]
-    state = type(state)(state.h.expand(k, -1), state.z.expand(k, -1))
-    feats = model.rssm.imagine(state, chunks, uniform=uniform)              # [K, H, F]
+    feats = model.rssm.imagine(initial_state(model, cond, chunks.shape[0]), chunks, uniform=uniform)   # [K, H, F]
     grasp = torch.sigmoid(model.grasp_head(feats).squeeze(-1))
     success = torch.sigmoid(model.rssm.success_head(feats).squeeze(-1))
     score = (grasp + success_weight * success).mean(dim=1)
