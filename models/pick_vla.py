@@ -275,10 +275,10 @@ class PickVLAPolicy:
     latencies_ms: list[float] = field(default_factory=list)
     ensemble: float | None = None
     temperature: float | None = None
-    dream_scores: list[float] | None = None
-    """With a list: each chunk's imagined score in the version's own world model (the planners'
-    objective at their defaults, the prior's mode) is appended, outside the timed decision: what the
-    dream promised for the chunks that were executed, whoever chose them."""
+    dream: object | None = None
+    """A models.planners.DreamScores (or any callable(model, cond, chunk)): called with each
+    executed chunk outside the timed decision, to record what the dream promised for the chunks
+    that were executed, whoever chose them. Injected so that this module needs no planner."""
 
     def __post_init__(self):
         self.execute = self.execute or self.model.arch.execute
@@ -310,11 +310,8 @@ class PickVLAPolicy:
         t0 = time.perf_counter()
         chunk = self.plan(obs)
         self.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-        if self.dream_scores is not None:
-            from dreamops.models.planners import CEMPlanner, imagined_score   # planners import this module
-            default = CEMPlanner()
-            self.dream_scores.append(float(imagined_score(self.model, self._cond, torch.as_tensor(chunk)[None],
-                                                          default.success_weight, default.collision_weight)[0]))
+        if self.dream is not None:
+            self.dream(self.model, self._cond, chunk)
         return chunk
 
     def _ensembled(self, obs: dict) -> np.ndarray:

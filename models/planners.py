@@ -77,6 +77,18 @@ def _score_in_one_future(model: PickVLA, cond: torch.Tensor, chunks: torch.Tenso
 
 
 @dataclass
+class DreamScores:
+    """PickVLAPolicy's `dream`: appends each executed chunk's imagined score in the version's own
+    world model (the planners' objective at CEMPlanner's default weights, the prior's mode)."""
+    scores: list[float] = field(default_factory=list)
+
+    def __call__(self, model: PickVLA, cond: torch.Tensor, chunk: np.ndarray) -> None:
+        default = CEMPlanner()
+        self.scores.append(float(imagined_score(model, cond, torch.as_tensor(chunk)[None], default.success_weight,
+                                                default.collision_weight)[0]))
+
+
+@dataclass
 class CEMPlanner:
     samples: int = 32
     elites: int = 4

@@ -70,7 +70,7 @@ class PickEpisode:
     target: str
     latencies_ms: list[float] = field(default_factory=list)
     first_collision: dict | None = None   # what the first collision hit (sim.pick.COLLISION_KINDS), when, where
-    dream_scores: list[float] = field(default_factory=list)   # with a factory's `dream`: PickVLAPolicy.dream_scores
+    dream_scores: list[float] = field(default_factory=list)   # with a factory's `dream`: DreamScores.scores
 
 
 # ---- worker side: one policy and one simulator per process -------------------------------------
@@ -84,7 +84,7 @@ class PickPolicyFactory:
     def __init__(self, data: bytes, planner: dict | None = None, execution: dict | None = None,
                  members: bytes | None = None, dream: bool = False):
         self.data, self.planner, self.execution, self.members = data, planner, dict(execution or {}), members
-        self.dream = dream   # record each executed chunk's imagined score (PickVLAPolicy.dream_scores)
+        self.dream = dream   # record each executed chunk's imagined score (models.planners.DreamScores)
 
     @classmethod
     def from_model(cls, model, planner: dict | None = None, execution: dict | None = None,
@@ -113,7 +113,7 @@ class PickPolicyFactory:
         import torch
 
         from dreamops.models.pick_vla import PickVLA, PickVLAPolicy
-        from dreamops.models.planners import PLANNERS
+        from dreamops.models.planners import PLANNERS, DreamScores
 
         torch.set_num_threads(1)
         model = PickVLA.load(io.BytesIO(self.data))
@@ -124,7 +124,7 @@ class PickPolicyFactory:
                 from dreamops.models.pick_ensemble import load_members
                 settings["members"] = tuple(load_members(io.BytesIO(self.members)))
             planner = PLANNERS[settings.pop("kind", "cem")](**settings)
-        return PickVLAPolicy(model, planner=planner, dream_scores=[] if self.dream else None, **self.execution)
+        return PickVLAPolicy(model, planner=planner, dream=DreamScores() if self.dream else None, **self.execution)
 
 
 class ScriptedFactory:
@@ -162,8 +162,8 @@ def _play(job: PickJob) -> PickEpisode:
     else:
         _policy.reset(env.instruction, job.seed)
         _policy.latencies_ms = []
-        if _policy.dream_scores is not None:
-            _policy.dream_scores = []
+        if _policy.dream is not None:
+            _policy.dream.scores = []
     actions, held_target, held_other, closed_empty = [], False, False, False
     for _ in range(job.max_steps):
         a = _policy.act(env) if scripted else _policy.act(obs)
@@ -180,7 +180,7 @@ def _play(job: PickJob) -> PickEpisode:
                        failure_category(success, collided, held_target, held_other, closed_empty), len(actions),
                        env.instruction, f"{info['target_colour']} {info['target_shape']}",
                        [] if scripted else list(_policy.latencies_ms), info["first_collision"],
-                       list(_policy.dream_scores or []) if not scripted else [])
+                       list(_policy.dream.scores) if not scripted and _policy.dream is not None else [])
 
 
 @dataclass

@@ -135,23 +135,23 @@ def test_the_mppi_planner_never_scores_below_the_policys_own_chunk():
 def test_the_dream_score_of_every_executed_chunk_is_recorded_when_asked():
     import torch
 
-    from dreamops.models.planners import imagined_score
+    from dreamops.models.planners import DreamScores, imagined_score
 
     torch.manual_seed(0)
     model = PickVLA(ARCH).eval()
     rng = np.random.default_rng(0)
     obs = {"rgb": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "depth": np.full((64, 64, 1), 0.8, np.float32),
            "proprio": rng.normal(size=21).astype(np.float32)}
-    policy = PickVLAPolicy(model, dream_scores=[], temperature=0.0)
+    policy = PickVLAPolicy(model, dream=DreamScores(), temperature=0.0)
     policy.reset("pick up the red box", 0)
     chunk = policy.plan(obs)
     policy.queue = []
     policy.act(obs)
     policy.act(obs)                                   # one chunk for two steps (execute=2)
-    assert len(policy.dream_scores) == 1 == len(policy.latencies_ms)
+    assert len(policy.dream.scores) == 1 == len(policy.latencies_ms)
     cond = model.embed(obs["rgb"][None], obs["depth"][None], obs["proprio"][None], ["pick up the red box"])
     expected = float(imagined_score(model, cond, torch.as_tensor(chunk)[None], 4.0, 4.0)[0])
-    assert policy.dream_scores[0] == pytest.approx(expected, abs=1e-6)   # temperature 0: the same chunk
+    assert policy.dream.scores[0] == pytest.approx(expected, abs=1e-6)   # temperature 0: the same chunk
     quiet = PickVLAPolicy(model)
     quiet.act(obs)
-    assert quiet.dream_scores is None
+    assert quiet.dream is None
