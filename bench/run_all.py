@@ -15,9 +15,10 @@ import bench_mmd  # noqa: E402
 import bench_render  # noqa: E402
 import bench_roofline  # noqa: E402
 import bench_scaling  # noqa: E402
+import bench_vae_decoder  # noqa: E402
 
 if __name__ == "__main__":
     for bench in (bench_dream, bench_render, bench_collect, bench_latency, bench_export, bench_mmd, bench_scaling,
-                  bench_roofline, bench_api):
+                  bench_roofline, bench_vae_decoder, bench_api):
         bench.main()
         print()

@@ -17,14 +17,26 @@ SERVER_FIXTURES = frozenset({"prefect_server", "stack", "on_stack", "api_db"})
 STACK_FIXTURES = frozenset({"stack", "on_stack"})
 
 
-# Modules that reuse what earlier modules registered on the stack run after them: the drift e2e needs
-# two passed versions, and the fleet e2e's two save it two smoke trainings (it trains them itself when
-# run alone).
-RUN_LAST = ("tests/api/test_e2e_drift.py",)
+# A module that reuses what another registered on the stack runs right after it: the drift e2e needs
+# two passed versions, which the fleet e2e's two smoke trainings leave (run alone, it trains them).
+# Right after, not last: the worker that holds the stack's tests takes other work only when two of
+# them are left, so a long one left last keeps the other worker idle for its length (e2e drift ~4 min).
+RUN_AFTER = {"tests/api/test_e2e_drift.py": "tests/api/test_e2e_fleet.py"}
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.nodeid.split("::")[0] in RUN_LAST)  # stable: the rest keep their order
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(_module(item), i)
+    def key(i: int, item) -> tuple[int, int, int]:   # (the module it follows or its own, after it?, order)
+        after = RUN_AFTER.get(_module(item))
+        return (first[after], 1, i) if after in first else (first[_module(item)], 0, i)
+    order = {id(item): key(i, item) for i, item in enumerate(items)}
+    items.sort(key=lambda item: order[id(item)])
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & names:

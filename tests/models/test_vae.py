@@ -69,3 +69,21 @@ def test_the_cpu_inference_copy_reads_frames_to_the_same_bits(threads):
     finally:
         torch.set_num_threads(previous)
     assert not fast.training and vae.encoder[0].weight.is_contiguous()  # the caller's V is left as it was
+
+
+def test_the_decoder_is_its_transposed_convolutions_and_trains_them():
+    """decode computes the first transposed convolution as a matrix product: the same function of the
+    same parameters (so checkpoints load as before), to float rounding, and its gradients reach the
+    transposed convolution's own weight and bias."""
+    torch.manual_seed(0)
+    vae = VAE()
+    z = torch.randn(6, 32)
+    as_convolutions = vae.decoder(vae.fc_dec(z).view(-1, 1024, 1, 1))
+    torch.testing.assert_close(vae.decode(z), as_convolutions, rtol=0, atol=1e-5)
+    first = vae.decoder[0]
+    vae.decode(z).sum().backward()
+    fast_grads = first.weight.grad.clone(), first.bias.grad.clone()
+    vae.zero_grad()
+    vae.decoder(vae.fc_dec(z).view(-1, 1024, 1, 1)).sum().backward()
+    torch.testing.assert_close(fast_grads[0], first.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast_grads[1], first.bias.grad, rtol=1e-4, atol=1e-4)
