@@ -12,7 +12,9 @@ the weight of the imagined collision chance in the planner's score, for versions
 `futures=F alpha=A`: every candidate scored over F sampled futures by their CVaR at A (1: their mean);
 `members=K disagreement=W`: every candidate also imagined in K world models trained here on the
 version's embeddings of --data's episodes, each on a bootstrap resample (tasks.pick_ensemble), the CVaR
-over members x futures minus W x their spread):
+over members x futures minus W x their spread; `finetune=STEPS bc=W`: the policy's flow head first
+fine-tuned STEPS updates in the version's own world model by actor-critic, with the flow-matching loss
+on --data's labelled chunks at weight W as the anchor (tasks.pick_finetune), then played as the policy):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -37,8 +39,9 @@ EXECUTION = {"execute": int, "ensemble": float, "temperature": float}   # PickVL
 PLANNER = ("cem", "mppi")   # planner=KIND: the policy's chunks refined in the world model (models.planners)
 PLANNER_SETTINGS = {"collision_weight": float, "futures": int, "alpha": float,
                     "disagreement_weight": float}   # the planner's own fields, with planner=KIND
-ALIASES = {"disagreement": "disagreement_weight"}
+ALIASES = {"disagreement": "disagreement_weight", "bc": "bc_weight"}
 ENSEMBLE = "members"   # members=K: the planner scores in K world models trained by this bench
+FINETUNE = {"finetune": int, "bc_weight": float}   # the policy fine-tuned in its world model by this bench
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
@@ -67,6 +70,9 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
         if sep and key in PLANNER_SETTINGS:
             execution.setdefault("planner_settings", {})[key] = PLANNER_SETTINGS[key](value)
             continue
+        if sep and key in FINETUNE:
+            execution.setdefault("finetune", {})[key] = FINETUNE[key](value)
+            continue
         if not sep or key not in fields:
             raise SystemExit(f"variant {name!r}: {item!r} is not NAME=VALUE with NAME a PickConfig field, "
                              f"{' or '.join(EXECUTION)}")
@@ -75,6 +81,15 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
     if ("planner_settings" in execution or ENSEMBLE in execution) and "planner" not in execution:
         needs = list(execution.get("planner_settings", {})) + ([ENSEMBLE] if ENSEMBLE in execution else [])
         raise SystemExit(f"variant {name!r}: {', '.join(needs)} needs planner=KIND")
+    if "finetune" in execution:
+        from dreamops.tasks.pick_finetune import PickFinetuneConfig
+        tune = execution["finetune"]
+        if "finetune" not in tune:
+            raise SystemExit(f"variant {name!r}: bc=W needs finetune=STEPS")
+        try:
+            PickFinetuneConfig(steps=tune["finetune"], bc_weight=tune.get("bc_weight", 1.0))
+        except ValueError as e:
+            raise SystemExit(f"variant {name!r}: {e}") from None
     PickConfig(**cell)   # refuse a bad set-up before any episode runs
     return name, cell, execution
 
@@ -94,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from dreamops.tasks.evaluate_pick import PickPolicyFactory, evaluate_pick
 
     variants = [parse_variant(v) for v in args.variant]
-    if any(ENSEMBLE in execution for _, _, execution in variants) and args.data is None:
-        raise SystemExit("members=K trains world models on the version's data: give --data DATASET_FOLDER")
+    if any(ENSEMBLE in execution or "finetune" in execution for _, _, execution in variants) and args.data is None:
+        raise SystemExit("members=K and finetune=STEPS train on the version's data: give --data DATASET_FOLDER")
     model = PickVLA.load(args.model)
     for name, _, execution in variants:   # refuse a bad execution before any episode runs
         try:
@@ -118,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
             if k not in ensembles:
                 ensembles[k] = train_ensemble(model, args.data, k, args.profile, args.member_steps)
             members, train_s = ensembles[k]
-        factory = PickPolicyFactory.from_model(model, planner, settings, members, dream=True)
+        policy_model = model
+        if "finetune" in execution:
+            policy_model, report, train_s = finetune(model, args.data, execution["finetune"])
+        factory = PickPolicyFactory.from_model(policy_model, planner, settings, members, dream=True)
         row = {"variant": name, "cell": {k: list(v) if isinstance(v, tuple) else v for k, v in cell.items()},
                "execution": execution, "ensemble_training_s": round(train_s, 1)}
+        if "finetune" in execution:
+            row["finetune"] = report
         for object_set in ("seen", "novel"):
             s = evaluate_pick(factory, name, seeds, object_set, 80, workers, cell=cell).summary()
             row[object_set] = {"success": s["success_rate"], "episodes": s["episodes"],
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def policy_settings(execution: dict) -> dict:
     """PickVLAPolicy's own fields of a variant's execution (not the planner's, not the ensemble's)."""
-    return {k: v for k, v in execution.items() if not k.startswith("planner") and k != ENSEMBLE}
+    return {k: v for k, v in execution.items() if not k.startswith("planner") and k not in (ENSEMBLE, "finetune")}
 
 
 def table_keys(row: dict) -> dict:
@@ -171,6 +191,28 @@ def train_ensemble(model, data_dir: Path, k: int, profile: str, steps: int | Non
     seconds = time.perf_counter() - t0
     print(f"ensemble of {k} trained on {data.n_episodes} episodes in {seconds:.0f} s", flush=True)
     return members, seconds
+
+
+def finetune(model, data_dir: Path, settings: dict) -> tuple[object, dict, float]:
+    """The version with its flow head fine-tuned in its own world model on every labelled frame of
+    the dataset at data_dir -> (model, report, seconds with the embedding of the frames)."""
+    import time
+
+    from dreamops.tasks.dataset import open_dataset
+    from dreamops.tasks.pick_ensemble import embed_demos
+    from dreamops.tasks.pick_finetune import PickFinetuneConfig, finetune_pick_policy
+    from dreamops.tasks.train_pick import Demos
+
+    data = open_dataset(data_dir.parent, str(data_dir))
+    t0 = time.perf_counter()
+    demos = Demos.load(data, list(data.manifest["episode_id"]), model.arch.horizon)
+    embeds = embed_demos(model.eval(), demos)
+    cfg = PickFinetuneConfig(steps=settings["finetune"], bc_weight=settings.get("bc_weight", 1.0))
+    tuned, report = finetune_pick_policy(model, embeds, demos, cfg)
+    seconds = time.perf_counter() - t0
+    print(f"fine-tuned {cfg.steps} updates (bc {cfg.bc_weight}) in {seconds:.0f} s: imagined score of the policy's "
+          f"chunks {report['finetune/imagined_before']:.3f} -> {report['finetune/imagined_after']:.3f}", flush=True)
+    return tuned, report, seconds
 
 
 if __name__ == "__main__":
