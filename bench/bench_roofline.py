@@ -7,7 +7,10 @@ the same process and the same minutes as the stages, because the machines are sh
   and convolution throughput torch reaches on this machine at the same thread count (a large GEMM
   and a large 3x3 convolution: the roofline). A stage's FLOPs are counted by torch itself
   (`torch.utils.flop_counter.FlopCounterMode` over one step), but for nn.LSTM's fused kernel, which
-  the counter cannot see: its matmuls by hand.
+  the counter cannot see: its matmuls by hand. M and the dream are recurrences: each step needs the
+  last, so their matmuls are as small as their batch. Each is also timed against its own LSTM alone
+  at the same shapes (M: the LSTM's forward and backward over one training window; the dream: its
+  cell steps at the dream's batch), the part no implementation of the same training can skip.
 - the data loader (shards -> shuffled uint8 batches) in frames/s next to what V consumes.
 - the simulator stages (collection, validation/evaluation with the V-M-C policy) against the
   simulator's own single-core speed on the same frames (the same seeds, actions and drawn frames,
@@ -23,6 +26,7 @@ and the fraction of it.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -111,7 +115,7 @@ def torch_stages(data, n_train: int, population: int, rollouts: int, dream_steps
     train_mdnrnn(latents, ids[:b], hold, m_cfg, action_repeat=4, show_progress=False)
     (m, report), t = _timed(lambda: train_mdnrnn(latents, ids, hold, m_cfg, action_repeat=4, show_progress=False))
     out["M training"] = {"unit": f"optimiser step (batch {b} x {sl})", "per_s": report["mdn/steps"] / t,
-                         "flops_per_unit": f}
+                         "flops_per_unit": f, "recurrence_alone_per_s": 1 / lstm_alone_s(m, b, sl)}
     c_cfg = CMAConfig()
     starts = dream_start_states(m, latents, ids[:8], skip_steps=50)
     with torch.no_grad():
@@ -121,10 +125,44 @@ def torch_stages(data, n_train: int, population: int, rollouts: int, dream_steps
     dream_fitness(m, genomes, starts, rollouts, 10, c_cfg.temperature, seed=0)
     _, t = _timed(lambda: dream_fitness(m, genomes, starts, rollouts, dream_steps, c_cfg.temperature, seed=1))
     out["CMA-ES dream"] = {"unit": f"generation ({population} x {rollouts} x {dream_steps})", "per_s": 1 / t,
-                           "flops_per_unit": f}
+                           "flops_per_unit": f,
+                           "recurrence_alone_per_s": 1 / lstm_cell_alone_s(m, population * rollouts, dream_steps)}
     for row in out.values():
         row["gflops"] = row["per_s"] * row["flops_per_unit"] / 1e9
+        if "recurrence_alone_per_s" in row:
+            row["fraction_of_recurrence"] = row["per_s"] / row["recurrence_alone_per_s"]
     return out
+
+
+def lstm_alone_s(m, batch: int, steps: int, repeats: int = 5) -> float:
+    """Seconds of M's own LSTM forward and backward over one training window ([batch, steps] of
+    [z, a]), nothing else: the sequential part of an M training step, which no batching of the
+    same window removes (M's limit at its own shapes)."""
+    lstm = copy.deepcopy(m.lstm).train()
+    x = torch.randn(batch, steps, lstm.input_size, requires_grad=True)
+    return _best_of(lambda: lstm(x)[0].sum().backward(), repeats)
+
+
+@torch.no_grad()
+def dream_cell_steps(m, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, steps: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`steps` LSTM cell steps of M's LSTM as models.dream steps it (one fused [z, a, h] matmul and
+    the gates) on a fixed input x [rows, I]."""
+    lstm = m.lstm
+    w = torch.cat([lstm.weight_ih_l0, lstm.weight_hh_l0], dim=1).t().contiguous()
+    b = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    for _ in range(steps):
+        i, f, g, o = torch.addmm(b, torch.cat([x, h], dim=-1), w).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+
+def lstm_cell_alone_s(m, rows: int, steps: int, repeats: int = 3) -> float:
+    """Seconds of the dream's recurrence alone at its own shapes: `steps` cell steps of its batch,
+    without the heads, the sampling or the controllers."""
+    x, h0 = torch.randn(rows, m.lstm.input_size), torch.zeros(rows, m.lstm.hidden_size)
+    return _best_of(lambda: dream_cell_steps(m, x, h0, h0, steps), repeats)
 
 
 class Replay:
@@ -237,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}{row['per_s']:>12.1f}  {row['unit']:<38}{gf:>9}{lim:>12}  {row['fraction']:>8.2f}")
     print("fraction: of the limit (GFLOP/s against the roofline, frames/s against the simulator alone x "
           "workers); for the data loader, the share of V's training time it would take.")
+    for name, row in stages.items():
+        if "recurrence_alone_per_s" in row:
+            print(f"{name}: {row['per_s']:.1f}/s against its LSTM alone at the same shapes "
+                  f"{row['recurrence_alone_per_s']:.1f}/s: {row['fraction_of_recurrence']:.2f}")
     result = {**header, "load": {"start": load_start, "end": _load()}, "workers": args.workers, "limits": limits,
               "stages": stages}
     if not args.quick:

@@ -36,3 +36,17 @@ def test_the_lstm_flops_are_its_matmuls():
         for k in range(t):
             hs, cs = lstm_step(x[:, k], hs, cs, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
     assert roofline.flops_of(unrolled) * 3 == roofline.lstm_train_flops(b, t, i, h)
+
+
+def test_the_recurrence_alone_is_m_s_own_lstm_at_the_stage_s_shapes():
+    """The recurrences' limits time M's own LSTM: the dream's cell steps are nn.LSTM's, step by step."""
+    from dreamops.models.mdnrnn import MDNRNN
+
+    torch.manual_seed(0)
+    m = MDNRNN(hidden_dim=16, n_gaussians=2)
+    x = torch.randn(4, m.lstm.input_size)
+    h, c = roofline.dream_cell_steps(m, x, torch.zeros(4, 16), torch.zeros(4, 16), 3)
+    with torch.no_grad():
+        out, (h_n, c_n) = m.lstm(x[:, None].expand(4, 3, -1))
+    torch.testing.assert_close((h, c), (h_n[0], c_n[0]))
+    assert roofline.lstm_alone_s(m, 2, 3, repeats=1) > 0 and roofline.lstm_cell_alone_s(m, 4, 3, repeats=1) > 0
