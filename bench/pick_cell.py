@@ -12,9 +12,10 @@ the weight of the imagined collision chance in the planner's score, for versions
 `futures=F alpha=A`: every candidate scored over F sampled futures by their CVaR at A (1: their mean);
 `members=K disagreement=W`: every candidate also imagined in K world models trained here on the
 version's embeddings of --data's episodes, each on a bootstrap resample (tasks.pick_ensemble), the CVaR
-over members x futures minus W x their spread; `finetune=STEPS bc=W`: the policy's flow head first
-fine-tuned STEPS updates in the version's own world model by actor-critic, with the flow-matching loss
-on --data's labelled chunks at weight W as the anchor (tasks.pick_finetune), then played as the policy):
+over members x futures minus W x their spread; `finetune=STEPS bc=W anchor=flow|chunk`: the policy's flow
+head first fine-tuned STEPS updates in the version's own world model by actor-critic, anchored to
+--data's labelled chunks at weight W by the flow-matching loss or by the executed chunk's squared error
+(tasks.pick_finetune), then played as the policy):
 
     python bench/pick_cell.py --model pick_vla.pt --variant execute4 --variant execute1 execute=1 \
         --variant ensemble ensemble=0.5
@@ -41,7 +42,7 @@ PLANNER_SETTINGS = {"collision_weight": float, "futures": int, "alpha": float,
                     "disagreement_weight": float}   # the planner's own fields, with planner=KIND
 ALIASES = {"disagreement": "disagreement_weight", "bc": "bc_weight"}
 ENSEMBLE = "members"   # members=K: the planner scores in K world models trained by this bench
-FINETUNE = {"finetune": int, "bc_weight": float}   # the policy fine-tuned in its world model by this bench
+FINETUNE = {"finetune": int, "bc_weight": float, "anchor": str}   # the policy fine-tuned in its world model here
 
 
 def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
@@ -82,12 +83,11 @@ def parse_variant(parts: list[str]) -> tuple[str, dict, dict]:
         needs = list(execution.get("planner_settings", {})) + ([ENSEMBLE] if ENSEMBLE in execution else [])
         raise SystemExit(f"variant {name!r}: {', '.join(needs)} needs planner=KIND")
     if "finetune" in execution:
-        from dreamops.tasks.pick_finetune import PickFinetuneConfig
         tune = execution["finetune"]
         if "finetune" not in tune:
-            raise SystemExit(f"variant {name!r}: bc=W needs finetune=STEPS")
+            raise SystemExit(f"variant {name!r}: bc=W and anchor=KIND need finetune=STEPS")
         try:
-            PickFinetuneConfig(steps=tune["finetune"], bc_weight=tune.get("bc_weight", 1.0))
+            finetune_config(tune)
         except ValueError as e:
             raise SystemExit(f"variant {name!r}: {e}") from None
     PickConfig(**cell)   # refuse a bad set-up before any episode runs
@@ -193,6 +193,14 @@ def train_ensemble(model, data_dir: Path, k: int, profile: str, steps: int | Non
     return members, seconds
 
 
+def finetune_config(settings: dict):
+    """A variant's finetune=STEPS bc=W anchor=flow|chunk -> tasks.pick_finetune.PickFinetuneConfig."""
+    from dreamops.tasks.pick_finetune import PickFinetuneConfig
+
+    return PickFinetuneConfig(steps=settings["finetune"], bc_weight=settings.get("bc_weight", 1.0),
+                              anchor=settings.get("anchor", "flow"))
+
+
 def finetune(model, data_dir: Path, settings: dict) -> tuple[object, dict, float]:
     """The version with its flow head fine-tuned in its own world model on every labelled frame of
     the dataset at data_dir -> (model, report, seconds with the embedding of the frames)."""
@@ -200,17 +208,17 @@ def finetune(model, data_dir: Path, settings: dict) -> tuple[object, dict, float
 
     from dreamops.tasks.dataset import open_dataset
     from dreamops.tasks.pick_ensemble import embed_demos
-    from dreamops.tasks.pick_finetune import PickFinetuneConfig, finetune_pick_policy
+    from dreamops.tasks.pick_finetune import finetune_pick_policy
     from dreamops.tasks.train_pick import Demos
 
     data = open_dataset(data_dir.parent, str(data_dir))
     t0 = time.perf_counter()
     demos = Demos.load(data, list(data.manifest["episode_id"]), model.arch.horizon)
     embeds = embed_demos(model.eval(), demos)
-    cfg = PickFinetuneConfig(steps=settings["finetune"], bc_weight=settings.get("bc_weight", 1.0))
+    cfg = finetune_config(settings)
     tuned, report = finetune_pick_policy(model, embeds, demos, cfg)
     seconds = time.perf_counter() - t0
-    print(f"fine-tuned {cfg.steps} updates (bc {cfg.bc_weight}) in {seconds:.0f} s: imagined score of the policy's "
+    print(f"fine-tuned {cfg.steps} updates (bc {cfg.bc_weight}, anchor {cfg.anchor}) in {seconds:.0f} s: imagined score of the policy's "
           f"chunks {report['finetune/imagined_before']:.3f} -> {report['finetune/imagined_after']:.3f}", flush=True)
     return tuned, report, seconds
 

@@ -44,7 +44,11 @@ class PickFinetuneConfig:
     """Adam learning rate of the flow head (the version trained at 1e-3, DAgger fine-tunes at 5e-4)."""
     critic_lr: float = 3e-4
     bc_weight: float = 1.0
-    """Weight of the flow-matching loss on the starts' labelled chunks: the anchor to the expert."""
+    """Weight of the anchor to the expert's labelled chunks."""
+    anchor: str = "flow"
+    """"flow": the flow-matching loss on the labelled chunks (the version's own training loss);
+    "chunk": the squared error between the chunk the policy executes and the labelled one (TD3+BC's
+    behaviour term, Fujimoto & Gu 2021): it holds the executed actions, the gripper's sign included."""
     success_weight: float = 4.0
     collision_weight: float = 4.0
     """The reward's weights: the planners' defaults (models.planners.CEMPlanner)."""
@@ -59,6 +63,8 @@ class PickFinetuneConfig:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if self.bc_weight < 0 or self.lr <= 0 or self.critic_lr <= 0:
             raise ValueError("bc_weight must be >= 0 and the learning rates > 0")
+        if self.anchor not in ("flow", "chunk"):
+            raise ValueError(f"anchor must be 'flow' or 'chunk', got {self.anchor!r}")
         if not (0 < self.discount <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"need 0 < discount <= 1 and 0 <= lam <= 1, got {self.discount}, {self.lam}")
 
@@ -125,7 +131,7 @@ def finetune_pick_policy(model: PickVLA, embeds: list[torch.Tensor], demos: Demo
         return cond, torch.stack([demos.chunks[e][t] for e, t in idx])
 
     probe = batch(frames[rng.choice(len(frames), size=min(256, len(frames)), replace=False)])
-    before = imagined_policy_score(tuned, probe[0], cfg), anchor_loss(tuned, *probe)
+    before = imagined_policy_score(tuned, probe[0], cfg), anchor_loss(tuned, *probe, cfg.anchor)
     with progress(show_progress) as bar:
         task = bar.add_task("fine-tune pick-vla's policy in its world model", total=cfg.steps, status="")
         for step in range(cfg.steps):
@@ -133,13 +139,17 @@ def finetune_pick_policy(model: PickVLA, embeds: list[torch.Tensor], demos: Demo
             with torch.no_grad():
                 start = initial_state(tuned, cond)
             noise = torch.randn(cfg.batch_size, *shape, generator=gen) * temperature
-            feats = imagine_differentiably(tuned, start, policy_chunks(tuned, cond, noise))
+            chunks = policy_chunks(tuned, cond, noise)
+            feats = imagine_differentiably(tuned, start, chunks)
             states = torch.cat([tuned.rssm.feature(start)[:, None], feats], dim=1)            # [B, H + 1, F]
             rewards = chunk_rewards(tuned, feats, cfg.success_weight, cfg.collision_weight)
             returns = lambda_returns(rewards, critic(states), torch.ones_like(rewards), cfg.discount, cfg.lam)
             scale = norm.update(returns)
-            anchor = flow_matching_loss(tuned.head.velocity, labels, cond, torch.randn(labels.shape, generator=gen),
-                                        torch.rand(cfg.batch_size, generator=gen))
+            if cfg.anchor == "chunk":
+                anchor = F.mse_loss(chunks, labels)
+            else:
+                anchor = flow_matching_loss(tuned.head.velocity, labels, cond,
+                                            torch.randn(labels.shape, generator=gen), torch.rand(cfg.batch_size, generator=gen))
             actor_loss = -returns[:, 0].mean() / scale + cfg.bc_weight * anchor
             actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
@@ -159,15 +169,18 @@ def finetune_pick_policy(model: PickVLA, embeds: list[torch.Tensor], demos: Demo
     for p in tuned.head.parameters():
         p.requires_grad_(False)
     report = {"finetune/imagined_before": before[0], "finetune/imagined_after": imagined_policy_score(tuned, probe[0], cfg),
-              "finetune/anchor_before": before[1], "finetune/anchor_after": anchor_loss(tuned, *probe),
+              "finetune/anchor_before": before[1], "finetune/anchor_after": anchor_loss(tuned, *probe, cfg.anchor),
               "finetune/starts": float(len(frames))}
     log(report, cfg.steps)
     return tuned, report
 
 
 @torch.no_grad()
-def anchor_loss(model: PickVLA, cond: torch.Tensor, labels: torch.Tensor) -> float:
-    """The flow-matching loss on labelled chunks at fixed noise and t = 0.5: comparable before and after."""
+def anchor_loss(model: PickVLA, cond: torch.Tensor, labels: torch.Tensor, anchor: str = "flow") -> float:
+    """The anchor on labelled chunks, comparable before and after: the flow-matching loss at fixed
+    noise and t = 0.5, or the squared error of the executed chunk (temperature 0)."""
+    if anchor == "chunk":
+        return float(F.mse_loss(policy_chunks(model, cond, torch.zeros_like(labels)), labels))
     noise = torch.randn(labels.shape, generator=torch.Generator().manual_seed(1))
     return float(flow_matching_loss(model.head.velocity, labels, cond, noise, torch.full((len(labels),), 0.5)))
 

@@ -19,12 +19,15 @@ def test_a_variant_splits_into_the_cells_overrides_and_the_policys_execution():
         "ens", {}, {"planner": "cem", "members": 5, "planner_settings": {"disagreement_weight": 1.0}})
     assert pick_cell.parse_variant(["ac", "finetune=300", "bc=2"]) == (
         "ac", {}, {"finetune": {"finetune": 300, "bc_weight": 2.0}})
+    assert pick_cell.parse_variant(["ac", "finetune=30", "anchor=chunk"]) == (
+        "ac", {}, {"finetune": {"finetune": 30, "anchor": "chunk"}})
     assert pick_cell.policy_settings({"finetune": {"finetune": 300}, "execute": 2}) == {"execute": 2}
 
 
 @pytest.mark.parametrize("item", ["speed=2", "execute", "max_objects=9", "planner=astar",
                                   "collision_weight=1", "futures=4", "members=3", "disagreement=1",
-                                  "bc=1", "finetune=0", "finetune=10 bc=-1"])
+                                  "bc=1", "finetune=0", "finetune=10 bc=-1",
+                                  "finetune=10 anchor=kl", "anchor=chunk"])
 def test_a_bad_variant_is_refused_before_any_episode(item):
     with pytest.raises((SystemExit, ValueError)):
         pick_cell.parse_variant(["bad", *item.split()])

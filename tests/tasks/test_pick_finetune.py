@@ -54,7 +54,22 @@ def test_fine_tuning_raises_the_policys_imagined_score_and_moves_only_the_head(g
     assert logged[-1] == 40 and isinstance(tuned, PickVLA)
 
 
+def test_the_chunk_anchor_pulls_the_executed_chunks_to_the_labels(good_pick_dataset):
+    """TD3+BC's behaviour term on the executed chunk: weighted far above the return, the fine-tune
+    brings the chunks the policy executes nearer the expert's labels."""
+    torch.set_num_threads(1)
+    data = open_dataset(good_pick_dataset.parent, str(good_pick_dataset))
+    demos = Demos.load(data, list(data.manifest["episode_id"]), MODEL.horizon)
+    model = _version(demos.proprio[0].shape[1])
+    _, report = finetune_pick_policy(model, embed_demos(model, demos), demos,
+                                     PickFinetuneConfig(steps=40, batch_size=8, lr=3e-3, bc_weight=100.0, anchor="chunk"),
+                                     show_progress=False)
+    assert report["finetune/anchor_after"] < 0.95 * report["finetune/anchor_before"], report
+
+
 def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="anchor"):
+        PickFinetuneConfig(anchor="kl")
     with pytest.raises(ValueError, match="discount"):
         PickFinetuneConfig(discount=0.0)
     with pytest.raises(ValueError, match="steps"):
