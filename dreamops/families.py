@@ -92,7 +92,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            baselines=("random", "rule_based"), robot="dreamops.tasks.robot_episode:CarRacingRobot", fleet=True,
            warm_start=True, fleet_data=True, evaluate=True, profile=True, drift_eval=True),
     Family("pick-vla", "language-conditioned pick in a PyBullet cell: encoder + RSSM + flow-matching action head",
-           profiles=("smoke", "quick", "gpu", "full"),
+           profiles=("smoke", "quick", "standard", "gpu", "full"),
            config="dreamops.tasks.pick_config:PickVLAConfig", profile_table="dreamops.tasks.pick_config:PICK_PROFILES",
            train_flow="dreamops.flows.train_pick:train_pick", data_gate="dreamops.tasks.pick_data:validate_dataset",
            summary_lines="dreamops.flows.train_pick:summary_lines",

@@ -204,6 +204,10 @@ PICK_PROFILES: dict[str, dict[str, Any]] = {
     },
     # Minutes on 2 cores: shows the pipeline learns (far from the full bars).
     "quick": {},
+    # quick + 2 DAgger rounds, the expert labelling every state the policy visits: the best measured
+    # way here (docs/results/index.md, sessions 13-19): 81% / 80% (seed 0) and 76% / 81% (seed 1) on
+    # 100 + 100 episodes, 59-92 min on 2 cores. Below the standard bars (95% / 90%).
+    "standard": {"rounds": 3, "dagger.label_every_step": True, "eval.episodes": 100},
     # At most 8 minutes on one large GPU (H200) with 16 CPU cores (DREAMOPS_WORKERS=16). NOT YET RUN on a
     # GPU: planned from quick's measured costs on 2 cores (make pick, 14 min: 600 demonstrations in 2 min
     # 19 s, ~4.3 a second with 2 workers; 4,000 steps in ~8 min, ~120 ms a step) and these assumptions:

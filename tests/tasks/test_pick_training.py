@@ -63,5 +63,9 @@ def test_pick_profiles_resolve_and_unknown_agents_are_refused():
         assert cfg.agent == "pick-vla" and cfg.profile == profile
         assert "train.flow_weight" in cfg.flat() and cfg.train.wm_weight == 0.5 and cfg.train.grasp_weight == 0.1
     assert resolve_config("full", agent="pick-vla").gate.model.novel_success_min == 0.88
+    standard, quick = resolve_config("standard", agent="pick-vla"), resolve_config("quick", agent="pick-vla")
+    # quick + 2 DAgger rounds with every visited state labelled: the measured best way, otherwise quick
+    assert (standard.rounds, standard.dagger.label_every_step, standard.eval.episodes) == (3, True, 100)
+    assert standard.train == quick.train and standard.model == quick.model and standard.data == quick.data
     with pytest.raises(ValueError, match="unknown agent"):
         resolve_config("quick", agent="pick-and-drop")
