@@ -97,7 +97,7 @@ def test_malformed_and_invalid_bodies(api):
     assert raw.status_code == 422 and raw.json()["message"].startswith("invalid request")
     for body in ({"warehouse_id": ""}, {"warehouse_id": "WH 1"}, {"warehouse_id": "WH-1", "data_window_hours": -1},
                  {"warehouse_id": "WH-1", "profile": "huge"}, {"warehouse_id": "WH-1", "agent": "doom"},
-                 {"warehouse_id": "WH-1", "agent": "pick-vla", "profile": "standard"}):
+                 {"warehouse_id": "WH-1", "agent": "pick-vla", "profile": "Quick"}):
         answer = api.post("/training/trigger", json=body)
         assert answer.status_code == 422, body
         assert answer.json()["message"]
