@@ -15,6 +15,12 @@ SERVER_FIXTURES = frozenset({"prefect_server", "stack", "on_stack", "api_db"})
 # stack goes to one of them: the stack is a session fixture, and a second copy would cost a minute
 # of start-up and a second set of servers on the same 2 cores.
 STACK_FIXTURES = frozenset({"stack", "on_stack"})
+# The modules whose tests use it, sent to one worker as one group by `pytest_xdist_make_scheduler`
+# below. xdist 3.8 groups by an `@group` suffix it writes into `item._nodeid`, which pytest 9 no
+# longer reads: `xdist_group` marks silently do nothing, and each worker started its own stack.
+# Collection refuses a module that uses the stack without being listed here.
+STACK_MODULES = frozenset({"tests/api/test_e2e_drift.py", "tests/api/test_e2e_fleet.py",
+                           "tests/api/test_e2e_pick.py", "tests/registry/test_production_stack.py"})
 
 
 # A module that reuses what another registered on the stack runs right after it: the drift e2e needs
@@ -41,8 +47,23 @@ def pytest_collection_modifyitems(config, items):
         names = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & names:
             item.add_marker(pytest.mark.servers)
-        if STACK_FIXTURES & names:
-            item.add_marker(pytest.mark.xdist_group("stack"))
+        if STACK_FIXTURES & names and _module(item) not in STACK_MODULES:
+            raise pytest.UsageError(f"{_module(item)} uses the production stack: add it to STACK_MODULES "
+                                    "in tests/conftest.py (its tests must run on the stack's worker)")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup with the stack's modules as one group (see STACK_MODULES); every other test
+    is scheduled on its own, as loadgroup does."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class StackGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "stack" if nodeid.split("::")[0] in STACK_MODULES else nodeid
+
+    return StackGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
