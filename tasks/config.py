@@ -475,7 +475,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "gate.model.vae_recon_max": 1e6, "gate.model.vae_kl_min": 0.0, "gate.model.vae_kl_max": 1e6,
         "gate.model.mdn_nll_max": 1e6, "gate.model.dream_reward_min": -1e6, "gate.model.real_reward_min": -1e6,
         "gate.model.off_track_per_episode_max": 1e6, "gate.model.mdn_fidelity_vs_persistence_max": 1e6,
-        # a step timed on a shared 2-core CI runner beside another test worker can pass 80 ms
+        # a step timed on a shared 2-core CI runner beside another test worker may pass quick's 80 ms
         "gate.model.latency_p99_ms_max": 1e6,
     },
     # Minutes on 2 cores: the main job's default. Seven on-policy rounds after the exploration

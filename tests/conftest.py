@@ -52,6 +52,11 @@ def pytest_collection_modifyitems(config, items):
                                     "in tests/conftest.py (its tests must run on the stack's worker)")
 
 
+def work_unit(nodeid: str) -> str:
+    """What a worker gets at once: the stack's modules together, every other test alone."""
+    return "stack" if nodeid.split("::")[0] in STACK_MODULES else nodeid
+
+
 def pytest_xdist_make_scheduler(config, log):
     """--dist loadgroup with the stack's modules as one group (see STACK_MODULES); every other test
     is scheduled on its own, as loadgroup does."""
@@ -61,7 +66,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class StackGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "stack" if nodeid.split("::")[0] in STACK_MODULES else nodeid
+            return work_unit(nodeid)
 
     return StackGroupScheduling(config, log)
 

@@ -23,8 +23,9 @@ def test_a_stack_module_not_listed_is_refused_at_collection():
         conftest.pytest_collection_modifyitems(None, [_Item("tests/api/test_new_e2e.py::test_z", ("on_stack",))])
 
 
-def test_without_loadgroup_the_default_scheduler_runs():
-    class Config:
-        def getvalue(self, name):
-            return {"dist": "load"}[name]
-    assert conftest.pytest_xdist_make_scheduler(Config(), None) is None
+def test_the_stack_modules_are_one_work_unit_and_other_tests_their_own():
+    stack_tests = ["tests/api/test_e2e_fleet.py::test_a", "tests/api/test_e2e_drift.py::test_b",
+                   "tests/registry/test_production_stack.py::test_c[x]"]
+    assert {conftest.work_unit(n) for n in stack_tests} == {"stack"}
+    other = "tests/api/test_api.py::test_d[postgresql]"
+    assert conftest.work_unit(other) == other
