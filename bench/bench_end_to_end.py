@@ -4,8 +4,9 @@ V, M and C, evaluates on the same seeds and plays the baselines), timed from the
 its registered version.
 
 The default "before" is 3f554a2, the code on the day issue 20 was filed (its `quick` was one round).
-This code runs the same config with `--set rounds=1`: every key the old code knew resolves to the
-same value (the keys added since only act in later rounds), so both collect the same seeds with the
+This code runs the same config with `--set rounds=1 --set controller_trainer=cma` (`quick` trains C
+by actor-critic since session 22; the old code knew CMA-ES only): every key the old code knew
+resolves to the same value (the keys added since only act in later rounds), so both collect the same seeds with the
 same policies (the data hash is compared), train for the same epochs and CMA-ES generations and
 evaluate on the same 8 seeds.
 
@@ -60,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", default=BEFORE, help="the commit measured as 'before'")
     p.add_argument("--set", dest="overrides", action="append", default=None,
-                   help="config overrides for this code (default: rounds=1)")
+                   help="config overrides for this code (default: rounds=1, controller_trainer=cma)")
     p.add_argument("--json", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     from bench_api import _machine, archive_code
     from quality import run_header
 
-    overrides = args.overrides or ["rounds=1"]
+    overrides = args.overrides or ["rounds=1", "controller_trainer=cma"]
     header, start = run_header("bench/bench_end_to_end.py", argv), _machine()
     print(f"end-to-end bench: {args.before} vs {header['commit'][:7]}; {start['uptime']}", flush=True)
     rows = []

@@ -22,6 +22,7 @@ from dreamops.models.imagination import Critic, GaussianActor, ReturnNormalizer,
 from dreamops.models.mdnrnn import MDNRNN, sample_mixture
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.config import ActorCriticConfig, CMAConfig
+from dreamops.tasks.device import adam
 from dreamops.tasks.evolve import checkpoint_generations, dream_fitness
 
 
@@ -110,8 +111,8 @@ def _train(mdnrnn: MDNRNN, starts: dict[str, torch.Tensor], cfg: ActorCriticConf
         torch.nn.init.zeros_(controller.fc.bias)
     actor = GaussianActor(controller.fc, 3, cfg.init_std, cfg.min_std, cfg.max_std)
     critic = Critic(mdnrnn.latent_dim + mdnrnn.hidden_dim, cfg.critic_hidden)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, eps=1e-5)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+    actor_opt = adam(actor.parameters(), lr=cfg.actor_lr, eps=1e-5)
+    critic_opt = adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
     gen = torch.Generator().manual_seed(seed + 31_337)
     dream = _Dream(mdnrnn, starts, cfg.batch, cma.dream_steps, cma.temperature, gen)
     norm = ReturnNormalizer()

@@ -2,8 +2,7 @@
 stages share on it (host -> device moves per batch, bf16 autocast where it is safe).
 
 One code path for every device: a stage takes a `Compute` (default: the CPU, fp32) and runs the
-same function on it. On the CPU nothing is copied and nothing is cast, so CPU results are bit for
-bit those of the code before devices existed. Data stays uint8 on the host and moves one batch
+same function on it. On the CPU nothing is copied and nothing is cast. Data stays uint8 on the host and moves one batch
 at a time (pinned memory + non_blocking on CUDA); models come back on the CPU, so packaging,
 pyfunc loading, export and evaluation in the simulators (CPU, per step) do not change.
 """
@@ -18,7 +17,7 @@ import torch
 
 from dreamops.tasks.config import DEVICES, check_device_name
 
-__all__ = ["CPU", "DEVICES", "Compute", "DeviceUnavailableError", "check_device_name", "resolve_device"]
+__all__ = ["CPU", "DEVICES", "Compute", "DeviceUnavailableError", "adam", "check_device_name", "resolve_device"]
 
 M = TypeVar("M", bound=torch.nn.Module)
 
@@ -87,3 +86,13 @@ class Compute:
 
 
 CPU = Compute()
+
+
+def adam(params, *, weight_decay_decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
+    """The training stages' optimiser: Adam (AdamW with `weight_decay_decoupled`) as torch's fused
+    kernel, one pass over each parameter per step on the CPU as on CUDA. torch's default (foreach)
+    runs a dozen passes; on V's 4.3M parameters its step took 19 ms against 3.7 ms fused, about a
+    tenth of V's training step (bench/bench_fused_adam.py). The same update up to float rounding
+    (tests/tasks/test_device.py)."""
+    cls = torch.optim.AdamW if weight_decay_decoupled else torch.optim.Adam
+    return cls(params, fused=True, **kwargs)

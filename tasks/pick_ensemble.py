@@ -15,6 +15,7 @@ from dreamops.models.pick_ensemble import WorldModelMember
 from dreamops.models.pick_vla import PickArchitecture, PickVLA, world_model_terms
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.dataset import Dataset
+from dreamops.tasks.device import adam
 from dreamops.tasks.ensemble import bootstrap_ids
 from dreamops.tasks.pick_config import PickTrainConfig
 from dreamops.tasks.train_pick import Demos, _weights
@@ -47,7 +48,7 @@ def train_member(arch: PickArchitecture, embeds: list[torch.Tensor], demos: Demo
     if not len(windows):
         raise ValueError(f"no episode has {cfg.seq_len} steps: lower train.seq_len")
     rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adam(member.parameters(), weight_decay_decoupled=True, lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = _weights(cfg)
     member.train()
     with progress(show_progress) as bar:

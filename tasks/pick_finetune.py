@@ -31,6 +31,7 @@ from dreamops.models.imagination import Critic, ReturnNormalizer, lambda_returns
 from dreamops.models.pick_vla import PickVLA, initial_state
 from dreamops.models.rssm import State
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
+from dreamops.tasks.device import adam
 from dreamops.tasks.train_pick import Demos
 
 
@@ -115,8 +116,8 @@ def finetune_pick_policy(model: PickVLA, embeds: list[torch.Tensor], demos: Demo
     for p in tuned.head.parameters():
         p.requires_grad_(True)
     critic = Critic(tuned.rssm.feature_dim, cfg.critic_hidden)
-    actor_opt = torch.optim.Adam(tuned.head.parameters(), lr=cfg.lr, eps=1e-5)
-    critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
+    actor_opt = adam(tuned.head.parameters(), lr=cfg.lr, eps=1e-5)
+    critic_opt = adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5)
     frames = labelled_frames(demos)
     if not len(frames):
         raise ValueError("no labelled frame to start from")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dreamops.tasks.device import adam
 from dreamops.tasks.parallel import map_jobs
 
 SCENE_SEED = 500_000   # apart from the demonstrations' (0+), the DAgger rounds' (300000+) and the evaluation's (100000+)
@@ -172,7 +173,7 @@ def pretrain_grounding(encoder, tokenizer, scenes: Scenes, steps: int, batch_siz
     alone: cross-entropy of the attention over the grid cell of the named object, as the training's
     target loss. -> the last 50 steps' mean loss."""
     params = [p for name, p in encoder.named_parameters() if not name.startswith(("proprio", "head"))]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = adam(params, weight_decay_decoupled=True, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(1, steps)))))
     rng = np.random.default_rng(seed)
     target_cells = encoder.attention_cell(torch.as_tensor(scenes.target_uv))

@@ -9,7 +9,7 @@ import torch
 from dreamops.models.mdnrnn import MDNRNN
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.config import MDNConfig
-from dreamops.tasks.device import CPU, Compute
+from dreamops.tasks.device import CPU, Compute, adam
 from dreamops.tasks.encode import Latents
 
 ZOOM_FRAMES = 50  # CarRacing zooms in over its first ~50 frames
@@ -66,7 +66,7 @@ def train_mdnrnn(latents: Latents, train_ids: list[str], holdout_ids: list[str],
     if init is not None:  # warm start from a parent version's M
         model.load_state_dict(init.state_dict())
     model = model.to(compute.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), lr=cfg.lr)
     batches_per_epoch = -(-len(train_ids) // cfg.batch_size)
     step = 0
     best = None

@@ -19,7 +19,7 @@ from dreamops.models.encoders import WordTokenizer
 from dreamops.sim.pick import PickConfig, project_to_image
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.dataset import Dataset
-from dreamops.tasks.device import CPU, Compute
+from dreamops.tasks.device import CPU, Compute, adam
 from dreamops.tasks.pick_config import PickModelConfig, PickTrainConfig
 
 if TYPE_CHECKING:
@@ -188,7 +188,8 @@ def train_pick_vla(data: Dataset, train_ids: list[str], holdout_ids: list[str], 
     model = model.to(compute.device)
     windows, frame_index = demos.windows(train_cfg.seq_len), demos.frame_index()
     rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    opt = adam(model.parameters(), weight_decay_decoupled=True, lr=train_cfg.lr,
+               weight_decay=train_cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, train_cfg))
     weights = _weights(train_cfg)
     if grounding is not None:

@@ -10,7 +10,7 @@ from dreamops.models.vae import VAE, vae_kl
 from dreamops.tasks.common import MetricSink, no_metrics, progress, seed_everything
 from dreamops.tasks.config import VAEConfig
 from dreamops.tasks.dataset import Dataset
-from dreamops.tasks.device import CPU, Compute
+from dreamops.tasks.device import CPU, Compute, adam
 
 BUFFER_FRAMES = 20_000  # frames shuffled together in memory
 
@@ -67,7 +67,7 @@ def train_vae(dataset: Dataset, train_ids: list[str], holdout_ids: list[str], cf
     if init is not None:
         vae.load_state_dict(init.state_dict())
     vae = vae.to(compute.device)
-    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    opt = adam(vae.parameters(), lr=cfg.lr)
     n_frames = int(dataset.manifest.set_index("episode_id").loc[train_ids, "length"].sum())
     steps_per_epoch = -(-n_frames // cfg.batch_size)
     step = 0
