@@ -173,7 +173,8 @@ def archive_code(commit: str, dest: Path) -> Path:
         t.extractall(src, filter="data")
     pkg = dest / "pkg"
     for target, source in sorted(PACKAGE_DIRS.items()):
-        shutil.copytree(src / source, pkg / target, dirs_exist_ok=True)
+        if (src / source).is_dir():   # a package added after `commit` is left out: the old code never imports it
+            shutil.copytree(src / source, pkg / target, dirs_exist_ok=True)
     # The stores are prepared (and stamped) by this tree's migrations; the old code must know every
     # revision to start on them. Later revisions only add nullable or defaulted columns, which the
     # old code's inserts leave to the database.

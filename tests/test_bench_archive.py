@@ -24,3 +24,13 @@ def test_the_archive_holds_every_package_and_its_code_is_the_one_imported(tmp_pa
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(pkg), "PATH": "/usr/bin:/bin"}).stdout.split()
     assert len(out) == len(names) and all(Path(f).is_relative_to(pkg) for f in out), out
+
+
+def test_an_archive_of_code_older_than_a_package_leaves_that_package_out(tmp_path):
+    """The end-to-end bench's default "before" (3f554a2) predates the fleet package."""
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", "3f554a2^{commit}"]).returncode != 0:
+        import pytest
+        pytest.skip("this clone does not hold 3f554a2")
+    pkg = bench_api.archive_code("3f554a2", tmp_path)
+    assert (pkg / "dreamops" / "tasks" / "__init__.py").is_file()
+    assert not (pkg / "dreamops" / "fleet").exists()
