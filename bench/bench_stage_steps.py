@@ -106,7 +106,7 @@ def worker(repeats: int) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", default=BEFORE)
-    p.add_argument("--rounds", type=int, default=3, help="alternations of the two processes")
+    p.add_argument("--rounds", type=int, default=8, help="alternations of the two processes")
     p.add_argument("--repeats", type=int, default=16, help="V steps per process (M: 5x, dream: 1/4)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", type=Path, default=RESULTS)
