@@ -2,9 +2,10 @@
 stages share on it (host -> device moves per batch, bf16 autocast where it is safe).
 
 One code path for every device: a stage takes a `Compute` (default: the CPU, fp32) and runs the
-same function on it. On the CPU nothing is copied and nothing is cast. Data stays uint8 on the host and moves one batch
-at a time (pinned memory + non_blocking on CUDA); models come back on the CPU, so packaging,
-pyfunc loading, export and evaluation in the simulators (CPU, per step) do not change.
+same function on it. On the CPU nothing is copied and nothing is cast. Data stays uint8 on the
+host and moves one batch at a time (pinned memory + non_blocking on CUDA); models come back on the
+CPU, so packaging, pyfunc loading, export and evaluation in the simulators (CPU, per step) do not
+change.
 """
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ CPU = Compute()
 def adam(params, *, weight_decay_decoupled: bool = False, **kwargs) -> torch.optim.Optimizer:
     """The training stages' optimiser: Adam (AdamW with `weight_decay_decoupled`) as torch's fused
     kernel, one pass over each parameter per step on the CPU as on CUDA. torch's default (foreach)
-    runs a dozen passes; on V's 4.3M parameters its step took 19 ms against 3.7 ms fused, about a
-    tenth of V's training step (bench/bench_fused_adam.py). The same update up to float rounding
-    (tests/tasks/test_device.py)."""
+    runs a dozen passes: on V's 4.3M parameters its step took 19-20 ms against 3.6 ms fused, and V's
+    whole training step gained 3-6%, M's 10% (bench/bench_fused_adam.py). The same update up to
+    float rounding (tests/tasks/test_device.py)."""
     cls = torch.optim.AdamW if weight_decay_decoupled else torch.optim.Adam
     return cls(params, fused=True, **kwargs)
