@@ -26,11 +26,18 @@ def test_the_archive_holds_every_package_and_its_code_is_the_one_imported(tmp_pa
     assert len(out) == len(names) and all(Path(f).is_relative_to(pkg) for f in out), out
 
 
-def test_an_archive_of_code_older_than_a_package_leaves_that_package_out(tmp_path):
-    """The end-to-end bench's default "before" (3f554a2) predates the fleet package."""
-    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", "3f554a2^{commit}"]).returncode != 0:
-        import pytest
-        pytest.skip("this clone does not hold 3f554a2")
-    pkg = bench_api.archive_code("3f554a2", tmp_path)
-    assert (pkg / "dreamops" / "tasks" / "__init__.py").is_file()
+def test_an_archive_of_code_older_than_a_package_leaves_that_package_out(tmp_path, monkeypatch):
+    """The end-to-end bench's default "before" (3f554a2) predates the fleet package: a commit without
+    one of the packages is archived without it (it used to fail copying the missing directory)."""
+    old = tmp_path / "repo"
+    for source in set(bench_api.PACKAGE_DIRS.values()) - {"fleet"}:
+        (old / source).mkdir(parents=True, exist_ok=True)
+        (old / source / "__init__.py").write_text(f"# {source}\n")
+    git = ["git", "-C", str(old), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(old)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "before fleet"], check=True)
+    monkeypatch.setattr(bench_api, "REPO", old)
+    pkg = bench_api.archive_code("HEAD", tmp_path / "archive")
+    assert (pkg / "dreamops" / "tasks" / "__init__.py").read_text() == "# tasks\n"
     assert not (pkg / "dreamops" / "fleet").exists()
