@@ -54,7 +54,9 @@ def m_case(batch: int, window: int):
 
 def step_fn(model: torch.nn.Module, loss_of: Callable, fused: bool, lr: float
             ) -> tuple[Callable[[int], float], torch.optim.Optimizer]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=fused)
+    from dreamops.tasks.device import adam   # what the training stages build
+
+    opt = adam(model.parameters(), lr=lr) if fused else torch.optim.Adam(model.parameters(), lr=lr)
 
     def step(seed: int) -> float:
         torch.manual_seed(seed)   # V's latent noise: the same in both arms
@@ -85,6 +87,7 @@ def compare(model: torch.nn.Module, loss_of: Callable, steps: int, lr: float) ->
                 times[arm].append(t)
         if step == 0:
             gaps.append(_gap(models))
+    gaps.append(_gap(models))
     alone = {}
     for arm in ARMS:                         # the optimiser step alone, on the last step's gradients
         opt = fns[arm][1]
@@ -94,11 +97,11 @@ def compare(model: torch.nn.Module, loss_of: Callable, steps: int, lr: float) ->
             opt.step()
             ts.append(time.perf_counter() - t0)
         alone[arm] = statistics.median(ts) * 1000
-    gaps.append(_gap(models))
     step_ms = {arm: statistics.median(times[arm]) * 1000 for arm in ARMS}
     return {"parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "step_ms": step_ms,
             "ratio": step_ms["default"] / step_ms["fused"], "optimizer_step_ms": alone,
-            "max_parameter_gap": {"after 1 step": gaps[0], f"after {steps + 3} steps": gaps[1]}, "step_times_ms": {a: [round(t * 1000, 2) for t in ts] for a, ts in times.items()}}
+            "max_parameter_gap": {"after 1 step": gaps[0], f"after {steps + 3} steps": gaps[1]},
+            "step_times_ms": {a: [round(t * 1000, 2) for t in ts] for a, ts in times.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,7 +67,7 @@ def worker(repeats: int) -> dict[str, list[float]]:
     torch.manual_seed(0)   # V at VAEConfig's batch 64 and lr
     vae = VAE()
     x = torch.randint(0, 256, (64, 3, 64, 64), generator=torch.Generator().manual_seed(1)).float() / 255
-    v_opt = optimiser(vae.parameters(), lr=1e-4)
+    v_opt = optimiser(vae.parameters(), lr=1e-3)
 
     def v_step():
         loss, _ = vae(x)

@@ -93,8 +93,8 @@ def adam(params, *, weight_decay_decoupled: bool = False, **kwargs) -> torch.opt
     """The training stages' optimiser: Adam (AdamW with `weight_decay_decoupled`) as torch's fused
     kernel, one pass over each parameter per step on the CPU as on CUDA. torch's default on the CPU
     loops over the parameters in Python with several elementwise passes over each: on V's 4.3M
-    parameters its step took 18-20 ms against 3.6-4.0 ms fused, and V's whole training step gained
-    3-7%, M's 10-12% (bench/bench_fused_adam.py). The same update up to float rounding
+    parameters its step took 18-21 ms against 3.6-4.0 ms fused, and V's whole training step gained
+    3-8%, M's 10-12% (bench/bench_fused_adam.py). The same update up to float rounding
     (tests/tasks/test_device.py)."""
     cls = torch.optim.AdamW if weight_decay_decoupled else torch.optim.Adam
     return cls(params, fused=True, **kwargs)
